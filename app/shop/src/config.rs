@@ -1,0 +1,131 @@
+//! Typed configuration, read from the environment (or the same-named flags).
+//!
+//! Every setting has an environment variable, so the same image runs anywhere:
+//! compose, Kubernetes, or a test that builds [`ServeConfig`] directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of a long-running service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// The public HTTP API listens here.
+    #[arg(long, env = "FAULTLINE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Health, readiness and /metrics listen here, apart from the public API.
+    #[arg(long, env = "FAULTLINE_ADMIN_ADDR", default_value = "0.0.0.0:9000")]
+    pub admin_addr: SocketAddr,
+
+    /// After SIGTERM, report not-ready for this long before refusing new
+    /// connections, so that load balancers stop sending traffic first.
+    #[arg(long, env = "FAULTLINE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// The longest time in-flight requests get to finish during shutdown.
+    #[arg(long, env = "FAULTLINE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+/// How the service reaches PostgreSQL.
+#[derive(Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// postgres://user:password@host:port/database
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub url: String,
+
+    /// The most connections the pool opens.
+    #[arg(
+        long = "db-max-connections",
+        env = "FAULTLINE_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub max_connections: u32,
+
+    /// How long a query waits for a free connection before failing.
+    #[arg(long = "db-acquire-timeout", env = "FAULTLINE_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub acquire_timeout: Duration,
+
+    /// How long the readiness check waits for `SELECT 1`.
+    #[arg(long = "db-ready-timeout", env = "FAULTLINE_DB_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// Settings for `url` with the defaults of every other field.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("ready_timeout", &self.ready_timeout)
+            .finish()
+    }
+}
+
+impl ServeConfig {
+    /// Settings for tests: both listeners on 127.0.0.1 port 0, no drain delay.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+            database: DatabaseConfig::new(database_url),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let config = DatabaseConfig::new("postgres://shop:hunter2@db:5432/shop");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://shop:***@db:5432/shop"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_password_are_shown_unchanged() {
+        assert_eq!(redact_password("postgres://db/shop"), "postgres://db/shop");
+        assert_eq!(
+            redact_password("postgres://shop@db/shop"),
+            "postgres://shop@db/shop"
+        );
+    }
+}

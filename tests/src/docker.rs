@@ -1,0 +1,50 @@
+//! Reaching the Docker engine. Container tests never skip: when the engine or an
+//! image is missing they fail, and the error says what to do.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use testcontainers::bollard::Docker;
+use testcontainers::core::client::docker_client_instance;
+
+use crate::images::{BUILD_COMMAND, LocalImage};
+
+/// How long the engine gets to answer a ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the engine testcontainers uses (`DOCKER_HOST`, else the default
+/// socket) and pings it.
+pub async fn require_docker() -> anyhow::Result<Docker> {
+    let where_ = std::env::var("DOCKER_HOST")
+        .map(|host| format!("DOCKER_HOST={host}"))
+        .unwrap_or_else(|_| "/var/run/docker.sock (DOCKER_HOST is unset)".to_owned());
+    let hint = "The container tests need a running Docker engine: start it \
+                (for example `systemctl start docker`), check that this user may use it, and run again.";
+    let docker = docker_client_instance()
+        .await
+        .with_context(|| format!("Docker is unreachable at {where_}. {hint}"))?;
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => Ok(docker),
+        Ok(Err(err)) => bail!("Docker is unreachable at {where_}: {err}. {hint}"),
+        Err(_) => bail!("Docker at {where_} did not answer a ping within {PING_TIMEOUT:?}. {hint}"),
+    }
+}
+
+/// Checks that every image exists locally, naming the missing ones.
+pub async fn require_images(docker: &Docker, images: &[LocalImage]) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for image in images {
+        if docker.inspect_image(&image.reference()).await.is_err() {
+            missing.push(image.reference());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing local image(s): {}. No registry is reachable, so they are built \
+             here from Debian packages: run `{BUILD_COMMAND}` from the repository root \
+             (the README's test command does this first).",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

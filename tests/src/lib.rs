@@ -1,0 +1,29 @@
+//! The integration-test harness: the real stack in containers.
+//!
+//! - [`docker`]: reach the engine and the locally built images, or fail saying why.
+//! - [`eventually`]: poll a condition until a deadline, instead of sleeping.
+//! - [`prom_text`]: read a Prometheus text page and match series in it.
+//! - [`prometheus`]: query a Prometheus server's HTTP API.
+//! - [`postgres`]: a PostgreSQL container, and one database per test.
+//! - [`stack`]: a private network with the shop and Prometheus on it.
+
+pub mod docker;
+pub mod eventually;
+pub mod images;
+pub mod postgres;
+pub mod prom_text;
+pub mod prometheus;
+pub mod stack;
+
+pub use eventually::eventually;
+
+/// The HTTP client every test uses: short timeouts, so a hung service fails a
+/// poll rather than the whole test.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    // One TLS provider for the process; an error means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()?)
+}

@@ -1,0 +1,233 @@
+//! The stack under test: a private Docker network with the shop, PostgreSQL and
+//! Prometheus on it. Containers find each other by name; the test process
+//! reaches them through mapped ports on 127.0.0.1.
+//!
+//! Every container is removed when its handle drops (and by testcontainers'
+//! watchdog when the test process is interrupted); the network goes with the
+//! last container on it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use testcontainers::core::logs::LogFrame;
+use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::images;
+use crate::prom_text::Exposition;
+use crate::prometheus::PrometheusClient;
+
+/// The label every test container carries, so leftovers are easy to find:
+/// `docker ps -a --filter label=org.faultline.test`.
+pub const TEST_LABEL: &str = "org.faultline.test";
+
+/// A uniquely named network for one test.
+#[derive(Debug, Clone)]
+pub struct Network {
+    name: String,
+    test: String,
+}
+
+impl Network {
+    /// A fresh network name; `test` names the test in container labels.
+    pub fn new(test: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            name: format!("faultline-{}", &id[..10]),
+            test: test.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A container name on this network, unique across concurrent tests.
+    pub fn host(&self, role: &str) -> String {
+        format!("{}-{role}", self.name)
+    }
+
+    /// Labels for every container of this test.
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (TEST_LABEL.to_owned(), self.test.clone()),
+            ("org.faultline.network".to_owned(), self.name.clone()),
+        ])
+    }
+}
+
+/// Forwards a container's output to the test's stderr, prefixed with its name;
+/// the test runner shows it when a test fails.
+pub fn log_to_stderr(name: &str) -> impl Fn(&LogFrame) + Send + Sync + 'static {
+    let name = name.to_owned();
+    move |frame: &LogFrame| {
+        let text = String::from_utf8_lossy(frame.bytes());
+        for line in text.lines() {
+            eprintln!("[{name}] {line}");
+        }
+    }
+}
+
+/// The ports of the shop image.
+pub const SHOP_HTTP_PORT: u16 = 8080;
+pub const SHOP_ADMIN_PORT: u16 = 9000;
+
+/// A faultline shop service in a container.
+#[derive(Debug)]
+pub struct Shop {
+    pub container: ContainerAsync<GenericImage>,
+    pub host: String,
+    /// `http://127.0.0.1:<port>` of the admin listener, for the test process.
+    pub admin_url: String,
+    /// `http://127.0.0.1:<port>` of the public API, for the test process.
+    pub http_url: String,
+    http: reqwest::Client,
+}
+
+impl Shop {
+    /// Starts `faultline-shop serve` as `host`, connecting to `database_url`;
+    /// returns once it listens (not once it is ready).
+    pub async fn start(network: &Network, host: &str, database_url: &str) -> anyhow::Result<Self> {
+        let container = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
+            .with_exposed_port(ContainerPort::Tcp(SHOP_HTTP_PORT))
+            .with_exposed_port(ContainerPort::Tcp(SHOP_ADMIN_PORT))
+            .with_wait_for(WaitFor::message_on_stdout(r#""message":"serving""#))
+            .with_cmd(["serve"])
+            .with_env_var("DATABASE_URL", database_url)
+            .with_env_var("RUST_LOG", "info")
+            .with_network(network.name())
+            .with_container_name(host)
+            .with_labels(network.labels())
+            .with_log_consumer(log_to_stderr(host))
+            .with_startup_timeout(Duration::from_secs(30))
+            .start()
+            .await
+            .with_context(|| format!("cannot start shop container {host}"))?;
+        let admin_port = container.get_host_port_ipv4(SHOP_ADMIN_PORT).await?;
+        let http_port = container.get_host_port_ipv4(SHOP_HTTP_PORT).await?;
+        Ok(Self {
+            container,
+            host: host.to_owned(),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            http_url: format!("http://127.0.0.1:{http_port}"),
+            http: crate::http_client()?,
+        })
+    }
+
+    /// The status and body of `GET /health/ready`.
+    pub async fn readiness(&self) -> anyhow::Result<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("{}/health/ready", self.admin_url))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// The parsed `/metrics` page.
+    pub async fn metrics(&self) -> anyhow::Result<Exposition> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Exposition::parse(&text)?)
+    }
+}
+
+/// The port of the Prometheus image.
+pub const PROMETHEUS_PORT: u16 = 9090;
+
+/// A Prometheus server in a container.
+#[derive(Debug)]
+pub struct Prometheus {
+    pub container: ContainerAsync<GenericImage>,
+    pub client: PrometheusClient,
+}
+
+impl Prometheus {
+    /// Starts Prometheus as `host` with `config` as its prometheus.yml and
+    /// `files` copied in beside it (rule files, say), each as (path, content).
+    pub async fn start(
+        network: &Network,
+        host: &str,
+        config: &str,
+        files: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut request = GenericImage::new(images::PROMETHEUS.name, images::PROMETHEUS.tag)
+            .with_exposed_port(ContainerPort::Tcp(PROMETHEUS_PORT))
+            .with_wait_for(WaitFor::message_on_stderr(
+                "Server is ready to receive web requests.",
+            ))
+            .with_network(network.name())
+            .with_container_name(host)
+            .with_labels(network.labels())
+            .with_log_consumer(log_to_stderr(host))
+            .with_startup_timeout(Duration::from_secs(60))
+            .with_copy_to("/etc/prometheus/prometheus.yml", config.as_bytes().to_vec());
+        for (path, content) in files {
+            request = request.with_copy_to(*path, content.as_bytes().to_vec());
+        }
+        let container = request
+            .start()
+            .await
+            .with_context(|| format!("cannot start Prometheus container {host}"))?;
+        let port = container.get_host_port_ipv4(PROMETHEUS_PORT).await?;
+        Ok(Self {
+            container,
+            client: PrometheusClient::new(
+                format!("http://127.0.0.1:{port}"),
+                crate::http_client()?,
+            ),
+        })
+    }
+}
+
+/// A prometheus.yml that scrapes each `(job, targets)` every `interval`.
+pub fn prometheus_config(interval: Duration, jobs: &[(&str, Vec<String>)]) -> String {
+    let seconds = interval.as_secs().max(1);
+    let mut yaml = format!(
+        "global:\n  scrape_interval: {seconds}s\n  evaluation_interval: {seconds}s\n  scrape_timeout: {seconds}s\nscrape_configs:\n"
+    );
+    for (job, targets) in jobs {
+        let targets = targets
+            .iter()
+            .map(|target| format!("'{target}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        yaml.push_str(&format!(
+            "  - job_name: '{job}'\n    static_configs:\n      - targets: [{targets}]\n"
+        ));
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_config_lists_every_job() {
+        let yaml = prometheus_config(
+            Duration::from_secs(1),
+            &[("shop", vec!["a:9000".into(), "b:9000".into()])],
+        );
+        assert!(yaml.contains("scrape_interval: 1s"), "{yaml}");
+        assert!(yaml.contains("job_name: 'shop'"), "{yaml}");
+        assert!(yaml.contains("targets: ['a:9000', 'b:9000']"), "{yaml}");
+    }
+
+    #[test]
+    fn hosts_are_unique_per_network() {
+        let a = Network::new("t");
+        let b = Network::new("t");
+        assert_ne!(a.host("pg"), b.host("pg"));
+        assert!(a.host("pg").starts_with(a.name()));
+    }
+}

@@ -1,0 +1,18 @@
+//! End-to-end tests: the real stack in containers. One module per area.
+//!
+//! These tests need a Docker engine and the local images (`compose/build-images`).
+//! Without them they fail, saying what is missing; they never skip.
+
+mod foundation;
+
+use faultline_tests::docker::{require_docker, require_images};
+use faultline_tests::images::{FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
+
+/// The images the foundation tests start.
+const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
+
+/// Fails unless Docker answers and every image is present.
+async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
+    let docker = require_docker().await?;
+    require_images(&docker, images).await
+}
