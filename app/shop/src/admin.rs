@@ -23,7 +23,7 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct AdminState {
     pub health: Health,
     pub metrics: Metrics,
-    pub pool: sqlx::PgPool,
+    pub pool: Option<sqlx::PgPool>,
 }
 
 /// The admin router.
@@ -50,7 +50,9 @@ async fn ready(State(state): State<AdminState>) -> Response {
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> Response {
-    db::record_pool_metrics(&state.pool);
+    if let Some(pool) = &state.pool {
+        db::record_pool_metrics(pool);
+    }
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),

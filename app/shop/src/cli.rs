@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use faultline_telemetry::Telemetry;
 
-use crate::config::ServeConfig;
-use crate::startup::Application;
+use crate::config::{
+    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, WorkerConfig,
+};
+use crate::startup::{Application, RoleConfig};
 
-/// faultline's shop backend.
+/// faultline's shop backend: one binary, one role per subcommand.
 ///
-/// Every setting is also read from the environment variable named in --help,
-/// so the same image runs any role. Logs are JSON lines on stdout, filtered by
-/// RUST_LOG (default: info).
+/// Every setting is also read from the environment variable named in each
+/// subcommand's --help, so the same image runs any role. Logs are JSON lines on
+/// stdout, filtered by RUST_LOG (default: info); traces go over OTLP/gRPC as the
+/// OTEL_* variables say (OTEL_TRACES_EXPORTER=none turns export off).
 #[derive(Debug, Parser)]
 #[command(name = "faultline-shop", version, about, long_about)]
 pub struct Cli {
@@ -23,8 +27,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a service: health, readiness and /metrics on the admin port.
-    Serve(ServeConfig),
+    /// The public API: forwards to catalog and orders.
+    Gateway(GatewayConfig),
+    /// Products, stock and reservations.
+    Catalog(CatalogConfig),
+    /// Checkout: orders, idempotency and the outbox.
+    Orders(OrdersConfig),
+    /// A simulated payment provider.
+    Payments(PaymentsConfig),
+    /// Drains the outbox: settles payments, releases stock, notifies.
+    Worker(WorkerConfig),
+    /// Apply the database migrations and exit.
+    ///
+    /// The catalog, orders and worker roles also apply them at start, under a
+    /// PostgreSQL advisory lock, so running this first is optional.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
     /// Exit 0 when URL answers 2xx: a healthcheck for images without curl.
     ///
     /// Example: faultline-shop probe http://127.0.0.1:9000/health/ready
@@ -49,7 +69,7 @@ pub fn main() -> ExitCode {
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(run(cli.command)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "exiting");
             eprintln!("faultline-shop: {err:#}");
@@ -58,18 +78,47 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Serve(config) => serve(config).await,
-        Command::Probe { url, timeout } => Ok(crate::probe::probe(&url, timeout).await?),
-    }
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let role = match command {
+        Command::Gateway(c) => RoleConfig::Gateway(c),
+        Command::Catalog(c) => RoleConfig::Catalog(c),
+        Command::Orders(c) => RoleConfig::Orders(c),
+        Command::Payments(c) => RoleConfig::Payments(c),
+        Command::Worker(c) => RoleConfig::Worker(c),
+        Command::Migrate { database } => {
+            migrate(&database).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Probe { url, timeout } => {
+            crate::probe::probe(&url, timeout).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    serve(role).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    faultline_telemetry::logs::init().context("cannot set up logging")?;
-    tracing::info!(?config, "starting");
-    let app = Application::build(config).await.context("cannot start")?;
-    faultline_telemetry::metrics::record_build_info("shop", env!("CARGO_PKG_VERSION"));
-    app.run_until_stopped(crate::shutdown::signal()).await?;
+async fn serve(config: RoleConfig) -> anyhow::Result<()> {
+    let telemetry = Telemetry::init(config.name(), env!("CARGO_PKG_VERSION"))
+        .context("cannot set up telemetry")?;
+    tracing::info!(role = config.name(), ?config, "starting");
+    let result = async {
+        let app = Application::build(config).await.context("cannot start")?;
+        app.run_until_stopped(crate::shutdown::signal()).await?;
+        Ok(())
+    }
+    .await;
+    telemetry.shutdown();
+    result
+}
+
+async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
+    let pool = crate::db::lazy_pool(database, "migrate")?;
+    crate::db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply the migrations")?;
+    pool.close().await;
+    eprintln!("faultline-shop: the database schema is up to date");
     Ok(())
 }

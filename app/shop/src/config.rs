@@ -1,12 +1,14 @@
 //! Typed configuration, read from the environment (or the same-named flags).
 //!
-//! Every setting has an environment variable, so the same image runs anywhere:
-//! compose, Kubernetes, or a test that builds [`ServeConfig`] directly.
+//! Every setting has an environment variable, so the same image runs any role
+//! anywhere: compose, Kubernetes, or a test that builds the structs directly.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Settings of a long-running service.
+use url::Url;
+
+/// Settings every long-running role shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
     /// The public HTTP API listens here.
@@ -17,6 +19,10 @@ pub struct ServeConfig {
     #[arg(long, env = "FAULTLINE_ADMIN_ADDR", default_value = "0.0.0.0:9000")]
     pub admin_addr: SocketAddr,
 
+    /// The longest an inbound request may take before it is answered 503.
+    #[arg(long, env = "FAULTLINE_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
     /// After SIGTERM, report not-ready for this long before refusing new
     /// connections, so that load balancers stop sending traffic first.
     #[arg(long, env = "FAULTLINE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -25,12 +31,22 @@ pub struct ServeConfig {
     /// The longest time in-flight requests get to finish during shutdown.
     #[arg(long, env = "FAULTLINE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-
-    #[command(flatten)]
-    pub database: DatabaseConfig,
 }
 
-/// How the service reaches PostgreSQL.
+impl ServeConfig {
+    /// Settings for tests: both listeners on 127.0.0.1 port 0, no drain delay.
+    pub fn for_tests() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a role reaches PostgreSQL.
 #[derive(Clone, clap::Args)]
 pub struct DatabaseConfig {
     /// postgres://user:password@host:port/database
@@ -78,21 +94,141 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-impl ServeConfig {
-    /// Settings for tests: both listeners on 127.0.0.1 port 0, no drain delay.
-    pub fn for_tests(database_url: impl Into<String>) -> Self {
+/// How long outbound calls may take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientConfig {
+    /// The timeout of one call to another service.
+    #[arg(long, env = "FAULTLINE_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
         Self {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(5),
-            database: DatabaseConfig::new(database_url),
+            upstream_timeout: Duration::from_secs(2),
         }
     }
 }
 
+/// The public entry point: forwards to catalog and orders.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub client: ClientConfig,
+    /// Catalog replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// Orders replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_ORDERS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub orders_urls: Vec<Url>,
+}
+
+/// Products, stock and reservations.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+/// Checkout: orders, idempotency and the outbox.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrdersConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub client: ClientConfig,
+    /// Catalog replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// Payments replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_PAYMENTS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub payments_urls: Vec<Url>,
+    /// How long checkout waits for a payment authorisation before accepting
+    /// the order as payment_pending for the worker to settle.
+    #[arg(long, env = "FAULTLINE_PAYMENT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub payment_timeout: Duration,
+}
+
+/// The simulated payment provider.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PaymentsConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    /// Median authorisation latency (log-normal distribution).
+    #[arg(long, env = "FAULTLINE_PAYMENTS_LATENCY_MEDIAN", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub latency_median: Duration,
+    /// 99th percentile authorisation latency.
+    #[arg(long, env = "FAULTLINE_PAYMENTS_LATENCY_P99", default_value = "80ms", value_parser = humantime::parse_duration)]
+    pub latency_p99: Duration,
+    /// Share of authorisations declined, 0 to 1.
+    #[arg(long, env = "FAULTLINE_PAYMENTS_DECLINE_RATIO", default_value_t = 0.02)]
+    pub decline_ratio: f64,
+    /// Seed of the simulation: the same seed and order give the same outcome and latency.
+    #[arg(long, env = "FAULTLINE_PAYMENTS_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Drains the outbox and settles pending payments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub client: ClientConfig,
+    /// Catalog replicas, comma-separated base URLs (to release stock).
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// Payments replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_PAYMENTS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub payments_urls: Vec<Url>,
+    /// How long to wait before looking again when the outbox is empty.
+    #[arg(long, env = "FAULTLINE_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// The longest wait before retrying a failed event.
+    #[arg(long, env = "FAULTLINE_WORKER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_password(url: &str) -> String {
+pub(crate) fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

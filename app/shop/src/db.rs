@@ -1,9 +1,16 @@
-//! The PostgreSQL pool.
+//! The PostgreSQL pool, the migrations, and the telemetry of every query.
+
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseConfig;
+
+/// The schema, embedded from `app/shop/migrations`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Why the pool could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -12,9 +19,9 @@ pub struct DbConfigError(#[source] sqlx::Error);
 
 /// Builds a pool that connects lazily: the service starts (and reports
 /// not-ready) while PostgreSQL is still down, and reconnects by itself.
-pub fn lazy_pool(config: &DatabaseConfig) -> Result<PgPool, DbConfigError> {
+pub fn lazy_pool(config: &DatabaseConfig, application: &str) -> Result<PgPool, DbConfigError> {
     let options: PgConnectOptions = config.url.parse().map_err(DbConfigError)?;
-    let options = options.application_name(env!("CARGO_PKG_NAME"));
+    let options = options.application_name(application);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(0)
@@ -22,6 +29,30 @@ pub fn lazy_pool(config: &DatabaseConfig) -> Result<PgPool, DbConfigError> {
         // A connection that sat idle may point at a restarted server: check it first.
         .test_before_acquire(true)
         .connect_lazy_with(options))
+}
+
+/// Applies the migrations, retrying until PostgreSQL answers or `stop` fires.
+///
+/// sqlx takes a PostgreSQL advisory lock around the run, so N replicas starting
+/// at once apply each migration exactly once.
+pub async fn migrate_until_done(pool: &PgPool, stop: &CancellationToken) -> bool {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => {
+                tracing::info!("database schema is up to date");
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?wait, "cannot apply migrations yet");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return false,
+        }
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Publishes the pool's occupancy (OTel `db.client.connection.count` and `.max`).
@@ -36,8 +67,8 @@ pub fn record_pool_metrics(pool: &PgPool) {
         .set(f64::from(pool.options().get_max_connections()));
 }
 
-/// Describes the pool metrics once, for the `# HELP` lines.
-pub fn describe_pool_metrics() {
+/// Describes the database metrics once, for the `# HELP` lines.
+pub fn describe_metrics() {
     metrics::describe_gauge!(
         "db_client_connections",
         "Connections in the PostgreSQL pool, by state: idle or used."
@@ -46,4 +77,64 @@ pub fn describe_pool_metrics() {
         "db_client_connections_max",
         "The most connections the pool may open."
     );
+    metrics::describe_histogram!(
+        "db_client_operation_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of database operations, by operation and table."
+    );
+}
+
+/// Times one database operation into `db_client_operation_duration_seconds`.
+///
+/// The span comes from `#[tracing::instrument]` on the query function, named
+/// per the semantic conventions (`SELECT products`); this records the metric.
+#[derive(Debug)]
+pub struct OperationTimer {
+    operation: &'static str,
+    collection: &'static str,
+    started: Instant,
+}
+
+impl OperationTimer {
+    pub fn start(operation: &'static str, collection: &'static str) -> Self {
+        Self {
+            operation,
+            collection,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the duration, with `error_type` when the operation failed.
+    pub fn finish<T>(self, result: &Result<T, sqlx::Error>) {
+        let error_type = match result {
+            Ok(_) => "",
+            Err(sqlx::Error::PoolTimedOut) => "pool_timeout",
+            Err(sqlx::Error::Database(_)) => "database",
+            Err(_) => "connection",
+        };
+        metrics::histogram!(
+            "db_client_operation_duration_seconds",
+            "db_operation_name" => self.operation,
+            "db_collection_name" => self.collection,
+            "error_type" => error_type,
+        )
+        .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Runs `operation` and records its duration.
+pub async fn timed<T>(
+    operation: &'static str,
+    collection: &'static str,
+    future: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let timer = OperationTimer::start(operation, collection);
+    let result = future.await;
+    timer.finish(&result);
+    result
+}
+
+/// True for a unique-constraint violation (SQLSTATE 23505).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }

@@ -1,7 +1,8 @@
 //! Liveness and readiness.
 //!
 //! Live: the process runs and answers. Ready: it can serve now, meaning it is
-//! not draining and PostgreSQL answers `SELECT 1` within the ready timeout.
+//! not draining and, for roles with a database, the schema is migrated and
+//! PostgreSQL answers `SELECT 1` within the ready timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,8 @@ use sqlx::PgPool;
 pub enum NotReady {
     #[error("shutting down: draining in-flight requests")]
     Draining,
+    #[error("database: the schema is not migrated yet")]
+    NotMigrated,
     #[error("database: no answer to SELECT 1 within {0:?}")]
     DatabaseTimeout(Duration),
     #[error("database: {0}")]
@@ -31,18 +34,25 @@ pub struct Readiness {
 /// Shared health state of one service.
 #[derive(Debug, Clone)]
 pub struct Health {
-    pool: PgPool,
-    ready_timeout: Duration,
+    database: Option<(PgPool, Duration)>,
+    migrated: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
 }
 
 impl Health {
-    pub fn new(pool: PgPool, ready_timeout: Duration) -> Self {
+    /// A service whose readiness depends on `database` (pool, ready timeout).
+    pub fn new(database: Option<(PgPool, Duration)>) -> Self {
+        let migrated = database.is_none();
         Self {
-            pool,
-            ready_timeout,
+            database,
+            migrated: Arc::new(AtomicBool::new(migrated)),
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The schema is in place.
+    pub fn set_migrated(&self) {
+        self.migrated.store(true, Ordering::SeqCst);
     }
 
     /// From now on, readiness fails: the service is shutting down.
@@ -60,14 +70,23 @@ impl Health {
         if self.is_draining() {
             return Err(NotReady::Draining);
         }
-        let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
-        match tokio::time::timeout(self.ready_timeout, ping).await {
+        let Some((pool, timeout)) = &self.database else {
+            return Ok(Readiness {
+                status: "ready",
+                database: "not used",
+            });
+        };
+        if !self.migrated.load(Ordering::SeqCst) {
+            return Err(NotReady::NotMigrated);
+        }
+        let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
+        match tokio::time::timeout(*timeout, ping).await {
             Ok(Ok(_)) => Ok(Readiness {
                 status: "ready",
                 database: "ok",
             }),
             Ok(Err(err)) => Err(NotReady::Database(err.to_string())),
-            Err(_) => Err(NotReady::DatabaseTimeout(self.ready_timeout)),
+            Err(_) => Err(NotReady::DatabaseTimeout(*timeout)),
         }
     }
 }

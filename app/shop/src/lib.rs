@@ -1,15 +1,25 @@
 //! The faultline shop: every role of the backend in one library, so that one
 //! binary (and one image) runs any of them, and tests can start them in-process.
+//!
+//! | role | owns | calls |
+//! |---|---|---|
+//! | gateway | the public API | catalog, orders |
+//! | catalog | products, stock, reservations | PostgreSQL |
+//! | orders | checkout, idempotency, the outbox | catalog, payments, PostgreSQL |
+//! | payments | a simulated payment provider | — |
+//! | worker | drains the outbox | payments, catalog, PostgreSQL |
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod health;
+pub mod http;
 pub mod probe;
 pub mod problem;
+pub mod roles;
 pub mod shutdown;
 pub mod startup;
 
-pub use config::ServeConfig;
-pub use startup::Application;
+pub use startup::{Application, RoleConfig};

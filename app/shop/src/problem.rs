@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: every error response is `application/problem+json`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -59,7 +59,7 @@ impl IntoResponse for Problem {
 }
 
 /// The fallback handler of every router: a 404 problem naming the path.
-pub async fn not_found(uri: axum::http::Uri) -> Problem {
+pub async fn not_found(uri: Uri) -> Problem {
     Problem::not_found(uri.path())
 }
 

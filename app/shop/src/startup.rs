@@ -1,20 +1,71 @@
-//! `Application::build(config)`: binds the listeners and wires the routers, so
-//! that tests can start a service on port 0 and learn the ports it got.
+//! `Application::build(config)`: binds the listeners and wires a role's routers
+//! and background tasks, so that tests can start any role on port 0 and learn
+//! the ports it got.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use faultline_telemetry::Metrics;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::admin::{self, AdminState};
-use crate::config::ServeConfig;
+use crate::config::{
+    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, ServeConfig,
+    WorkerConfig,
+};
 use crate::db::{self, DbConfigError};
 use crate::health::Health;
+use crate::http::{self, Upstream};
 use crate::problem;
+use crate::roles::{catalog, gateway, orders, payments, worker};
+
+/// Which role to run, with its settings.
+#[derive(Debug, Clone)]
+pub enum RoleConfig {
+    Gateway(GatewayConfig),
+    Catalog(CatalogConfig),
+    Orders(OrdersConfig),
+    Payments(PaymentsConfig),
+    Worker(WorkerConfig),
+}
+
+impl RoleConfig {
+    /// The role's name: the default `service.name` and the build_info label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gateway(_) => "gateway",
+            Self::Catalog(_) => "catalog",
+            Self::Orders(_) => "orders",
+            Self::Payments(_) => "payments",
+            Self::Worker(_) => "worker",
+        }
+    }
+
+    pub fn serve(&self) -> &ServeConfig {
+        match self {
+            Self::Gateway(c) => &c.serve,
+            Self::Catalog(c) => &c.serve,
+            Self::Orders(c) => &c.serve,
+            Self::Payments(c) => &c.serve,
+            Self::Worker(c) => &c.serve,
+        }
+    }
+
+    pub fn database(&self) -> Option<&DatabaseConfig> {
+        match self {
+            Self::Catalog(c) => Some(&c.database),
+            Self::Orders(c) => Some(&c.database),
+            Self::Worker(c) => Some(&c.database),
+            Self::Gateway(_) | Self::Payments(_) => None,
+        }
+    }
+}
 
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +74,10 @@ pub enum StartupError {
     Database(#[from] DbConfigError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] faultline_telemetry::MetricsError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("invalid payments simulation settings: {0}")]
+    Payments(#[from] payments::SimulationError),
     #[error("cannot listen on {addr} ({which}): {source}")]
     Bind {
         which: &'static str,
@@ -47,42 +102,153 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// A background task of a role, started by [`Application::run_until_stopped`].
+type Background = Box<dyn FnOnce(CancellationToken) -> tokio::task::JoinHandle<()> + Send>;
+
 /// A service with its listeners bound, ready to run.
-#[derive(Debug)]
 pub struct Application {
-    config: ServeConfig,
+    role: &'static str,
+    serve: ServeConfig,
     http: TcpListener,
     admin: TcpListener,
     http_addr: SocketAddr,
     admin_addr: SocketAddr,
     health: Health,
-    pool: sqlx::PgPool,
+    pool: Option<PgPool>,
     metrics: Metrics,
+    public: Router,
+    background: Vec<Background>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("role", &self.role)
+            .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn upstream(
+    name: &'static str,
+    endpoints: &[Url],
+    timeout: Duration,
+    http: &reqwest::Client,
+) -> Upstream {
+    Upstream::new(name, endpoints.to_vec(), timeout, http.clone())
 }
 
 impl Application {
-    /// Binds both listeners and prepares the (lazy) database pool.
+    /// Binds both listeners, prepares the (lazy) database pool and the role.
     ///
     /// Installs the process-wide metrics recorder on first use; services built
     /// in the same process (as tests do) share it.
-    pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
+    pub async fn build(config: RoleConfig) -> Result<Self, StartupError> {
         let metrics = Metrics::install()?;
-        let pool = db::lazy_pool(&config.database)?;
-        db::describe_pool_metrics();
-        let health = Health::new(pool.clone(), config.database.ready_timeout);
-        let http = bind("http", config.http_addr).await?;
-        let admin = bind("admin", config.admin_addr).await?;
-        let http_addr = http.local_addr().map_err(StartupError::LocalAddr)?;
-        let admin_addr = admin.local_addr().map_err(StartupError::LocalAddr)?;
+        describe_metrics();
+        let role = config.name();
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(StartupError::Client)?;
+        let mut background: Vec<Background> = Vec::new();
+        let (public, pool) = match &config {
+            RoleConfig::Gateway(c) => {
+                let state = gateway::GatewayState {
+                    catalog: upstream(
+                        "catalog",
+                        &c.catalog_urls,
+                        c.client.upstream_timeout,
+                        &client,
+                    ),
+                    orders: upstream("orders", &c.orders_urls, c.client.upstream_timeout, &client),
+                };
+                (gateway::router(state), None)
+            }
+            RoleConfig::Catalog(c) => {
+                let pool = db::lazy_pool(&c.database, role)?;
+                let state = catalog::CatalogState { pool: pool.clone() };
+                (catalog::router(state), Some(pool))
+            }
+            RoleConfig::Orders(c) => {
+                let pool = db::lazy_pool(&c.database, role)?;
+                let state = orders::OrdersState {
+                    pool: pool.clone(),
+                    catalog: upstream(
+                        "catalog",
+                        &c.catalog_urls,
+                        c.client.upstream_timeout,
+                        &client,
+                    ),
+                    payments: upstream("payments", &c.payments_urls, c.payment_timeout, &client),
+                };
+                (orders::router(state), Some(pool))
+            }
+            RoleConfig::Payments(c) => (payments::router(payments::Simulator::new(c)?), None),
+            RoleConfig::Worker(c) => {
+                let pool = db::lazy_pool(&c.database, role)?;
+                let worker = worker::Worker {
+                    pool: pool.clone(),
+                    payments: upstream(
+                        "payments",
+                        &c.payments_urls,
+                        c.client.upstream_timeout,
+                        &client,
+                    ),
+                    catalog: upstream(
+                        "catalog",
+                        &c.catalog_urls,
+                        c.client.upstream_timeout,
+                        &client,
+                    ),
+                    poll_interval: c.poll_interval,
+                    max_backoff: c.max_backoff,
+                };
+                background.push(Box::new(move |stop| tokio::spawn(worker.run(stop))));
+                (Router::new(), Some(pool))
+            }
+        };
+        let ready_timeout = config.database().map(|database| database.ready_timeout);
+        let health = Health::new(pool.clone().zip(ready_timeout));
+        if let Some(pool) = pool.clone() {
+            let health = health.clone();
+            // Migrations first: the worker's loop just retries until the schema exists.
+            background.insert(
+                0,
+                Box::new(move |stop| {
+                    tokio::spawn(async move {
+                        if db::migrate_until_done(&pool, &stop).await {
+                            health.set_migrated();
+                        }
+                    })
+                }),
+            );
+        }
+        let serve = config.serve().clone();
+        let public =
+            http::server::stack(public.fallback(problem::not_found), serve.request_timeout);
+        let http_listener = bind("http", serve.http_addr).await?;
+        let admin_listener = bind("admin", serve.admin_addr).await?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(StartupError::LocalAddr)?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(StartupError::LocalAddr)?;
+        faultline_telemetry::metrics::record_build_info(role, env!("CARGO_PKG_VERSION"));
         Ok(Self {
-            config,
-            http,
-            admin,
+            role,
+            serve,
+            http: http_listener,
+            admin: admin_listener,
             http_addr,
             admin_addr,
             health,
             pool,
             metrics,
+            public,
+            background,
         })
     }
 
@@ -96,25 +262,40 @@ impl Application {
         self.admin_addr
     }
 
-    /// Serves until `shutdown` resolves, then drains:
-    /// readiness fails at once, new connections are refused after the drain
-    /// delay, in-flight requests get the shutdown grace, and the pool closes.
+    /// Serves until `shutdown` resolves, then drains: readiness fails at once,
+    /// new connections are refused after the drain delay, in-flight requests
+    /// get the shutdown grace, background tasks stop, and the pool closes.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RunError> {
         let stop_accepting = CancellationToken::new();
+        let stop_background = CancellationToken::new();
         let mut servers = JoinSet::new();
-        let public = Router::new().fallback(problem::not_found);
         let admin = admin::router(AdminState {
             health: self.health.clone(),
             metrics: self.metrics.clone(),
             pool: self.pool.clone(),
         });
-        spawn_server(&mut servers, "http", self.http, public, &stop_accepting);
+        spawn_server(
+            &mut servers,
+            "http",
+            self.http,
+            self.public,
+            &stop_accepting,
+        );
         spawn_server(&mut servers, "admin", self.admin, admin, &stop_accepting);
-        let upkeep = tokio::spawn(run_upkeep(self.metrics.clone(), stop_accepting.clone()));
+        let mut tasks: Vec<_> = self
+            .background
+            .into_iter()
+            .map(|start| start(stop_background.clone()))
+            .collect();
+        tasks.push(tokio::spawn(run_upkeep(
+            self.metrics.clone(),
+            stop_background.clone(),
+        )));
         tracing::info!(
+            role = self.role,
             http_addr = %self.http_addr,
             admin_addr = %self.admin_addr,
             "serving"
@@ -127,34 +308,53 @@ impl Application {
         self.health.start_draining();
         if let Some(result) = failed {
             stop_accepting.cancel();
+            stop_background.cancel();
             servers.abort_all();
             result??;
             return Ok(());
         }
-        tracing::info!(drain_delay = ?self.config.drain_delay, "draining");
-        tokio::time::sleep(self.config.drain_delay).await;
+        tracing::info!(drain_delay = ?self.serve.drain_delay, "draining");
+        tokio::time::sleep(self.serve.drain_delay).await;
         stop_accepting.cancel();
-        let grace = self.config.shutdown_grace;
+        stop_background.cancel();
+        let grace = self.serve.shutdown_grace;
         let finished = tokio::time::timeout(grace, async {
             while let Some(result) = servers.join_next().await {
                 result??;
             }
+            for task in tasks {
+                task.await?;
+            }
             Ok::<(), RunError>(())
         })
         .await;
-        upkeep.abort();
-        self.pool.close().await;
+        if let Some(pool) = &self.pool {
+            pool.close().await;
+        }
         match finished {
             Ok(result) => {
                 tracing::info!("stopped");
                 result
             }
             Err(_) => {
-                tracing::warn!(?grace, "in-flight requests did not finish in time");
+                tracing::warn!(?grace, "in-flight work did not finish in time");
                 Ok(())
             }
         }
     }
+}
+
+fn describe_metrics() {
+    db::describe_metrics();
+    http::server::describe_metrics();
+    http::client::describe_metrics();
+    orders::describe_metrics();
+    payments::describe_metrics();
+    worker::describe_metrics();
+    metrics::describe_counter!(
+        "degraded_responses_total",
+        "Answers given in a degraded mode, by reason (payment_pending, stale-catalog)."
+    );
 }
 
 async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

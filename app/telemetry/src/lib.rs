@@ -1,13 +1,18 @@
 //! Telemetry for every faultline service: the only crate that touches the
 //! tracing-subscriber, OpenTelemetry and Prometheus SDKs.
 //!
-//! - [`logs`]: JSON logs on stdout, filtered by `RUST_LOG`.
+//! - [`Telemetry::init`]: JSON logs with trace ids, and OTLP traces (`OTEL_*`).
+//! - [`propagation`]: W3C trace context in HTTP headers and stored carriers.
 //! - [`metrics`]: the process-wide Prometheus recorder and its rendering.
 //! - [`catalog`]: the metric catalog (`metrics.toml`), the one list of names.
 
 pub mod catalog;
+pub mod init;
 pub mod logs;
 pub mod metrics;
+pub mod propagation;
+pub mod traces;
 
 pub use catalog::{Catalog, CatalogError, MetricSpec, MetricType};
+pub use init::{InitError, Telemetry};
 pub use metrics::{Metrics, MetricsError};

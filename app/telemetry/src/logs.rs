@@ -1,6 +1,15 @@
-//! JSON logs on stdout, one object per line, filtered by `RUST_LOG`.
+//! JSON logs on stdout, one object per line, filtered by `RUST_LOG`, with the
+//! `trace_id` and `span_id` of the current span on every line inside a span.
 
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The filter used when `RUST_LOG` is unset or empty.
 pub const DEFAULT_FILTER: &str = "info";
@@ -22,17 +31,78 @@ pub fn env_filter() -> Result<EnvFilter, LogsError> {
     }
 }
 
-/// Installs the global subscriber: JSON lines on stdout with the current span's fields.
-pub fn init() -> Result<(), LogsError> {
-    let json = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(true);
-    tracing_subscriber::registry()
-        .with(env_filter()?)
-        .with(json)
-        .try_init()?;
-    Ok(())
+/// One JSON object per event: `timestamp`, `level`, `target`, the event's
+/// fields (`message` among them), the current `span` name, and the
+/// OpenTelemetry `trace_id` and `span_id` when inside a span.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonWithTraceIds;
+
+impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut object = Map::new();
+        object.insert(
+            "timestamp".into(),
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        object.insert("level".into(), event.metadata().level().as_str().into());
+        object.insert("target".into(), event.metadata().target().into());
+        event.record(&mut JsonVisitor(&mut object));
+        if let Some(span) = ctx.lookup_current() {
+            object.insert("span".into(), span.name().into());
+            let ids = tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            });
+            if let Some(context) = ids {
+                use opentelemetry::trace::TraceContextExt;
+                let span_context = context.span().span_context().clone();
+                if span_context.is_valid() {
+                    object.insert(
+                        "trace_id".into(),
+                        span_context.trace_id().to_string().into(),
+                    );
+                    object.insert("span_id".into(), span_context.span_id().to_string().into());
+                }
+            }
+        }
+        let line = serde_json::to_string(&Value::Object(object)).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{line}")
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.insert(field.name().into(), value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
 }

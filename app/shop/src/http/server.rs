@@ -1,0 +1,96 @@
+//! The inbound stack: a span named by the route template, RED metrics, a body
+//! limit and a request timeout.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+/// The largest request body any role accepts.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The route label of requests that matched no route: bounded, never the raw path.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Describes the server metrics once, for the `# HELP` lines.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        "http_server_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of inbound HTTP requests, by method, route template and status."
+    );
+    metrics::describe_gauge!(
+        "http_server_active_requests",
+        "Inbound HTTP requests in flight, by method and route template."
+    );
+}
+
+/// Wraps a role's public router in the inbound stack.
+pub fn stack(router: Router, request_timeout: Duration) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Decrements the active-requests gauge even when the request is cancelled.
+struct ActiveGuard(metrics::Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// One span and one set of RED samples per request, named by the route template.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || UNMATCHED_ROUTE.to_owned(),
+        |path| path.as_str().to_owned(),
+    );
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        url.scheme = "http",
+        http.response.status_code = Empty,
+    );
+    let parent = faultline_telemetry::propagation::extract(request.headers());
+    faultline_telemetry::propagation::set_remote_parent(&span, parent);
+
+    let active = metrics::gauge!(
+        "http_server_active_requests",
+        "http_request_method" => method.clone(),
+        "http_route" => route.clone(),
+    );
+    active.increment(1.0);
+    let _guard = ActiveGuard(active);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics::histogram!(
+        "http_server_request_duration_seconds",
+        "http_request_method" => method,
+        "http_route" => route,
+        "http_response_status_code" => status.as_str().to_owned(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,93 @@
+//! catalog: products, stock and reservations. Fails fast, never hangs: every
+//! query waits at most the pool's acquire timeout for a connection.
+
+pub mod store;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use sqlx::PgPool;
+
+use crate::domain::{OrderId, ProductId, ProductList, ReservationRequest};
+use crate::http::{ApiJson, ApiPath};
+use crate::problem::Problem;
+use store::ReserveError;
+
+/// What the catalog handlers share.
+#[derive(Debug, Clone)]
+pub struct CatalogState {
+    pub pool: PgPool,
+}
+
+/// The catalog's API.
+pub fn router(state: CatalogState) -> Router {
+    Router::new()
+        .route("/api/products", get(list_products))
+        .route("/api/products/{id}", get(get_product))
+        .route("/api/reservations", post(reserve))
+        .route("/api/reservations/{order_id}", delete(release))
+        .with_state(state)
+}
+
+/// A database failure, answered as a fast 503.
+pub(crate) fn unavailable(err: &sqlx::Error) -> Problem {
+    tracing::warn!(error = %err, "database operation failed");
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+        .with_detail("the database is unavailable; retry later")
+}
+
+#[tracing::instrument(skip(state))]
+async fn list_products(State(state): State<CatalogState>) -> Result<Response, Problem> {
+    let products = store::list_products(&state.pool)
+        .await
+        .map_err(|err| unavailable(&err))?;
+    Ok(axum::Json(ProductList { products }).into_response())
+}
+
+#[tracing::instrument(skip(state))]
+async fn get_product(
+    State(state): State<CatalogState>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, Problem> {
+    let not_found = || Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no product {id}"));
+    let id = ProductId::parse(id).map_err(|_| not_found())?;
+    match store::get_product(&state.pool, id).await {
+        Ok(Some(product)) => Ok(axum::Json(product).into_response()),
+        Ok(None) => Err(not_found()),
+        Err(err) => Err(unavailable(&err)),
+    }
+}
+
+#[tracing::instrument(skip(state, request), fields(order_id = %request.order_id))]
+async fn reserve(
+    State(state): State<CatalogState>,
+    ApiJson(request): ApiJson<ReservationRequest>,
+) -> Result<Response, Problem> {
+    match store::reserve(&state.pool, &request).await {
+        Ok(reservation) => Ok((StatusCode::CREATED, axum::Json(reservation)).into_response()),
+        Err(ReserveError::UnknownProduct(id)) => {
+            Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no product {id}")))
+        }
+        Err(ReserveError::InsufficientStock {
+            product_id,
+            available,
+            requested,
+        }) => Err(Problem::new(StatusCode::CONFLICT).with_detail(format!(
+            "not enough stock of product {product_id}: {available} left, {requested} requested"
+        ))),
+        Err(ReserveError::Database(err)) => Err(unavailable(&err)),
+    }
+}
+
+#[tracing::instrument(skip(state))]
+async fn release(
+    State(state): State<CatalogState>,
+    ApiPath(order_id): ApiPath<uuid::Uuid>,
+) -> Result<StatusCode, Problem> {
+    store::release(&state.pool, OrderId(order_id))
+        .await
+        .map_err(|err| unavailable(&err))?;
+    Ok(StatusCode::NO_CONTENT)
+}

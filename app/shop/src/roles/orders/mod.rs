@@ -1,0 +1,406 @@
+//! orders: checkout. An order and its outbox event are written in one
+//! transaction; an `Idempotency-Key` makes a checkout safe to retry; when
+//! payments is slow or failing the order is accepted as `payment_pending` and
+//! the worker settles it later.
+
+pub mod store;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::domain::{
+    Authorization, AuthorizationRequest, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId,
+    OrderStatus, Reservation, ReservationRequest,
+};
+use crate::http::{ApiJson, ApiPath, Upstream, UpstreamError};
+use crate::problem::{PROBLEM_JSON, Problem};
+use store::{Claim, Completion, NewEvent};
+
+/// The header clients send their idempotency key in.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on a response replayed from an earlier request with the same key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long a checkout holds its key before a retry may take over.
+const KEY_LEASE: Duration = Duration::from_secs(10);
+/// How long a duplicate waits for the first request to finish.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(3);
+
+/// What the orders handlers share.
+#[derive(Debug, Clone)]
+pub struct OrdersState {
+    pub pool: PgPool,
+    pub catalog: Upstream,
+    pub payments: Upstream,
+}
+
+/// Describes the orders metrics once.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "orders_total",
+        "Checkouts that reached an outcome, by status: paid, payment_pending, declined, out_of_stock, unknown_product."
+    );
+}
+
+/// The orders API.
+pub fn router(state: OrdersState) -> Router {
+    Router::new()
+        .route("/api/orders", post(checkout))
+        .route("/api/orders/{id}", get(get_order))
+        .with_state(state)
+}
+
+fn unavailable(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE).with_detail(detail)
+}
+
+fn database_unavailable(err: &sqlx::Error) -> Problem {
+    tracing::warn!(error = %err, "database operation failed");
+    unavailable("the database is unavailable; retry later with the same Idempotency-Key")
+}
+
+#[tracing::instrument(skip(state))]
+async fn get_order(
+    State(state): State<OrdersState>,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Response, Problem> {
+    match store::get_order(&state.pool, OrderId(id)).await {
+        Ok(Some(order)) => Ok(axum::Json(order).into_response()),
+        Ok(None) => Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no order {id}"))),
+        Err(err) => Err(database_unavailable(&err)),
+    }
+}
+
+/// The sha-256 of the canonical (validated, sorted) checkout.
+fn request_hash(checkout: &Checkout) -> String {
+    let canonical = serde_json::to_vec(checkout).unwrap_or_default();
+    format!("{:x}", Sha256::digest(canonical))
+}
+
+/// A stored or fresh outcome as an HTTP response.
+fn respond(status: u16, body: &Value, order_id: Option<OrderId>, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(body.clone())).into_response();
+    let headers = response.headers_mut();
+    if !status.is_success() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    }
+    if let Some(id) = order_id.filter(|_| status.is_success())
+        && let Ok(location) = HeaderValue::from_str(&format!("/api/orders/{id}"))
+    {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn problem_body(status: StatusCode, detail: String) -> Value {
+    serde_json::to_value(Problem::new(status).with_detail(detail)).unwrap_or_default()
+}
+
+#[tracing::instrument(skip_all, fields(idempotency_key, order_id))]
+async fn checkout(
+    State(state): State<OrdersState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CheckoutBody>,
+) -> Result<Response, Problem> {
+    let key = headers
+        .get(&IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail("the Idempotency-Key header is required: send a unique value per checkout, and the same value when retrying it")
+        })?
+        .to_str()
+        .map_err(|_| {
+            Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail("Idempotency-Key must be visible ASCII characters without spaces")
+        })
+        .and_then(|raw| {
+            IdempotencyKey::parse(raw)
+                .map_err(|err| Problem::new(StatusCode::BAD_REQUEST).with_detail(err.0))
+        })?;
+    tracing::Span::current().record("idempotency_key", key.as_str());
+    let checkout = Checkout::parse(&body)
+        .map_err(|err| Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(err.0))?;
+    let hash = request_hash(&checkout);
+
+    let order_id = match claim(&state.pool, &key, &hash).await? {
+        Ok(order_id) => order_id,
+        Err(replay) => return Ok(replay),
+    };
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    match place(&state, &key, order_id, &checkout).await {
+        Ok(response) => Ok(response),
+        Err(problem) => {
+            // Let the client's retry take over at once, with the same order id.
+            if let Err(err) = store::release_key(&state.pool, &key).await {
+                tracing::warn!(error = %err, "cannot release the idempotency key");
+            }
+            Err(problem)
+        }
+    }
+}
+
+/// Claims the key: `Ok(order id)` to do the work, or `Err(response)` to replay.
+async fn claim(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+    hash: &str,
+) -> Result<Result<OrderId, Response>, Problem> {
+    let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let record = match store::claim_key(pool, key, hash, KEY_LEASE)
+            .await
+            .map_err(|err| database_unavailable(&err))?
+        {
+            Claim::Owned(order_id) => return Ok(Ok(order_id)),
+            Claim::Existing(record) => record,
+        };
+        if record.request_hash != hash {
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(
+                "this Idempotency-Key was already used with a different request body; use a new key for a new checkout",
+            ));
+        }
+        if record.completed {
+            let status = record
+                .response_status
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500);
+            let body = record.response_body.unwrap_or(Value::Null);
+            return Ok(Err(respond(status, &body, Some(record.order_id), true)));
+        }
+        if record.lease_expired {
+            if let Some(order_id) = store::take_over_key(pool, key, KEY_LEASE)
+                .await
+                .map_err(|err| database_unavailable(&err))?
+            {
+                return Ok(Ok(order_id));
+            }
+            continue;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut response = Problem::new(StatusCode::CONFLICT)
+                .with_detail(
+                    "a request with this Idempotency-Key is still in progress; retry shortly",
+                )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(Err(response));
+        }
+        // Another request with this key is working: wait for its outcome.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reserves stock, asks for payment and records the outcome.
+async fn place(
+    state: &OrdersState,
+    key: &IdempotencyKey,
+    order_id: OrderId,
+    checkout: &Checkout,
+) -> Result<Response, Problem> {
+    let reservation = match reserve(&state.catalog, order_id, checkout).await? {
+        Ok(reservation) => reservation,
+        Err((status, detail, outcome)) => {
+            let body = problem_body(status, detail);
+            store::complete(
+                &state.pool,
+                Completion {
+                    key,
+                    order: None,
+                    event: None,
+                    response_status: status.as_u16(),
+                    response_body: body.clone(),
+                },
+            )
+            .await
+            .map_err(|err| database_unavailable(&err))?;
+            metrics::counter!("orders_total", "status" => outcome).increment(1);
+            return Ok(respond(status.as_u16(), &body, None, false));
+        }
+    };
+    let amount_cents: i64 = reservation
+        .items
+        .iter()
+        .map(|item| i64::from(item.quantity) * item.unit_price_cents)
+        .sum();
+    let payment = authorize(&state.payments, order_id, amount_cents).await;
+    let trace_context = faultline_telemetry::propagation::current_carrier();
+    let (status, order, event, outcome) = match payment {
+        Payment::Declined(detail) => {
+            // No order; the worker gives the stock back.
+            let event = NewEvent {
+                kind: "order.payment_declined",
+                aggregate_id: order_id,
+                payload: json!({ "order_id": order_id }),
+                trace_context,
+            };
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                None,
+                event,
+                ("declined", detail),
+            )
+        }
+        Payment::Authorized(authorization) => {
+            let order = Order {
+                id: order_id,
+                status: OrderStatus::Paid,
+                amount_cents,
+                items: reservation.items,
+                payment_id: Some(authorization.id),
+            };
+            let event = placed_event(&order, trace_context);
+            (
+                StatusCode::CREATED,
+                Some(order),
+                event,
+                ("paid", String::new()),
+            )
+        }
+        Payment::Pending(reason) => {
+            tracing::info!(%reason, "payments unavailable: accepting as payment_pending");
+            metrics::counter!("degraded_responses_total", "reason" => "payment_pending")
+                .increment(1);
+            let order = Order {
+                id: order_id,
+                status: OrderStatus::PaymentPending,
+                amount_cents,
+                items: reservation.items,
+                payment_id: None,
+            };
+            let event = placed_event(&order, trace_context);
+            (
+                StatusCode::ACCEPTED,
+                Some(order),
+                event,
+                ("payment_pending", String::new()),
+            )
+        }
+    };
+    let body = match &order {
+        Some(order) => serde_json::to_value(order).unwrap_or_default(),
+        None => problem_body(status, outcome.1.clone()),
+    };
+    store::complete(
+        &state.pool,
+        Completion {
+            key,
+            order: order.as_ref(),
+            event: Some(event),
+            response_status: status.as_u16(),
+            response_body: body.clone(),
+        },
+    )
+    .await
+    .map_err(|err| database_unavailable(&err))?;
+    metrics::counter!("orders_total", "status" => outcome.0).increment(1);
+    Ok(respond(status.as_u16(), &body, order.map(|o| o.id), false))
+}
+
+fn placed_event(
+    order: &Order,
+    trace_context: std::collections::HashMap<String, String>,
+) -> NewEvent {
+    NewEvent {
+        kind: "order.placed",
+        aggregate_id: order.id,
+        payload: json!({ "order_id": order.id, "status": order.status, "amount_cents": order.amount_cents }),
+        trace_context,
+    }
+}
+
+type Rejection = (StatusCode, String, &'static str);
+
+/// Asks the catalog to hold the stock: the reservation, a business rejection
+/// to store and answer, or a problem when the catalog cannot answer.
+async fn reserve(
+    catalog: &Upstream,
+    order_id: OrderId,
+    checkout: &Checkout,
+) -> Result<Result<Reservation, Rejection>, Problem> {
+    let request = ReservationRequest {
+        order_id,
+        items: checkout.items.clone(),
+    };
+    let path = "/api/reservations";
+    let response = catalog
+        .post_json(path, HeaderMap::new(), &request)
+        .await
+        .map_err(|err| upstream_unavailable(&err))?;
+    match response.status {
+        status if status.is_success() => Ok(Ok(response
+            .json(catalog.name(), path)
+            .map_err(|err| upstream_unavailable(&err))?)),
+        StatusCode::NOT_FOUND => Ok(Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            problem_detail(&response.body, "a product in the order does not exist"),
+            "unknown_product",
+        ))),
+        StatusCode::CONFLICT => Ok(Err((
+            StatusCode::CONFLICT,
+            problem_detail(&response.body, "not enough stock"),
+            "out_of_stock",
+        ))),
+        status => Err(unavailable(format!(
+            "the catalog answered {status}; retry later"
+        ))),
+    }
+}
+
+fn problem_detail(body: &[u8], fallback: &str) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|value| value.get("detail")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+fn upstream_unavailable(err: &UpstreamError) -> Problem {
+    tracing::warn!(error = %err, "upstream call failed");
+    unavailable(format!("{err}; retry later with the same Idempotency-Key"))
+}
+
+/// What payments said, or did not say in time.
+#[derive(Debug)]
+enum Payment {
+    Authorized(Authorization),
+    Declined(String),
+    Pending(String),
+}
+
+async fn authorize(payments: &Upstream, order_id: OrderId, amount_cents: i64) -> Payment {
+    let path = "/api/payments/authorizations";
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&order_id.to_string()) {
+        headers.insert(IDEMPOTENCY_KEY, value);
+    }
+    let request = AuthorizationRequest {
+        order_id,
+        amount_cents,
+    };
+    match payments.post_json(path, headers, &request).await {
+        Ok(response) if response.status == StatusCode::PAYMENT_REQUIRED => {
+            Payment::Declined(problem_detail(&response.body, "the payment was declined"))
+        }
+        Ok(response) if response.status.is_success() => {
+            match response.json::<Authorization>(payments.name(), path) {
+                Ok(authorization) => Payment::Authorized(authorization),
+                Err(err) => Payment::Pending(err.to_string()),
+            }
+        }
+        Ok(response) => Payment::Pending(format!("payments answered {}", response.status)),
+        Err(err) => Payment::Pending(err.to_string()),
+    }
+}

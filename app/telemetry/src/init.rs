@@ -1,0 +1,56 @@
+//! One call that sets up logs and traces for a service, and the guard that
+//! flushes them at shutdown.
+
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::logs::{self, JsonWithTraceIds, LogsError};
+use crate::traces::{self, TracesError};
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Logs(#[from] LogsError),
+    #[error(transparent)]
+    Traces(#[from] TracesError),
+}
+
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber: `RUST_LOG` filter, JSON logs with trace
+    /// ids on stdout, and spans exported over OTLP. Call it inside a Tokio runtime.
+    pub fn init(service: &str, version: &'static str) -> Result<Self, InitError> {
+        let provider = traces::provider(service, version)?;
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(traces::tracer(&provider))
+            .with_error_records_to_exceptions(true);
+        let json = tracing_subscriber::fmt::layer()
+            .event_format(JsonWithTraceIds)
+            .with_writer(std::io::stdout);
+        tracing_subscriber::registry()
+            .with(logs::env_filter()?)
+            .with(otel)
+            .with(json)
+            .try_init()
+            .map_err(LogsError::from)?;
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Ok(Self { provider })
+    }
+
+    /// Exports the spans still buffered, then stops the exporter.
+    pub fn shutdown(self) {
+        if let Err(err) = self.provider.force_flush() {
+            tracing::warn!(error = %err, "could not flush spans at shutdown");
+        }
+        if let Err(err) = self.provider.shutdown() {
+            tracing::warn!(error = %err, "could not stop the span exporter cleanly");
+        }
+    }
+}

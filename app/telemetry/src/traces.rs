@@ -1,0 +1,82 @@
+//! Traces over OTLP, configured by the standard `OTEL_*` environment variables.
+//!
+//! - `OTEL_SERVICE_NAME` (else the role's name), `OTEL_RESOURCE_ATTRIBUTES`;
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+//!   (default `http://localhost:4317`), `OTEL_EXPORTER_OTLP_TIMEOUT`, `..._HEADERS`;
+//!   the transport is gRPC, so `OTEL_EXPORTER_OTLP_PROTOCOL` must be `grpc` if set;
+//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`;
+//! - `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` export nothing;
+//!   spans still get ids, so logs and propagation keep working.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TracesError {
+    #[error("cannot build the OTLP span exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported: faultline exports OTLP over gRPC (use \"grpc\")"
+    )]
+    Protocol(String),
+}
+
+/// True unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
+pub fn export_enabled() -> bool {
+    let disabled = std::env::var("OTEL_SDK_DISABLED")
+        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    let exporter_none = std::env::var("OTEL_TRACES_EXPORTER")
+        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("none"));
+    !disabled && !exporter_none
+}
+
+/// The resource: `service.name` from `OTEL_SERVICE_NAME` or `default_service`,
+/// plus `service.version`, `service.namespace` and `service.instance.id`.
+pub fn resource(default_service: &str, version: &'static str) -> Resource {
+    let mut builder = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |name| name.trim().is_empty()) {
+        builder = builder.with_service_name(default_service.to_owned());
+    }
+    let instance = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+    builder
+        .with_attributes([
+            KeyValue::new("service.version", version),
+            KeyValue::new("service.namespace", "faultline"),
+            KeyValue::new("service.instance.id", instance),
+        ])
+        .build()
+}
+
+/// Builds the tracer provider; must run inside a Tokio runtime (gRPC export).
+pub fn provider(
+    default_service: &str,
+    version: &'static str,
+) -> Result<SdkTracerProvider, TracesError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let builder = SdkTracerProvider::builder().with_resource(resource(default_service, version));
+    if !export_enabled() {
+        return Ok(builder.build());
+    }
+    if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+        && !protocol.trim().is_empty()
+        && protocol.trim() != "grpc"
+    {
+        return Err(TracesError::Protocol(protocol));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// The tracer the tracing layer records into.
+pub fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
+    provider.tracer("faultline")
+}
