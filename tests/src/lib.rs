@@ -5,14 +5,18 @@
 //! - [`prom_text`]: read a Prometheus text page and match series in it.
 //! - [`prometheus`]: query a Prometheus server's HTTP API.
 //! - [`postgres`]: a PostgreSQL container, and one database per test.
-//! - [`stack`]: a private network with the shop and Prometheus on it.
+//! - [`stack`]: a private network with a shop service and Prometheus on it.
+//! - [`shop_stack`]: every role of the shop in containers, ready.
+//! - [`otlp`]: an OTLP trace receiver that services export to.
 
 pub mod docker;
 pub mod eventually;
 pub mod images;
+pub mod otlp;
 pub mod postgres;
 pub mod prom_text;
 pub mod prometheus;
+pub mod shop_stack;
 pub mod stack;
 
 pub use eventually::eventually;

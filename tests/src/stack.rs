@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use testcontainers::core::logs::LogFrame;
-use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::core::{ContainerPort, Host, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -87,24 +87,35 @@ pub struct Shop {
 }
 
 impl Shop {
-    /// Starts `faultline-shop serve` as `host`, connecting to `database_url`;
-    /// returns once it listens (not once it is ready).
-    pub async fn start(network: &Network, host: &str, database_url: &str) -> anyhow::Result<Self> {
-        let container = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
+    /// Starts `faultline-shop <role>` as `host` with `env`; returns once it
+    /// listens (not once it is ready). `host.docker.internal` resolves to the
+    /// Docker host, where the test process runs its OTLP receiver.
+    pub async fn start(
+        network: &Network,
+        host: &str,
+        role: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut request = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
             .with_exposed_port(ContainerPort::Tcp(SHOP_HTTP_PORT))
             .with_exposed_port(ContainerPort::Tcp(SHOP_ADMIN_PORT))
             .with_wait_for(WaitFor::message_on_stdout(r#""message":"serving""#))
-            .with_cmd(["serve"])
-            .with_env_var("DATABASE_URL", database_url)
-            .with_env_var("RUST_LOG", "info")
+            .with_cmd([role])
+            .with_env_var("RUST_LOG", "info,sqlx=warn")
+            .with_env_var("OTEL_TRACES_EXPORTER", "none")
+            .with_host("host.docker.internal", Host::HostGateway)
             .with_network(network.name())
             .with_container_name(host)
             .with_labels(network.labels())
             .with_log_consumer(log_to_stderr(host))
-            .with_startup_timeout(Duration::from_secs(30))
+            .with_startup_timeout(Duration::from_secs(30));
+        for (name, value) in env {
+            request = request.with_env_var(*name, value.clone());
+        }
+        let container = request
             .start()
             .await
-            .with_context(|| format!("cannot start shop container {host}"))?;
+            .with_context(|| format!("cannot start {role} container {host}"))?;
         let admin_port = container.get_host_port_ipv4(SHOP_ADMIN_PORT).await?;
         let http_port = container.get_host_port_ipv4(SHOP_HTTP_PORT).await?;
         Ok(Self {
@@ -125,6 +136,21 @@ impl Shop {
             .await?;
         let status = response.status().as_u16();
         Ok((status, response.text().await?))
+    }
+
+    /// The URL other containers on the network use for its public API.
+    pub fn url_in_network(&self) -> String {
+        format!("http://{}:{SHOP_HTTP_PORT}", self.host)
+    }
+
+    /// Waits until `/health/ready` answers 200.
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        crate::eventually(&format!("{} to be ready", self.host), within, || async {
+            let (status, body) = self.readiness().await?;
+            anyhow::ensure!(status == 200, "answered {status}: {body}");
+            Ok(())
+        })
+        .await
     }
 
     /// The parsed `/metrics` page.

@@ -90,10 +90,10 @@ impl Config {
         if !matches!(self.target.scheme(), "http" | "https") {
             return Err(ConfigError::Scheme(self.target.scheme().to_owned()));
         }
-        if let Mode::Open { rate } = self.mode {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(ConfigError::Rate(rate));
-            }
+        if let Mode::Open { rate } = self.mode
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(ConfigError::Rate(rate));
         }
         if self.concurrency == 0 {
             return Err(ConfigError::Zero("concurrency"));

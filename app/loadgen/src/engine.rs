@@ -22,7 +22,7 @@ use crate::report::{
     Window,
 };
 use crate::schedule::{LATE_AFTER, Timetable};
-use crate::stats::{Outcome, Recorder, Sample};
+use crate::stats::{Outcome, Recorder, Sample, round};
 
 /// Why a run could not start. Once started, a run always ends with a report.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,7 @@ pub async fn run(
     let seconds = elapsed.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let achieved_rate = if seconds > 0.0 {
-        recorded.totals.count as f64 / seconds
+        round(recorded.totals.count as f64 / seconds, 3)
     } else {
         0.0
     };
@@ -172,7 +172,7 @@ pub async fn run(
         mix: config.mix,
         timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
         started_at_unix_ms,
-        elapsed_s: seconds,
+        elapsed_s: round(seconds, 6),
         stopped_by,
         planned,
         achieved_rate,

@@ -169,13 +169,13 @@ impl RouteStats {
                 p95: ms(h.value_at_quantile(0.95)),
                 p99: ms(h.value_at_quantile(0.99)),
                 max: ms(h.max()),
-                mean: h.mean() / 1000.0,
+                mean: round(h.mean() / 1000.0, 3),
             }
         };
         RouteSummary {
             count: self.count,
             rate: if seconds > 0.0 {
-                to_f64(self.count) / seconds
+                round(to_f64(self.count) / seconds, 3)
             } else {
                 0.0
             },
@@ -183,7 +183,7 @@ impl RouteStats {
             status_codes: self.status_codes.clone(),
             errors: self.errors,
             error_ratio: if self.count > 0 {
-                to_f64(self.errors) / to_f64(self.count)
+                round(to_f64(self.errors) / to_f64(self.count), 9)
             } else {
                 0.0
             },
@@ -200,6 +200,13 @@ impl RouteStats {
 #[allow(clippy::cast_precision_loss)]
 fn to_f64(n: u64) -> f64 {
     n as f64
+}
+
+/// Rounds to `decimals` places, so that reports print short numbers and
+/// read back from JSON exactly.
+pub(crate) fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
 }
 
 /// Stats of every route over one period.
@@ -296,10 +303,10 @@ impl Recorder {
         self.window.route(sample.route).record(sample);
         if sample.outcome.error_kind().is_some() {
             self.failed_total += 1;
-            if let Some(failure) = failure {
-                if self.failed.len() < self.max_failed {
-                    self.failed.push(failure);
-                }
+            if let Some(failure) = failure
+                && self.failed.len() < self.max_failed
+            {
+                self.failed.push(failure);
             }
         }
     }
@@ -342,8 +349,8 @@ impl Recorder {
             index: self.window_index,
             start_unix_ms: self.started_at_unix_ms
                 + u64::try_from(self.window_start.as_millis()).unwrap_or(u64::MAX / 2),
-            start_offset_s: self.window_start.as_secs_f64(),
-            end_offset_s: now.as_secs_f64(),
+            start_offset_s: round(self.window_start.as_secs_f64(), 6),
+            end_offset_s: round(now.as_secs_f64(), 6),
             totals,
             routes,
             cumulative_requests: cumulative.0,

@@ -1,5 +1,8 @@
 //! The load generator against an in-process stub of the public API.
 
+// clippy.toml exempts `#[test]` functions only, not their helpers.
+#![allow(clippy::unwrap_used)]
+
 mod stub;
 
 use std::collections::{BTreeMap, HashSet};
@@ -83,7 +86,10 @@ async fn counts_and_errors_match_what_the_stub_served() {
         400 + report.checkouts.retried,
         "every planned request plus the retries was sent"
     );
-    assert!(served.iter().all(|s| s.traceparent_ok), "traceparent on every request");
+    assert!(
+        served.iter().all(|s| s.traceparent_ok),
+        "traceparent on every request"
+    );
 
     for route in Route::ALL {
         let (count, statuses, degraded) = served_on(&served, route.template());
@@ -102,7 +108,11 @@ async fn counts_and_errors_match_what_the_stub_served() {
     let orders = &report.routes[&Route::CreateOrder];
     assert!(orders.status_codes.get(&409).is_some_and(|n| *n > 0));
     assert!(orders.status_codes.get(&503).is_some_and(|n| *n > 0));
-    assert!(report.routes[&Route::GetOrder].status_codes.get(&200).is_some());
+    assert!(
+        report.routes[&Route::GetOrder]
+            .status_codes
+            .contains_key(&200)
+    );
 
     // Failed requests: exactly the ones the stub failed (fewer than the cap).
     let failed_at_stub: HashSet<(String, &str)> = served
@@ -124,7 +134,9 @@ async fn counts_and_errors_match_what_the_stub_served() {
             .failed_requests
             .iter()
             .filter(|f| f.route == Route::CreateOrder)
-            .all(|f| f.detail.as_deref() == Some("Unavailable: stub") && f.idempotency_key.is_some())
+            .all(
+                |f| f.detail.as_deref() == Some("Unavailable: stub") && f.idempotency_key.is_some()
+            )
     );
 
     // Idempotency: retries got the same order; every acknowledged order
@@ -143,8 +155,17 @@ async fn counts_and_errors_match_what_the_stub_served() {
         acked.iter().copied().collect::<HashSet<_>>(),
         created.iter().map(String::as_str).collect::<HashSet<_>>()
     );
-    assert!(report.acknowledged_orders.iter().all(|o| o.status == "paid" && o.http_status == 201));
-    let keys: HashSet<_> = report.acknowledged_orders.iter().map(|o| o.idempotency_key).collect();
+    assert!(
+        report
+            .acknowledged_orders
+            .iter()
+            .all(|o| o.status == "paid" && o.http_status == 201)
+    );
+    let keys: HashSet<_> = report
+        .acknowledged_orders
+        .iter()
+        .map(|o| o.idempotency_key)
+        .collect();
     assert_eq!(keys.len(), acked.len());
 }
 
@@ -159,7 +180,10 @@ async fn retries_with_the_same_key_get_the_same_order() {
     let report = run_to_end(config).await;
 
     let c = &report.checkouts;
-    assert_eq!((c.retried, c.idempotency_checks, c.idempotency_violations), (20, 20, 0));
+    assert_eq!(
+        (c.retried, c.idempotency_checks, c.idempotency_violations),
+        (20, 20, 0)
+    );
     assert_eq!(c.acknowledged, 20);
     assert_eq!(stub.orders().len(), 20);
     // The stub saw every key exactly twice, with the same body.
@@ -204,13 +228,20 @@ async fn open_loop_keeps_roughly_to_its_rate() {
 
     assert_eq!(report.stopped_by, StoppedBy::Duration);
     assert!(report.elapsed_s >= 0.5, "{}", report.elapsed_s);
-    assert_eq!(report.planned, report.totals.count + report.totals.dropped - report.checkouts.retried);
+    assert_eq!(
+        report.planned,
+        report.totals.count + report.totals.dropped - report.checkouts.retried
+    );
     assert!(
         (100.0..=300.0).contains(&report.achieved_rate),
         "achieved {} req/s",
         report.achieved_rate
     );
-    assert!((50..=150).contains(&report.totals.count), "{}", report.totals.count);
+    assert!(
+        (50..=150).contains(&report.totals.count),
+        "{}",
+        report.totals.count
+    );
     assert_eq!(report.totals.errors, 0);
 }
 
@@ -251,9 +282,16 @@ async fn timeouts_and_connection_errors_are_errors_with_trace_ids() {
     let report = run_to_end(config).await;
 
     let products = &report.routes[&Route::GetProduct];
-    assert_eq!((products.count, products.classes.timeout, products.errors), (4, 4, 4));
+    assert_eq!(
+        (products.count, products.classes.timeout, products.errors),
+        (4, 4, 4)
+    );
     assert!((products.error_ratio - 1.0).abs() < 1e-9);
-    let received: HashSet<String> = stub.served().into_iter().filter_map(|s| s.trace_id).collect();
+    let received: HashSet<String> = stub
+        .served()
+        .into_iter()
+        .filter_map(|s| s.trace_id)
+        .collect();
     assert_eq!(report.failed_requests.len(), 4);
     for failed in &report.failed_requests {
         assert_eq!(failed.error, "timeout");
@@ -272,7 +310,10 @@ async fn timeouts_and_connection_errors_are_errors_with_trace_ids() {
     assert_eq!(report.totals.classes.connect_error, 3);
     assert_eq!(report.totals.errors, 3);
     assert_eq!(report.failed_requests[0].error, "connect_error");
-    assert_eq!(exit_code(&report, Some(0.5)), std::process::ExitCode::FAILURE);
+    assert_eq!(
+        exit_code(&report, Some(0.5)),
+        std::process::ExitCode::FAILURE
+    );
     assert_eq!(exit_code(&report, None), std::process::ExitCode::SUCCESS);
 }
 
@@ -332,7 +373,13 @@ async fn the_same_seed_replays_the_same_plan() {
         // Order ids are fresh each run; everything else must repeat.
         stub.served()
             .into_iter()
-            .map(|s| if s.route == stub::ORDER { s.route.to_owned() } else { s.path })
+            .map(|s| {
+                if s.route == stub::ORDER {
+                    s.route.to_owned()
+                } else {
+                    s.path
+                }
+            })
             .collect()
     }
     let first = plan(42).await;
@@ -359,7 +406,12 @@ async fn the_json_report_round_trips() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["schema"], 1);
     assert_eq!(value["mode"]["kind"], "open");
-    assert!(value["routes"]["POST /api/orders"]["classes"]["5xx"].as_u64().unwrap() > 0);
+    assert!(
+        value["routes"]["POST /api/orders"]["classes"]["5xx"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(value["routes"]["GET /api/products"]["latency_ms"]["p99"].is_number());
     assert!(value["checkouts"]["idempotency_violations"].is_u64());
     assert!(value["failed_requests"][0]["trace_id"].is_string());
@@ -407,12 +459,19 @@ fn flags_come_from_the_environment() {
         .env("FAULTLINE_LOADGEN_MIX", "list=1,checkout=1")
         .env("FAULTLINE_LOADGEN_RETRY_RATIO", "0.5")
         .env("FAULTLINE_LOADGEN_JSON", "true")
-        .env("FAULTLINE_LOADGEN_QUIET", "1")
-        .env("FAULTLINE_LOADGEN_TIMELINE", "yes")
+        .env("FAULTLINE_LOADGEN_QUIET", "true")
+        .env("FAULTLINE_LOADGEN_TIMELINE", "true")
         .env("FAULTLINE_LOADGEN_MAX_ERROR_RATIO", "0.01")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
 }

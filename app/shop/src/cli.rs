@@ -37,6 +37,11 @@ pub enum Command {
     Payments(PaymentsConfig),
     /// Drains the outbox: settles payments, releases stock, notifies.
     Worker(WorkerConfig),
+    /// Drive traffic at the gateway: a realistic mix, live progress, and a
+    /// summary per route (count, errors, p50/p95/p99/max) as text or --json.
+    ///
+    /// Example: faultline-shop loadgen --target http://127.0.0.1:8080 --rate 50 --duration 30s
+    Loadgen(faultline_loadgen::LoadgenArgs),
     /// Apply the database migrations and exit.
     ///
     /// The catalog, orders and worker roles also apply them at start, under a
@@ -89,6 +94,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             migrate(&database).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Loadgen(args) => return faultline_loadgen::run_cli(args).await,
         Command::Probe { url, timeout } => {
             crate::probe::probe(&url, timeout).await?;
             return Ok(ExitCode::SUCCESS);

@@ -146,8 +146,11 @@ impl Application {
     /// in the same process (as tests do) share it.
     pub async fn build(config: RoleConfig) -> Result<Self, StartupError> {
         let metrics = Metrics::install()?;
-        describe_metrics();
         let role = config.name();
+        register_metrics(&config);
+        // One TLS provider for the whole process (ring, as sqlx and bollard use);
+        // an error means one is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -344,17 +347,25 @@ impl Application {
     }
 }
 
-fn describe_metrics() {
-    db::describe_metrics();
+/// Describes the role's metrics and starts its counters at zero.
+fn register_metrics(config: &RoleConfig) {
     http::server::describe_metrics();
     http::client::describe_metrics();
-    orders::describe_metrics();
-    payments::describe_metrics();
-    worker::describe_metrics();
-    metrics::describe_counter!(
-        "degraded_responses_total",
-        "Answers given in a degraded mode, by reason (payment_pending, stale-catalog)."
-    );
+    if config.database().is_some() {
+        db::describe_metrics();
+    }
+    match config {
+        RoleConfig::Orders(_) => {
+            metrics::describe_counter!(
+                "degraded_responses_total",
+                "Answers given in a degraded mode, by reason."
+            );
+            orders::describe_metrics();
+        }
+        RoleConfig::Payments(_) => payments::describe_metrics(),
+        RoleConfig::Worker(_) => worker::describe_metrics(),
+        RoleConfig::Gateway(_) | RoleConfig::Catalog(_) => {}
+    }
 }
 
 async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -33,10 +33,12 @@ async fn prometheus_scrapes_the_shop_container() -> anyhow::Result<()> {
     let network = Network::new("prometheus_scrapes_the_shop_container");
     let pg = Postgres::start(&network, &network.host("postgres")).await?;
     let db = pg.create_database("scrape").await?;
+    let database_url = pg.url_in_network(&db.name);
     let shop = Shop::start(
         &network,
         &network.host("shop"),
-        &pg.url_in_network(&db.name),
+        "catalog",
+        &[("DATABASE_URL", database_url)],
     )
     .await?;
     let config = prometheus_config(
@@ -62,7 +64,7 @@ async fn prometheus_scrapes_the_shop_container() -> anyhow::Result<()> {
     // What Prometheus scraped is the shop's own page: its build_info arrived.
     let build = prometheus
         .client
-        .query(r#"build_info{job="faultline",service="shop"}"#)
+        .query(r#"build_info{job="faultline",service="catalog"}"#)
         .await?;
     assert_eq!(build.len(), 1, "{build:?}");
     assert_eq!(
@@ -81,11 +83,17 @@ async fn readiness_waits_for_postgres_to_accept_the_connection() -> anyhow::Resu
     let database_url = format!("postgres://postgres@{pg_host}:5432/{db_name}");
 
     // The shop starts first: no PostgreSQL exists yet, so it is live but not ready.
-    let shop = Shop::start(&network, &network.host("shop"), &database_url).await?;
+    let shop = Shop::start(
+        &network,
+        &network.host("shop"),
+        "catalog",
+        &[("DATABASE_URL", database_url.clone())],
+    )
+    .await?;
     let live = shop
         .metrics()
         .await
-        .map(|page| page.value("build_info", &[("service", "shop")]));
+        .map(|page| page.value("build_info", &[("service", "catalog")]));
     assert_eq!(
         live?,
         Some(1.0),
@@ -116,10 +124,12 @@ async fn readiness_fails_while_postgres_is_paused() -> anyhow::Result<()> {
     let network = Network::new("readiness_fails_while_postgres_is_paused");
     let pg = Postgres::start(&network, &network.host("postgres")).await?;
     let db = pg.create_database("paused").await?;
+    let database_url = pg.url_in_network(&db.name);
     let shop = Shop::start(
         &network,
         &network.host("shop"),
-        &pg.url_in_network(&db.name),
+        "catalog",
+        &[("DATABASE_URL", database_url)],
     )
     .await?;
     wait_for_readiness(&shop, 200).await?;

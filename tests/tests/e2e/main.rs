@@ -4,12 +4,16 @@
 //! Without them they fail, saying what is missing; they never skip.
 
 mod foundation;
+mod oversell;
+mod shop;
 
 use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::images::{FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
 
 /// The images the foundation tests start.
 const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
+/// The images the shop tests start.
+const SHOP_IMAGES: &[LocalImage] = &[POSTGRES, FAULTLINE];
 
 /// Fails unless Docker answers and every image is present.
 async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {

@@ -93,9 +93,10 @@ impl Stub {
             && parts[1].len() == 32
             && parts[2].len() == 16
             && parts[3] == "01"
-            && parts[1..3]
-                .iter()
-                .all(|p| p.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            && parts[1..3].iter().all(|p| {
+                p.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            });
         self.served.lock().unwrap().push(Served {
             route,
             path,
@@ -112,11 +113,12 @@ impl Stub {
 }
 
 fn hit(every: Option<u64>, n: u64) -> bool {
-    every.is_some_and(|every| n % every == 0)
+    every.is_some_and(|every| n.is_multiple_of(every))
 }
 
 fn problem(status: StatusCode, title: &str) -> Response {
-    let body = json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": "stub"});
+    let body =
+        json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": "stub"});
     (
         status,
         [("content-type", "application/problem+json")],
@@ -155,7 +157,13 @@ async fn product(
 ) -> Response {
     stub.nth(1);
     let status = if PRODUCTS.contains(&id) { 200 } else { 404 };
-    stub.record(PRODUCT, format!("/api/products/{id}"), &headers, status, false);
+    stub.record(
+        PRODUCT,
+        format!("/api/products/{id}"),
+        &headers,
+        status,
+        false,
+    );
     if let Some(delay) = stub.behaviour.product_delay {
         // The server being slow, not a synchronisation.
         tokio::time::sleep(delay).await;

@@ -48,6 +48,17 @@ pub fn describe_metrics() {
         "orders_total",
         "Checkouts that reached an outcome, by status: paid, payment_pending, declined, out_of_stock, unknown_product."
     );
+    // Series exist from the start, so rate() and alerts see zeros, not gaps.
+    for status in [
+        "paid",
+        "payment_pending",
+        "declined",
+        "out_of_stock",
+        "unknown_product",
+    ] {
+        metrics::counter!("orders_total", "status" => status).absolute(0);
+    }
+    metrics::counter!("degraded_responses_total", "reason" => "payment_pending").absolute(0);
 }
 
 /// The orders API.

@@ -93,6 +93,9 @@ pub fn describe_metrics() {
         "payments_authorizations_total",
         "Authorisations answered by the simulated provider, by outcome."
     );
+    for outcome in ["authorized", "declined"] {
+        metrics::counter!("payments_authorizations_total", "outcome" => outcome).absolute(0);
+    }
 }
 
 /// The payments API.

@@ -66,6 +66,15 @@ pub fn describe_metrics() {
         "outbox_events_processed_total",
         "Outbox events handled by the worker, by kind and outcome (processed, retry)."
     );
+    for kind in ["order.placed", "order.payment_declined"] {
+        for outcome in ["processed", "retry"] {
+            metrics::counter!("outbox_events_processed_total", "kind" => kind, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+    for status in ["settled", "payment_failed"] {
+        metrics::counter!("orders_total", "status" => status).absolute(0);
+    }
 }
 
 impl Worker {
