@@ -1,3 +1,12 @@
-//! faultline's chaos engine: declarative experiments, a Toxiproxy-compatible
-//! fault proxy and container actions. The engine lands in later steps; this
-//! crate already ships the `faultline` binary so images and docs can name it.
+//! faultline's chaos engine.
+//!
+//! - [`proxy`]: the fault proxy, a TCP proxy with a Toxiproxy-compatible
+//!   control API (`faultline proxy`), and a typed client for that API that
+//!   also drives a real Toxiproxy.
+//! - [`signal`]: shutdown signals for the `faultline` binary.
+//!
+//! Experiments, container actions, the journal and the report land in later
+//! steps.
+
+pub mod proxy;
+pub mod signal;

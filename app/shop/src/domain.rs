@@ -17,7 +17,19 @@ pub const MAX_KEY_LEN: usize = 255;
 pub struct Invalid(pub String);
 
 /// A product's id: a positive integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct ProductId(i64);
 
@@ -49,7 +61,7 @@ impl std::fmt::Display for ProductId {
 }
 
 /// How many units of a product: 1 to [`MAX_QUANTITY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Quantity(i32);
 
@@ -73,7 +85,7 @@ impl Quantity {
 }
 
 /// An order's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct OrderId(pub Uuid);
 
@@ -122,7 +134,7 @@ impl IdempotencyKey {
 }
 
 /// A product in the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     pub id: ProductId,
     pub sku: String,
@@ -132,7 +144,7 @@ pub struct Product {
 }
 
 /// The product list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductList {
     pub products: Vec<Product>,
 }
@@ -145,7 +157,7 @@ pub struct OrderLine {
 }
 
 /// A checkout as clients send it, before validation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
     pub items: Vec<CheckoutBodyItem>,
@@ -153,7 +165,7 @@ pub struct CheckoutBody {
 
 /// One line as clients send it; numbers are wide so that huge values get a
 /// clear validation message rather than a parse error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBodyItem {
     pub product_id: i64,
@@ -205,7 +217,7 @@ impl Checkout {
 }
 
 /// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Payment authorised.
@@ -236,7 +248,7 @@ impl OrderStatus {
 }
 
 /// A line of a placed order, with the price it was sold at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub product_id: ProductId,
     pub quantity: i32,
@@ -244,7 +256,7 @@ pub struct OrderItem {
 }
 
 /// A placed order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: OrderId,
     pub status: OrderStatus,

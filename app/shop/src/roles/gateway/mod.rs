@@ -1,6 +1,8 @@
 //! gateway: the public API. It forwards to catalog and orders over HTTP, each
 //! upstream a list of replica endpoints, and answers a fast 503 problem when an
-//! upstream cannot.
+//! upstream cannot. `/openapi.json` documents the API.
+
+pub mod openapi;
 
 use axum::Router;
 use axum::extract::State;
@@ -8,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::domain::{CheckoutBody, Order, Product, ProductList};
 use crate::http::client::UpstreamResponse;
 use crate::http::{ApiBytes, ApiPath, Upstream, UpstreamError};
 use crate::problem::Problem;
@@ -27,6 +30,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/api/products/{id}", get(get_product))
         .route("/api/orders", axum::routing::post(create_order))
         .route("/api/orders/{id}", get(get_order))
+        .route("/openapi.json", get(openapi::serve))
         .with_state(state)
 }
 
@@ -69,12 +73,29 @@ fn upstream_of(err: &UpstreamError) -> &'static str {
 }
 
 /// List the products.
+#[utoipa::path(
+    get, path = "/api/products", tag = "shop",
+    responses(
+        (status = 200, description = "The products", body = ProductList),
+        (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn list_products(State(state): State<GatewayState>) -> Response {
     forward(state.catalog.get("/api/products", HeaderMap::new()).await)
 }
 
 /// One product.
+#[utoipa::path(
+    get, path = "/api/products/{id}", tag = "shop",
+    params(("id" = i64, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64>) -> Response {
     forward(
@@ -86,6 +107,24 @@ async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64
 }
 
 /// Place an order (checkout).
+///
+/// Send a unique `Idempotency-Key` per checkout, and the same key when retrying
+/// it: the retry gets the first answer back (with `Idempotent-Replayed: true`).
+#[utoipa::path(
+    post, path = "/api/orders", tag = "shop",
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters, unique per checkout")),
+    request_body(content = CheckoutBody, description = "1 to 20 lines, each product once, quantity 1 to 100"),
+    responses(
+        (status = 201, description = "Placed and paid", body = Order),
+        (status = 202, description = "Placed; payment is pending and will be settled later", body = Order),
+        (status = 400, description = "Malformed JSON or a missing or invalid Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The payment was declined", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock, or the same key is still in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, an unknown product, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry with the same key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn create_order(
     State(state): State<GatewayState>,
@@ -100,6 +139,16 @@ async fn create_order(
 }
 
 /// One order.
+#[utoipa::path(
+    get, path = "/api/orders/{id}", tag = "shop",
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Orders is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn get_order(
     State(state): State<GatewayState>,

@@ -1,0 +1,155 @@
+//! The proxy's metrics. Names and labels are listed in the metric catalog `app/telemetry/metrics.toml`
+//! (merged into the catalog `app/telemetry/metrics.toml`); every label set is
+//! bounded by the configured proxies and the fixed toxic types and reasons.
+
+use metrics::{Counter, Gauge};
+
+use super::model::Stream;
+use super::toxics::TOXIC_TYPES;
+
+/// Connections accepted, by proxy.
+pub const CONNECTIONS_TOTAL: &str = "proxy_connections_total";
+/// Connections ended, by proxy and reason: `eof`, `toxic`, `reset`,
+/// `peer_error`, `stopped`, `upstream_unreachable`.
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "proxy_connections_closed_total";
+/// Connections open now, by proxy.
+pub const ACTIVE_CONNECTIONS: &str = "proxy_active_connections";
+/// Bytes forwarded, by proxy and direction (`upstream`, `downstream`).
+pub const BYTES_TOTAL: &str = "proxy_bytes_total";
+/// Toxics configured now, by proxy and toxic type.
+pub const TOXICS_ACTIVE: &str = "proxy_toxics_active";
+/// 1 when the proxy is enabled (listening), 0 when it is down or deleted.
+pub const ENABLED: &str = "proxy_enabled";
+
+/// Every metric name the proxy emits.
+pub const NAMES: &[&str] = &[
+    CONNECTIONS_TOTAL,
+    CONNECTIONS_CLOSED_TOTAL,
+    ACTIVE_CONNECTIONS,
+    BYTES_TOTAL,
+    TOXICS_ACTIVE,
+    ENABLED,
+];
+
+/// Registers the help text of every proxy metric with the global recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        CONNECTIONS_TOTAL,
+        metrics::Unit::Count,
+        "Connections accepted by the fault proxy."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        metrics::Unit::Count,
+        "Connections the fault proxy ended, by reason."
+    );
+    describe_gauge!(
+        ACTIVE_CONNECTIONS,
+        metrics::Unit::Count,
+        "Connections open through the fault proxy."
+    );
+    describe_counter!(
+        BYTES_TOTAL,
+        metrics::Unit::Bytes,
+        "Bytes forwarded by the fault proxy, by direction."
+    );
+    describe_gauge!(
+        TOXICS_ACTIVE,
+        metrics::Unit::Count,
+        "Toxics configured on a proxy, by type."
+    );
+    describe_gauge!(ENABLED, "1 when the proxy is enabled, 0 when it is down.");
+}
+
+/// Why a proxied connection ended (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Both peers finished normally.
+    Eof,
+    /// A `timeout` or `limit_data` toxic closed it.
+    Toxic,
+    /// A `reset_peer` toxic reset it.
+    Reset,
+    /// A peer reset it or an I/O error ended it.
+    PeerError,
+    /// The proxy was disabled, changed, deleted or shut down.
+    Stopped,
+    /// The upstream could not be reached.
+    UpstreamUnreachable,
+}
+
+impl CloseReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Toxic => "toxic",
+            CloseReason::Reset => "reset",
+            CloseReason::PeerError => "peer_error",
+            CloseReason::Stopped => "stopped",
+            CloseReason::UpstreamUnreachable => "upstream_unreachable",
+        }
+    }
+}
+
+/// Metric handles for one proxy, resolved once and shared by its connections.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyMetrics {
+    proxy: String,
+    pub(crate) connections: Counter,
+    pub(crate) active: Gauge,
+    pub(crate) bytes_upstream: Counter,
+    pub(crate) bytes_downstream: Counter,
+}
+
+impl ProxyMetrics {
+    pub(crate) fn new(proxy: &str) -> Self {
+        let label = proxy.to_owned();
+        Self {
+            proxy: label.clone(),
+            connections: metrics::counter!(CONNECTIONS_TOTAL, "proxy" => label.clone()),
+            active: metrics::gauge!(ACTIVE_CONNECTIONS, "proxy" => label.clone()),
+            bytes_upstream: metrics::counter!(
+                BYTES_TOTAL,
+                "proxy" => label.clone(),
+                "direction" => Stream::Upstream.as_str()
+            ),
+            bytes_downstream: metrics::counter!(
+                BYTES_TOTAL,
+                "proxy" => label,
+                "direction" => Stream::Downstream.as_str()
+            ),
+        }
+    }
+
+    pub(crate) fn bytes(&self, stream: Stream) -> Counter {
+        match stream {
+            Stream::Upstream => self.bytes_upstream.clone(),
+            Stream::Downstream => self.bytes_downstream.clone(),
+        }
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        metrics::counter!(
+            CONNECTIONS_CLOSED_TOTAL,
+            "proxy" => self.proxy.clone(),
+            "reason" => reason.as_str()
+        )
+        .increment(1);
+    }
+}
+
+/// Sets `proxy_enabled{proxy}`.
+pub(crate) fn set_enabled(proxy: &str, enabled: bool) {
+    metrics::gauge!(ENABLED, "proxy" => proxy.to_owned()).set(if enabled { 1.0 } else { 0.0 });
+}
+
+/// Sets `proxy_toxics_active{proxy,type}` for every type, from the types of
+/// the proxy's toxics.
+pub(crate) fn set_toxics(proxy: &str, types: &[&str]) {
+    for toxic_type in TOXIC_TYPES {
+        let count = types.iter().filter(|t| *t == toxic_type).count();
+        metrics::gauge!(TOXICS_ACTIVE, "proxy" => proxy.to_owned(), "type" => *toxic_type)
+            .set(count as f64);
+    }
+}

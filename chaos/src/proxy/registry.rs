@@ -1,0 +1,587 @@
+//! The registry: every proxy, its listener, its connections and its toxics.
+//!
+//! The HTTP API is a thin layer over [`Registry`]; in-process users (tests,
+//! the chaos engine) may drive a registry directly. Operations are serialised
+//! by one lock, so each one sees and leaves a consistent state: when
+//! disabling a proxy returns, its listener is closed and its connections are gone.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::error::ProxyError;
+use super::link::{self, LinkContext};
+use super::metrics::{self as proxy_metrics, ProxyMetrics};
+use super::model::{NewProxy, NewToxic, Proxy, ProxyUpdate, Stream, Toxic, ToxicUpdate};
+use super::toxics::ToxicKind;
+
+/// How long stopping a proxy waits for its connection tasks to finish.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A toxic as the connections see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveToxic {
+    /// Unique and increasing in the order toxics are added: the chain order.
+    pub(crate) id: u64,
+    /// Bumped on every update, so connections know to rebuild the stage.
+    pub(crate) revision: u64,
+    pub(crate) name: String,
+    pub(crate) stream: Stream,
+    pub(crate) toxicity: f32,
+    pub(crate) kind: ToxicKind,
+}
+
+impl ActiveToxic {
+    fn to_wire(&self) -> Toxic {
+        Toxic {
+            name: self.name.clone(),
+            toxic_type: self.kind.type_name().to_owned(),
+            stream: self.stream,
+            toxicity: self.toxicity,
+            attributes: self.kind.attributes(),
+        }
+    }
+}
+
+/// The toxics of one proxy, as published to its connections.
+pub(crate) type ToxicSet = Arc<Vec<ActiveToxic>>;
+
+#[derive(Debug)]
+struct Running {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Closes the listener and every connection, and waits for their tasks.
+    async fn stop(self, proxy: &str) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(STOP_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(proxy, "connections did not close in time");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The listen address as last requested (may have port 0).
+    requested_listen: String,
+    /// The listen address shown: the bound address once the proxy has listened.
+    listen: String,
+    upstream: String,
+    enabled: bool,
+    toxics: Vec<ActiveToxic>,
+    toxics_tx: watch::Sender<ToxicSet>,
+    running: Option<Running>,
+    metrics: ProxyMetrics,
+}
+
+impl Entry {
+    fn new(new: &NewProxy) -> Self {
+        let (toxics_tx, _) = watch::channel(Arc::new(Vec::new()));
+        Self {
+            requested_listen: new.listen.clone(),
+            listen: new.listen.clone(),
+            upstream: new.upstream.clone(),
+            enabled: false,
+            toxics: Vec::new(),
+            toxics_tx,
+            running: None,
+            metrics: ProxyMetrics::new(&new.name),
+        }
+    }
+
+    fn to_wire(&self, name: &str) -> Proxy {
+        Proxy {
+            name: name.to_owned(),
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            enabled: self.enabled,
+            toxics: self.toxics.iter().map(ActiveToxic::to_wire).collect(),
+        }
+    }
+
+    /// Binds the listener and starts accepting; `enabled` becomes true.
+    async fn start(&mut self, name: &str) -> Result<(), ProxyError> {
+        if self.running.is_some() {
+            self.enabled = true;
+            return Ok(());
+        }
+        let listener = bind(&self.listen).await?;
+        let addr = listener.local_addr().map_err(|error| ProxyError::Listen {
+            addr: self.listen.clone(),
+            error,
+        })?;
+        self.listen = addr.to_string();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ctx = LinkContext {
+            proxy: Arc::from(name),
+            upstream: Arc::from(self.upstream.as_str()),
+            toxics: self.toxics_tx.subscribe(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            metrics: self.metrics.clone(),
+        };
+        tracker.spawn(link::accept_loop(listener, ctx));
+        self.running = Some(Running { cancel, tracker });
+        self.enabled = true;
+        proxy_metrics::set_enabled(name, true);
+        tracing::info!(proxy = name, listen = %self.listen, upstream = %self.upstream, "proxy listening");
+        Ok(())
+    }
+
+    /// Closes the listener and all connections; `enabled` is left to the caller.
+    async fn stop(&mut self, name: &str) {
+        if let Some(running) = self.running.take() {
+            running.stop(name).await;
+            tracing::info!(proxy = name, "proxy stopped");
+        }
+        proxy_metrics::set_enabled(name, false);
+    }
+
+    /// Hands the current toxics to every connection.
+    fn publish(&self, name: &str) {
+        self.toxics_tx.send_replace(Arc::new(self.toxics.clone()));
+        let types: Vec<&str> = self.toxics.iter().map(|t| t.kind.type_name()).collect();
+        proxy_metrics::set_toxics(name, &types);
+    }
+
+    fn toxic_index(&self, proxy: &str, toxic: &str) -> Result<usize, ProxyError> {
+        self.toxics
+            .iter()
+            .position(|t| t.name == toxic)
+            .ok_or_else(|| ProxyError::ToxicNotFound {
+                proxy: proxy.to_owned(),
+                toxic: toxic.to_owned(),
+            })
+    }
+}
+
+/// Checks `host:port`; `port_zero` says whether port 0 is allowed.
+fn check_address(field: &'static str, text: &str, port_zero: bool) -> Result<(), ProxyError> {
+    let invalid = |reason: &str| ProxyError::InvalidField {
+        field,
+        reason: format!("{text:?} {reason}"),
+    };
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("is not of the form host:port"))?;
+    if host.is_empty() || host == "[]" {
+        return Err(invalid("has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid("does not end in a port number (0-65535)"))?;
+    if port == 0 && !port_zero {
+        return Err(invalid("has port 0"));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), ProxyError> {
+    if name.is_empty() {
+        return Err(ProxyError::MissingField("name"));
+    }
+    if name.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(ProxyError::InvalidField {
+            field: "name",
+            reason: format!("{name:?} contains '/' or a control character"),
+        });
+    }
+    Ok(())
+}
+
+fn check_new_proxy(new: &NewProxy) -> Result<(), ProxyError> {
+    check_name(&new.name)?;
+    check_address("listen", &new.listen, true)?;
+    check_address("upstream", &new.upstream, false)
+}
+
+fn check_toxicity(toxicity: f32) -> Result<(), ProxyError> {
+    if (0.0..=1.0).contains(&toxicity) {
+        Ok(())
+    } else {
+        Err(ProxyError::InvalidField {
+            field: "toxicity",
+            reason: format!("must be between 0 and 1, not {toxicity}"),
+        })
+    }
+}
+
+async fn bind(listen: &str) -> Result<TcpListener, ProxyError> {
+    let rejected = |reason: String| ProxyError::ListenRejected {
+        addr: listen.to_owned(),
+        reason,
+    };
+    let addr: SocketAddr = match listen.parse() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(listen)
+            .await
+            .map_err(|err| rejected(format!("cannot resolve it: {err}")))?
+            .next()
+            .ok_or_else(|| rejected("it resolves to no address".to_owned()))?,
+    };
+    TcpListener::bind(addr).await.map_err(|error| {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::AddrInUse => ProxyError::ListenInUse {
+                addr: listen.to_owned(),
+            },
+            ErrorKind::AddrNotAvailable | ErrorKind::PermissionDenied | ErrorKind::InvalidInput => {
+                rejected(error.to_string())
+            }
+            _ => ProxyError::Listen {
+                addr: listen.to_owned(),
+                error,
+            },
+        }
+    })
+}
+
+#[derive(Debug, Default)]
+struct State {
+    proxies: BTreeMap<String, Entry>,
+    next_toxic_id: u64,
+    shut_down: bool,
+}
+
+impl State {
+    fn entry(&self, name: &str) -> Result<&Entry, ProxyError> {
+        self.proxies
+            .get(name)
+            .ok_or_else(|| ProxyError::ProxyNotFound(name.to_owned()))
+    }
+
+    fn entry_mut(&mut self, name: &str) -> Result<&mut Entry, ProxyError> {
+        self.proxies
+            .get_mut(name)
+            .ok_or_else(|| ProxyError::ProxyNotFound(name.to_owned()))
+    }
+
+    async fn create(&mut self, new: &NewProxy) -> Result<Proxy, ProxyError> {
+        check_new_proxy(new)?;
+        if self.proxies.contains_key(&new.name) {
+            return Err(ProxyError::ProxyExists(new.name.clone()));
+        }
+        let mut entry = Entry::new(new);
+        if new.enabled {
+            entry.start(&new.name).await?;
+        } else {
+            proxy_metrics::set_enabled(&new.name, false);
+        }
+        entry.publish(&new.name);
+        let proxy = entry.to_wire(&new.name);
+        self.proxies.insert(new.name.clone(), entry);
+        Ok(proxy)
+    }
+
+    async fn update(&mut self, name: &str, update: &ProxyUpdate) -> Result<Proxy, ProxyError> {
+        if let Some(listen) = &update.listen {
+            check_address("listen", listen, true)?;
+        }
+        if let Some(upstream) = &update.upstream {
+            check_address("upstream", upstream, false)?;
+        }
+        let entry = self.entry_mut(name)?;
+        let listen_changed = update
+            .listen
+            .as_ref()
+            .is_some_and(|l| *l != entry.listen && *l != entry.requested_listen);
+        let upstream_changed = update
+            .upstream
+            .as_ref()
+            .is_some_and(|u| *u != entry.upstream);
+        let enabled = update.enabled.unwrap_or(entry.enabled);
+        if !listen_changed && !upstream_changed && enabled == entry.enabled {
+            return Ok(entry.to_wire(name));
+        }
+        let before = (
+            entry.requested_listen.clone(),
+            entry.listen.clone(),
+            entry.upstream.clone(),
+            entry.enabled,
+        );
+        // A new address or upstream restarts the proxy, dropping its connections.
+        entry.stop(name).await;
+        entry.enabled = false;
+        if let Some(listen) = update.listen.as_ref().filter(|_| listen_changed) {
+            entry.requested_listen = listen.clone();
+            entry.listen = listen.clone();
+        }
+        if let Some(upstream) = update.upstream.as_ref().filter(|_| upstream_changed) {
+            entry.upstream = upstream.clone();
+        }
+        if enabled && let Err(err) = entry.start(name).await {
+            // Put the proxy back the way it was, as far as possible.
+            (
+                entry.requested_listen,
+                entry.listen,
+                entry.upstream,
+                entry.enabled,
+            ) = before;
+            if entry.enabled
+                && let Err(restart) = entry.start(name).await
+            {
+                tracing::warn!(proxy = name, error = %restart, "cannot restart the proxy as it was");
+                entry.enabled = false;
+            }
+            return Err(err);
+        }
+        Ok(entry.to_wire(name))
+    }
+
+    async fn delete(&mut self, name: &str) -> Result<(), ProxyError> {
+        let mut entry = self
+            .proxies
+            .remove(name)
+            .ok_or_else(|| ProxyError::ProxyNotFound(name.to_owned()))?;
+        entry.stop(name).await;
+        entry.toxics.clear();
+        entry.publish(name);
+        tracing::info!(proxy = name, "proxy deleted");
+        Ok(())
+    }
+}
+
+/// Every proxy of one fault-proxy server, with their listeners and toxics.
+///
+/// Cloning gives another handle on the same registry. Proxies keep listening
+/// until they are disabled or deleted, or until [`Registry::shutdown`].
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    state: Arc<Mutex<State>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn lock(&self) -> Result<MutexGuard<'_, State>, ProxyError> {
+        let state = self.state.lock().await;
+        if state.shut_down {
+            return Err(ProxyError::ShuttingDown);
+        }
+        Ok(state)
+    }
+
+    /// Every proxy, by name.
+    pub async fn proxies(&self) -> BTreeMap<String, Proxy> {
+        let state = self.state.lock().await;
+        state
+            .proxies
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.to_wire(name)))
+            .collect()
+    }
+
+    /// One proxy with its toxics.
+    pub async fn proxy(&self, name: &str) -> Result<Proxy, ProxyError> {
+        let state = self.state.lock().await;
+        Ok(state.entry(name)?.to_wire(name))
+    }
+
+    /// Creates a proxy, listening at once if it is enabled.
+    pub async fn create_proxy(&self, new: &NewProxy) -> Result<Proxy, ProxyError> {
+        self.lock().await?.create(new).await
+    }
+
+    /// Changes a proxy's listen address, upstream or enabled flag.
+    ///
+    /// A new listen address or upstream restarts the proxy and drops its
+    /// connections; `enabled: false` closes the listener and every connection.
+    pub async fn update_proxy(
+        &self,
+        name: &str,
+        update: &ProxyUpdate,
+    ) -> Result<Proxy, ProxyError> {
+        self.lock().await?.update(name, update).await
+    }
+
+    /// Deletes a proxy, closing its listener and connections.
+    pub async fn delete_proxy(&self, name: &str) -> Result<(), ProxyError> {
+        self.lock().await?.delete(name).await
+    }
+
+    /// Creates or replaces proxies in bulk.
+    ///
+    /// A proxy that already exists with the same listen address and upstream
+    /// is kept (toxics and connections included) and only gets the enabled
+    /// flag; one that differs is replaced. Every proxy is checked before any
+    /// is touched.
+    pub async fn populate(&self, proxies: &[NewProxy]) -> Result<Vec<Proxy>, ProxyError> {
+        for (index, new) in proxies.iter().enumerate() {
+            check_new_proxy(new)?;
+            if proxies[..index].iter().any(|other| other.name == new.name) {
+                return Err(ProxyError::InvalidField {
+                    field: "name",
+                    reason: format!("{:?} is listed twice", new.name),
+                });
+            }
+        }
+        let mut state = self.lock().await?;
+        let mut result = Vec::with_capacity(proxies.len());
+        for new in proxies {
+            let same = state.proxies.get(&new.name).map(|entry| {
+                (new.listen == entry.requested_listen || new.listen == entry.listen)
+                    && new.upstream == entry.upstream
+            });
+            let proxy = match same {
+                Some(true) => {
+                    state
+                        .update(&new.name, &ProxyUpdate::enabled(new.enabled))
+                        .await?
+                }
+                Some(false) => {
+                    state.delete(&new.name).await?;
+                    state.create(new).await?
+                }
+                None => state.create(new).await?,
+            };
+            result.push(proxy);
+        }
+        Ok(result)
+    }
+
+    /// Enables every proxy and removes every toxic.
+    pub async fn reset(&self) -> Result<(), ProxyError> {
+        let mut state = self.lock().await?;
+        let mut first_error = None;
+        for (name, entry) in &mut state.proxies {
+            entry.toxics.clear();
+            entry.publish(name);
+            if !entry.enabled
+                && let Err(err) = entry.start(name).await
+            {
+                tracing::warn!(proxy = %name, error = %err, "cannot re-enable the proxy");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The toxics of a proxy, in the order they apply.
+    pub async fn toxics(&self, proxy: &str) -> Result<Vec<Toxic>, ProxyError> {
+        Ok(self.proxy(proxy).await?.toxics)
+    }
+
+    /// One toxic of a proxy.
+    pub async fn toxic(&self, proxy: &str, toxic: &str) -> Result<Toxic, ProxyError> {
+        let state = self.state.lock().await;
+        let entry = state.entry(proxy)?;
+        Ok(entry.toxics[entry.toxic_index(proxy, toxic)?].to_wire())
+    }
+
+    /// Adds a toxic; it applies at once to new and existing connections.
+    pub async fn add_toxic(&self, proxy: &str, new: &NewToxic) -> Result<Toxic, ProxyError> {
+        let kind = ToxicKind::from_attributes(&new.toxic_type, &new.attributes)?;
+        check_toxicity(new.toxicity)?;
+        let name = new.effective_name();
+        check_name(&name)?;
+        let mut state = self.lock().await?;
+        let id = state.next_toxic_id + 1;
+        let entry = state.entry_mut(proxy)?;
+        if entry.toxics.iter().any(|t| t.name == name) {
+            return Err(ProxyError::ToxicExists {
+                proxy: proxy.to_owned(),
+                toxic: name,
+            });
+        }
+        let toxic = ActiveToxic {
+            id,
+            revision: 0,
+            name,
+            stream: new.stream,
+            toxicity: new.toxicity,
+            kind,
+        };
+        let wire = toxic.to_wire();
+        entry.toxics.push(toxic);
+        entry.publish(proxy);
+        state.next_toxic_id = id;
+        tracing::info!(proxy, toxic = %wire.name, toxic_type = %wire.toxic_type, stream = %wire.stream, "toxic added");
+        Ok(wire)
+    }
+
+    /// Changes a toxic's toxicity or attributes; connections apply it at once,
+    /// keeping the data the toxic holds.
+    pub async fn update_toxic(
+        &self,
+        proxy: &str,
+        toxic: &str,
+        update: &ToxicUpdate,
+    ) -> Result<Toxic, ProxyError> {
+        if let Some(toxicity) = update.toxicity {
+            check_toxicity(toxicity)?;
+        }
+        let mut state = self.lock().await?;
+        let entry = state.entry_mut(proxy)?;
+        let index = entry.toxic_index(proxy, toxic)?;
+        let current = &mut entry.toxics[index];
+        current.kind = current.kind.with_attributes(&update.attributes)?;
+        if let Some(toxicity) = update.toxicity {
+            current.toxicity = toxicity;
+        }
+        current.revision += 1;
+        let wire = current.to_wire();
+        entry.publish(proxy);
+        tracing::info!(proxy, toxic, "toxic updated");
+        Ok(wire)
+    }
+
+    /// Removes a toxic; the data it held moves on, in order.
+    pub async fn remove_toxic(&self, proxy: &str, toxic: &str) -> Result<(), ProxyError> {
+        let mut state = self.lock().await?;
+        let entry = state.entry_mut(proxy)?;
+        let index = entry.toxic_index(proxy, toxic)?;
+        entry.toxics.remove(index);
+        entry.publish(proxy);
+        tracing::info!(proxy, toxic, "toxic removed");
+        Ok(())
+    }
+
+    /// Stops every proxy and refuses further changes.
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().await;
+        state.shut_down = true;
+        for (name, entry) in &mut state.proxies {
+            entry.stop(name).await;
+            entry.enabled = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_need_a_host_and_a_port() {
+        assert!(check_address("listen", "127.0.0.1:0", true).is_ok());
+        assert!(check_address("listen", "[::]:8080", true).is_ok());
+        assert!(check_address("upstream", "payments:8080", false).is_ok());
+        for bad in ["payments", ":8080", "host:", "host:99999", "host:http"] {
+            assert!(check_address("upstream", bad, false).is_err(), "{bad}");
+        }
+        assert!(check_address("upstream", "host:0", false).is_err());
+    }
+
+    #[test]
+    fn names_must_fit_in_a_path() {
+        assert!(check_name("orders_payments").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! The fault-proxy server: the control API plus the registry of proxies.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use faultline_telemetry::{Metrics, MetricsError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, ApiState};
+use super::client::{ClientError, ToxiproxyClient};
+use super::error::ProxyError;
+use super::metrics as proxy_metrics;
+use super::model::NewProxy;
+use super::registry::Registry;
+
+/// The control API's default address, as Toxiproxy's.
+pub const DEFAULT_API_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8474);
+
+/// How to start a [`ProxyServer`].
+#[derive(Debug, Clone)]
+pub struct ProxyServerConfig {
+    /// Where the control API listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Proxies to create at start, as `POST /populate` would.
+    pub proxies: Vec<NewProxy>,
+}
+
+impl Default for ProxyServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_API_LISTEN,
+            proxies: Vec::new(),
+        }
+    }
+}
+
+impl ProxyServerConfig {
+    /// The control API on `listen`, with no proxies yet.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            proxies: Vec::new(),
+        }
+    }
+
+    /// The control API on a free port of the loopback interface (for tests).
+    pub fn ephemeral() -> Self {
+        Self::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
+    }
+}
+
+/// Why the server could not start or stopped abnormally.
+///
+/// Each message includes its cause, so the causes are not chained as sources.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot set up metrics: {0}")]
+    Metrics(MetricsError),
+    #[error("cannot listen for the control API on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot create the configured proxies: {0}")]
+    Populate(ProxyError),
+    #[error("the control API server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("the control API server task failed: {0}")]
+    Join(tokio::task::JoinError),
+}
+
+/// A running fault proxy: the control API and its proxies.
+///
+/// Dropping it without [`ProxyServer::shutdown`] leaves the tasks running
+/// until the runtime ends.
+#[derive(Debug)]
+pub struct ProxyServer {
+    api_addr: SocketAddr,
+    registry: Registry,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ProxyServer {
+    /// Binds the control API, creates the configured proxies and starts serving.
+    ///
+    /// Installs the process-wide metrics recorder on first use; servers in
+    /// the same process share it.
+    pub async fn start(config: ProxyServerConfig) -> Result<Self, ServerError> {
+        let metrics = Metrics::install().map_err(ServerError::Metrics)?;
+        proxy_metrics::describe();
+        faultline_telemetry::metrics::record_build_info("faultline-proxy", api::VERSION);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| ServerError::Bind {
+                    addr: config.listen,
+                    error,
+                })?;
+        let api_addr = listener.local_addr().map_err(|error| ServerError::Bind {
+            addr: config.listen,
+            error,
+        })?;
+        let registry = Registry::new();
+        if !config.proxies.is_empty()
+            && let Err(err) = registry.populate(&config.proxies).await
+        {
+            registry.shutdown().await;
+            return Err(ServerError::Populate(err));
+        }
+        let stop = CancellationToken::new();
+        let app = api::router(ApiState {
+            registry: registry.clone(),
+            metrics,
+        });
+        let task = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(api = %api_addr, proxies = config.proxies.len(), "fault proxy started");
+        Ok(Self {
+            api_addr,
+            registry,
+            stop,
+            task,
+        })
+    }
+
+    /// Where the control API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The control API's base URL, e.g. `http://127.0.0.1:8474`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The proxies, for in-process control without HTTP.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A client for this server's control API.
+    pub fn client(&self) -> Result<ToxiproxyClient, ClientError> {
+        ToxiproxyClient::new(&self.api_url())
+    }
+
+    /// Serves until `signal` resolves (or the API server fails), then shuts down.
+    pub async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        tokio::select! {
+            () = signal => self.shutdown().await,
+            result = &mut self.task => {
+                self.registry.shutdown().await;
+                result.map_err(ServerError::Join)?.map_err(ServerError::Serve)
+            }
+        }
+    }
+
+    /// Stops the control API (finishing requests in flight), then closes
+    /// every proxy and its connections.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.cancel();
+        let served = self.task.await;
+        self.registry.shutdown().await;
+        tracing::info!("fault proxy stopped");
+        served
+            .map_err(ServerError::Join)?
+            .map_err(ServerError::Serve)
+    }
+}

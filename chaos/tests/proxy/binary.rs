@@ -1,0 +1,84 @@
+//! The `faultline proxy` binary: starts from a config file, serves the API,
+//! and stops cleanly on SIGTERM.
+
+use std::process::Stdio;
+
+use faultline_chaos::proxy::cli::load_proxies;
+use faultline_chaos::proxy::{NewProxy, ToxiproxyClient};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::support::within;
+
+fn config_file(proxies: &[NewProxy]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "faultline-proxy-test-{}-{}.json",
+        std::process::id(),
+        uuid_like()
+    ));
+    std::fs::write(&path, serde_json::to_vec(proxies).unwrap()).unwrap();
+    path
+}
+
+fn uuid_like() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+#[test]
+fn config_files_are_arrays_of_proxies() {
+    let path = config_file(&[NewProxy::new("a", "127.0.0.1:0", "127.0.0.1:1")]);
+    let proxies = load_proxies(&path).unwrap();
+    assert_eq!(proxies[0].name, "a");
+    assert!(proxies[0].enabled);
+    std::fs::write(&path, b"{\"name\": \"a\"}").unwrap();
+    let err = load_proxies(&path).unwrap_err().to_string();
+    assert!(err.contains("not a JSON array"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_api_and_stops_on_sigterm() {
+    let config = config_file(&[NewProxy::new("from_file", "127.0.0.1:0", "127.0.0.1:9")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let api = within("the ready log line", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "faultline proxy ready" {
+                return entry["api"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("the proxy exited before it was ready");
+    })
+    .await;
+
+    let client = ToxiproxyClient::new(&api).unwrap();
+    let proxies = client.proxies().await.unwrap();
+    assert!(proxies["from_file"].enabled);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = within("the proxy's exit", child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    std::fs::remove_file(&config).unwrap();
+}
