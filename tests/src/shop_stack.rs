@@ -10,12 +10,33 @@ use crate::stack::{Network, Shop};
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// Knobs of a stack.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StackOptions {
     /// Export spans to this OTLP/gRPC port on the Docker host.
     pub otlp_port: Option<u16>,
+    /// How many orders replicas the gateway balances over.
+    pub orders_replicas: usize,
+    /// Turn on every role's fault admin API (port 9100).
+    pub fault_admin: bool,
     /// Extra environment for the payments role (latency, decline ratio, ...).
     pub payments_env: Vec<(&'static str, String)>,
+    /// Extra environment for the gateway (rate limits, ...).
+    pub gateway_env: Vec<(&'static str, String)>,
+    /// Extra environment for the orders replicas.
+    pub orders_env: Vec<(&'static str, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            otlp_port: None,
+            orders_replicas: 1,
+            fault_admin: false,
+            payments_env: Vec::new(),
+            gateway_env: Vec::new(),
+            orders_env: Vec::new(),
+        }
+    }
 }
 
 /// A running shop.
@@ -26,7 +47,8 @@ pub struct ShopStack {
     pub database: TestDatabase,
     pub payments: Shop,
     pub catalog: Shop,
-    pub orders: Shop,
+    /// The orders replicas.
+    pub orders: Vec<Shop>,
     pub worker: Shop,
     pub gateway: Shop,
 }
@@ -39,6 +61,9 @@ impl ShopStack {
         let database = postgres.create_database("shop").await?;
         let database_url = postgres.url_in_network(&database.name);
         let mut common: Vec<(&str, String)> = vec![("OTEL_BSP_SCHEDULE_DELAY", "200".into())];
+        if options.fault_admin {
+            common.push(("FAULTLINE_FAULT_ADMIN_ADDR", "0.0.0.0:9100".into()));
+        }
         if let Some(port) = options.otlp_port {
             common.push(("OTEL_TRACES_EXPORTER", "otlp".into()));
             common.push((
@@ -72,21 +97,28 @@ impl ShopStack {
         ];
         let mut orders_env = upstreams.clone();
         orders_env.push(("DATABASE_URL", database_url.clone()));
-        let orders = Shop::start(&network, &host("orders"), "orders", &with(orders_env)).await?;
+        orders_env.extend(options.orders_env.clone());
+        let mut orders = Vec::new();
+        for replica in 1..=options.orders_replicas.max(1) {
+            let name = host(&format!("orders-{replica}"));
+            orders.push(Shop::start(&network, &name, "orders", &with(orders_env.clone())).await?);
+        }
+        let orders_urls = orders
+            .iter()
+            .map(Shop::url_in_network)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut worker_env = upstreams;
         worker_env.push(("DATABASE_URL", database_url.clone()));
         let worker = Shop::start(&network, &host("worker"), "worker", &with(worker_env)).await?;
-        let gateway = Shop::start(
-            &network,
-            &host("gateway"),
-            "gateway",
-            &with(vec![
-                ("FAULTLINE_CATALOG_URLS", catalog.url_in_network()),
-                ("FAULTLINE_ORDERS_URLS", orders.url_in_network()),
-            ]),
-        )
-        .await?;
-        for service in [&payments, &orders, &worker, &gateway] {
+        let mut gateway_env = vec![
+            ("FAULTLINE_CATALOG_URLS", catalog.url_in_network()),
+            ("FAULTLINE_ORDERS_URLS", orders_urls),
+        ];
+        gateway_env.extend(options.gateway_env.clone());
+        let gateway =
+            Shop::start(&network, &host("gateway"), "gateway", &with(gateway_env)).await?;
+        for service in orders.iter().chain([&payments, &worker, &gateway]) {
             service.wait_ready(READY_WITHIN).await?;
         }
         Ok(Self {
@@ -102,14 +134,10 @@ impl ShopStack {
     }
 
     /// Every role's container, for scraping them all.
-    pub fn services(&self) -> [&Shop; 5] {
-        [
-            &self.gateway,
-            &self.catalog,
-            &self.orders,
-            &self.payments,
-            &self.worker,
-        ]
+    pub fn services(&self) -> Vec<&Shop> {
+        let mut services = vec![&self.gateway, &self.catalog, &self.payments, &self.worker];
+        services.extend(self.orders.iter());
+        services
     }
 
     /// The gateway's public base URL for the test process.

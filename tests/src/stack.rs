@@ -73,6 +73,8 @@ pub fn log_to_stderr(name: &str) -> impl Fn(&LogFrame) + Send + Sync + 'static {
 /// The ports of the shop image.
 pub const SHOP_HTTP_PORT: u16 = 8080;
 pub const SHOP_ADMIN_PORT: u16 = 9000;
+/// The fault admin API's port, when a test turns it on.
+pub const SHOP_FAULT_ADMIN_PORT: u16 = 9100;
 
 /// A faultline shop service in a container.
 #[derive(Debug)]
@@ -83,6 +85,8 @@ pub struct Shop {
     pub admin_url: String,
     /// `http://127.0.0.1:<port>` of the public API, for the test process.
     pub http_url: String,
+    /// `http://127.0.0.1:<port>` of the fault admin API, when it is on.
+    pub fault_admin_url: Option<String>,
     http: reqwest::Client,
 }
 
@@ -99,6 +103,7 @@ impl Shop {
         let mut request = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
             .with_exposed_port(ContainerPort::Tcp(SHOP_HTTP_PORT))
             .with_exposed_port(ContainerPort::Tcp(SHOP_ADMIN_PORT))
+            .with_exposed_port(ContainerPort::Tcp(SHOP_FAULT_ADMIN_PORT))
             .with_wait_for(WaitFor::message_on_stdout(r#""message":"serving""#))
             .with_cmd([role])
             .with_env_var("RUST_LOG", "info,sqlx=warn")
@@ -118,11 +123,21 @@ impl Shop {
             .with_context(|| format!("cannot start {role} container {host}"))?;
         let admin_port = container.get_host_port_ipv4(SHOP_ADMIN_PORT).await?;
         let http_port = container.get_host_port_ipv4(SHOP_HTTP_PORT).await?;
+        let fault_admin = env
+            .iter()
+            .any(|(name, _)| *name == "FAULTLINE_FAULT_ADMIN_ADDR");
+        let fault_admin_url = if fault_admin {
+            let port = container.get_host_port_ipv4(SHOP_FAULT_ADMIN_PORT).await?;
+            Some(format!("http://127.0.0.1:{port}"))
+        } else {
+            None
+        };
         Ok(Self {
             container,
             host: host.to_owned(),
             admin_url: format!("http://127.0.0.1:{admin_port}"),
             http_url: format!("http://127.0.0.1:{http_port}"),
+            fault_admin_url,
             http: crate::http_client()?,
         })
     }

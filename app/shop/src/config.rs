@@ -31,6 +31,15 @@ pub struct ServeConfig {
     /// The longest time in-flight requests get to finish during shutdown.
     #[arg(long, env = "FAULTLINE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Requests in flight beyond which new ones get an immediate 503.
+    #[arg(long, env = "FAULTLINE_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// Serve the fault admin API (for chaos experiments) here. Unset: off.
+    /// Never expose it publicly.
+    #[arg(long, env = "FAULTLINE_FAULT_ADMIN_ADDR")]
+    pub fault_admin_addr: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -42,6 +51,8 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(5),
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
+            max_in_flight: 512,
+            fault_admin_addr: None,
         }
     }
 }
@@ -98,14 +109,15 @@ impl std::fmt::Debug for DatabaseConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientConfig {
     /// The timeout of one call to another service.
-    #[arg(long, env = "FAULTLINE_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    /// A retry on another endpoint still fits in a client's 2 s budget.
+    #[arg(long, env = "FAULTLINE_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            upstream_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -133,6 +145,15 @@ pub struct GatewayConfig {
         required = true
     )]
     pub orders_urls: Vec<Url>,
+    /// Requests per second each client (X-Client-Id, else IP) may send.
+    #[arg(long, env = "FAULTLINE_RATE_LIMIT_PER_SECOND", default_value = "100")]
+    pub rate_limit_per_second: std::num::NonZeroU32,
+    /// Requests a client may send at once above its rate.
+    #[arg(long, env = "FAULTLINE_RATE_LIMIT_BURST", default_value = "50")]
+    pub rate_limit_burst: std::num::NonZeroU32,
+    /// Catalog answers kept to serve, marked stale, while the catalog is down.
+    #[arg(long, env = "FAULTLINE_STALE_CACHE_ENTRIES", default_value_t = 1000)]
+    pub stale_cache_entries: usize,
 }
 
 /// Products, stock and reservations.

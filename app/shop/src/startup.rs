@@ -20,9 +20,13 @@ use crate::config::{
     WorkerConfig,
 };
 use crate::db::{self, DbConfigError};
+use crate::faults::{self, Faults};
 use crate::health::Health;
+use crate::http::client::UpstreamPolicy;
+use crate::http::server::ServerPolicy;
 use crate::http::{self, Upstream};
 use crate::problem;
+use crate::resilience::{self, rate_limit::RateLimit};
 use crate::roles::{catalog, gateway, orders, payments, worker};
 
 /// Which role to run, with its settings.
@@ -118,6 +122,7 @@ pub struct Application {
     metrics: Metrics,
     public: Router,
     background: Vec<Background>,
+    fault_admin: Option<(TcpListener, SocketAddr, Router)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -130,13 +135,23 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// The longest wait for a TCP connection to another service.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How often endpoint gauges are refreshed and idle rate-limit keys dropped.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
 fn upstream(
     name: &'static str,
     endpoints: &[Url],
     timeout: Duration,
     http: &reqwest::Client,
+    upstreams: &mut Vec<Upstream>,
 ) -> Upstream {
-    Upstream::new(name, endpoints.to_vec(), timeout, http.clone())
+    let policy = UpstreamPolicy::with_timeout(timeout);
+    let upstream = Upstream::new(name, endpoints.to_vec(), policy, http.clone());
+    upstreams.push(upstream.clone());
+    upstream
 }
 
 impl Application {
@@ -153,19 +168,33 @@ impl Application {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
+            // Replicas are on the same network: a connection that takes longer
+            // than this is to a replica that is gone, which gets ejected.
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(StartupError::Client)?;
         let mut background: Vec<Background> = Vec::new();
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        let mut rate_limit = None;
         let (public, pool) = match &config {
             RoleConfig::Gateway(c) => {
+                rate_limit = Some(RateLimit::new(c.rate_limit_per_second, c.rate_limit_burst));
                 let state = gateway::GatewayState {
+                    stale: gateway::StaleCatalog::new(c.stale_cache_entries),
                     catalog: upstream(
                         "catalog",
                         &c.catalog_urls,
                         c.client.upstream_timeout,
                         &client,
+                        &mut upstreams,
                     ),
-                    orders: upstream("orders", &c.orders_urls, c.client.upstream_timeout, &client),
+                    orders: upstream(
+                        "orders",
+                        &c.orders_urls,
+                        c.client.upstream_timeout,
+                        &client,
+                        &mut upstreams,
+                    ),
                 };
                 (gateway::router(state), None)
             }
@@ -183,8 +212,16 @@ impl Application {
                         &c.catalog_urls,
                         c.client.upstream_timeout,
                         &client,
+                        &mut upstreams,
                     ),
-                    payments: upstream("payments", &c.payments_urls, c.payment_timeout, &client),
+                    payments: upstream(
+                        "payments",
+                        &c.payments_urls,
+                        c.payment_timeout,
+                        &client,
+                        &mut upstreams,
+                    ),
+                    payment_timeout: c.payment_timeout,
                 };
                 (orders::router(state), Some(pool))
             }
@@ -198,12 +235,14 @@ impl Application {
                         &c.payments_urls,
                         c.client.upstream_timeout,
                         &client,
+                        &mut upstreams,
                     ),
                     catalog: upstream(
                         "catalog",
                         &c.catalog_urls,
                         c.client.upstream_timeout,
                         &client,
+                        &mut upstreams,
                     ),
                     poll_interval: c.poll_interval,
                     max_backoff: c.max_backoff,
@@ -229,8 +268,27 @@ impl Application {
             );
         }
         let serve = config.serve().clone();
-        let public =
-            http::server::stack(public.fallback(problem::not_found), serve.request_timeout);
+        let faults = serve.fault_admin_addr.map(|_| Faults::new(pool.clone()));
+        let public = http::server::stack(
+            public.fallback(problem::not_found),
+            ServerPolicy {
+                request_timeout: serve.request_timeout,
+                max_in_flight: serve.max_in_flight,
+                rate_limit: rate_limit.clone(),
+                faults: faults.clone(),
+            },
+        );
+        background.push(Box::new(move |stop| {
+            tokio::spawn(housekeeping(upstreams, rate_limit, stop))
+        }));
+        let fault_admin = match (serve.fault_admin_addr, faults) {
+            (Some(addr), Some(faults)) => {
+                let listener = bind("fault admin", addr).await?;
+                let bound = listener.local_addr().map_err(StartupError::LocalAddr)?;
+                Some((listener, bound, faults::router(faults)))
+            }
+            _ => None,
+        };
         let http_listener = bind("http", serve.http_addr).await?;
         let admin_listener = bind("admin", serve.admin_addr).await?;
         let http_addr = http_listener
@@ -252,7 +310,13 @@ impl Application {
             metrics,
             public,
             background,
+            fault_admin,
         })
+    }
+
+    /// Where the fault admin API listens, when it is on.
+    pub fn fault_admin_addr(&self) -> Option<SocketAddr> {
+        self.fault_admin.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// Where the public API listens.
@@ -288,6 +352,16 @@ impl Application {
             &stop_accepting,
         );
         spawn_server(&mut servers, "admin", self.admin, admin, &stop_accepting);
+        if let Some((listener, addr, router)) = self.fault_admin {
+            tracing::warn!(%addr, "fault admin API is on: never expose this port");
+            spawn_server(
+                &mut servers,
+                "fault admin",
+                listener,
+                router,
+                &stop_accepting,
+            );
+        }
         let mut tasks: Vec<_> = self
             .background
             .into_iter()
@@ -351,6 +425,8 @@ impl Application {
 fn register_metrics(config: &RoleConfig) {
     http::server::describe_metrics();
     http::client::describe_metrics();
+    resilience::describe_metrics();
+    faults::describe_metrics();
     if config.database().is_some() {
         db::describe_metrics();
     }
@@ -387,11 +463,34 @@ fn spawn_server(
 ) {
     let stop = stop_accepting.clone().cancelled_owned();
     servers.spawn(async move {
-        axum::serve(listener, router)
+        // The peer address is the rate limiter's key for clients without an id.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(stop)
             .await
             .map_err(|source| RunError::Serve { which, source })
     });
+}
+
+/// Refreshes the endpoint gauges and forgets idle rate-limit clients.
+async fn housekeeping(
+    upstreams: Vec<Upstream>,
+    rate_limit: Option<RateLimit>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        for upstream in &upstreams {
+            upstream.refresh_metrics();
+        }
+        if let Some(rate_limit) = &rate_limit {
+            rate_limit.forget_idle_clients();
+        }
+    }
 }
 
 async fn run_upkeep(metrics: Metrics, stop: CancellationToken) {

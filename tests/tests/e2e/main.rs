@@ -5,6 +5,7 @@
 
 mod foundation;
 mod oversell;
+mod resilience;
 mod shop;
 
 use faultline_tests::docker::{require_docker, require_images};

@@ -3,7 +3,6 @@
 //! W3C trace context injected into every request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -12,6 +11,45 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
+
+use crate::resilience::breaker::{Breaker, BreakerConfig, State};
+use crate::resilience::endpoints::{EjectionConfig, Endpoints, Outcome};
+use crate::resilience::retry::{self, RetryBudget};
+use crate::resilience::{self, deadline};
+
+/// Reports a permitted call's outcome to the breaker, and a failure if the
+/// call was abandoned (cancelled) before it finished, so a half-open trial
+/// never stays in flight forever.
+struct TrialGuard<'a> {
+    breaker: &'a Breaker,
+    done: bool,
+}
+
+impl<'a> TrialGuard<'a> {
+    fn new(breaker: &'a Breaker) -> Self {
+        Self {
+            breaker,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, success: bool) {
+        self.done = true;
+        if success {
+            self.breaker.on_success();
+        } else {
+            self.breaker.on_failure();
+        }
+    }
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.on_failure();
+        }
+    }
+}
 
 /// Why a call to an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +78,10 @@ pub enum UpstreamError {
     },
     #[error("{upstream}: no endpoint is configured")]
     NoEndpoints { upstream: &'static str },
+    #[error("{upstream}: the circuit is open after repeated failures; not calling")]
+    CircuitOpen { upstream: &'static str },
+    #[error("{upstream}: no time left in the request's deadline")]
+    DeadlineExceeded { upstream: &'static str },
     #[error("{upstream}: invalid path {path:?}: {source}")]
     BadPath {
         upstream: &'static str,
@@ -82,30 +124,69 @@ pub fn describe_metrics() {
     );
 }
 
-/// A named upstream service and its endpoints.
+/// How an upstream is called.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamPolicy {
+    /// The timeout of one attempt (capped by the caller's remaining budget).
+    pub timeout: Duration,
+    pub breaker: BreakerConfig,
+    pub ejection: EjectionConfig,
+    /// Retry idempotent calls once, on another endpoint, within the budget.
+    pub retries: bool,
+}
+
+impl UpstreamPolicy {
+    /// The defaults, with this per-attempt timeout.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            breaker: BreakerConfig::default(),
+            ejection: EjectionConfig::default(),
+            retries: true,
+        }
+    }
+}
+
+/// Spare time kept back from a forwarded budget, for the answer's way back.
+const BUDGET_MARGIN: Duration = Duration::from_millis(10);
+
+/// A named upstream service: its endpoints, breaker and retry budget.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     name: &'static str,
-    endpoints: Arc<[Url]>,
-    next: Arc<AtomicUsize>,
+    endpoints: Arc<Endpoints>,
+    breaker: Arc<Breaker>,
+    budget: Arc<RetryBudget>,
     http: reqwest::Client,
-    timeout: Duration,
+    policy: UpstreamPolicy,
 }
 
 impl Upstream {
     pub fn new(
         name: &'static str,
         endpoints: Vec<Url>,
-        timeout: Duration,
+        policy: UpstreamPolicy,
         http: reqwest::Client,
     ) -> Self {
+        metrics::counter!("resilience_retries_total", "peer_service" => name).absolute(0);
         Self {
             name,
-            endpoints: endpoints.into(),
-            next: Arc::new(AtomicUsize::new(0)),
+            endpoints: Arc::new(Endpoints::new(name, endpoints, policy.ejection)),
+            breaker: Arc::new(Breaker::new(name, policy.breaker)),
+            budget: Arc::new(RetryBudget::default()),
             http,
-            timeout,
+            policy,
         }
+    }
+
+    /// The breaker's state now.
+    pub fn circuit(&self) -> State {
+        self.breaker.state()
+    }
+
+    /// Refreshes the endpoint gauges (ejections end with time).
+    pub fn refresh_metrics(&self) {
+        self.endpoints.refresh_metrics();
     }
 
     pub fn name(&self) -> &'static str {
@@ -154,24 +235,84 @@ impl Upstream {
             .await
     }
 
-    fn pick(&self) -> Result<&Url, UpstreamError> {
+    /// One call with the whole policy: breaker, deadline, endpoint choice and
+    /// at most one retry on another endpoint.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         if self.endpoints.is_empty() {
             return Err(UpstreamError::NoEndpoints {
                 upstream: self.name,
             });
         }
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        Ok(&self.endpoints[index])
+        let retryable = self.policy.retries && retry::is_retryable(&method, &headers);
+        self.budget.deposit();
+        let mut avoid = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let timeout = match deadline::remaining() {
+                Some(left) if left <= BUDGET_MARGIN => {
+                    resilience::reject("deadline_exceeded");
+                    return Err(UpstreamError::DeadlineExceeded {
+                        upstream: self.name,
+                    });
+                }
+                Some(left) => self.policy.timeout.min(left - BUDGET_MARGIN),
+                None => self.policy.timeout,
+            };
+            if !self.breaker.try_acquire() {
+                resilience::reject("circuit_open");
+                return Err(UpstreamError::CircuitOpen {
+                    upstream: self.name,
+                });
+            }
+            let mut trial = TrialGuard::new(&self.breaker);
+            let Some((index, base)) = self.endpoints.pick(avoid) else {
+                return Err(UpstreamError::NoEndpoints {
+                    upstream: self.name,
+                });
+            };
+            let result = self
+                .attempt(&method, base, path, headers.clone(), body.clone(), timeout)
+                .await;
+            let outcome = match &result {
+                Ok(response) if response.status.is_server_error() => Outcome::Failed,
+                Ok(_) => Outcome::Success,
+                Err(UpstreamError::Transport { source, .. }) if source.is_connect() => {
+                    Outcome::ConnectFailed
+                }
+                Err(_) => Outcome::Failed,
+            };
+            self.endpoints.record(index, outcome);
+            trial.finish(outcome == Outcome::Success);
+            if outcome == Outcome::Success || !retryable || attempt >= 2 {
+                return result;
+            }
+            if !self.budget.withdraw() {
+                resilience::reject("retry_budget_exhausted");
+                return result;
+            }
+            metrics::counter!("resilience_retries_total", "peer_service" => self.name).increment(1);
+            tracing::debug!(upstream = self.name, endpoint = %base, "retrying on another endpoint");
+            avoid = Some(index);
+        }
     }
 
-    async fn call(
+    async fn attempt(
         &self,
-        method: Method,
+        method: &Method,
+        base: &Url,
         path: &str,
         mut headers: HeaderMap,
         body: Option<bytes::Bytes>,
+        timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let base = self.pick()?;
+        let method = method.clone();
         let url = base.join(path).map_err(|source| UpstreamError::BadPath {
             upstream: self.name,
             path: path.to_owned(),
@@ -195,11 +336,12 @@ impl Upstream {
         let started = Instant::now();
         let result = async {
             faultline_telemetry::propagation::inject_current(&mut headers);
+            deadline::propagate(&mut headers, timeout);
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers)
-                .timeout(self.timeout);
+                .timeout(timeout);
             if let Some(body) = body {
                 request = request
                     .header(header::CONTENT_TYPE, "application/json")
@@ -246,11 +388,12 @@ impl Upstream {
         )
         .record(started.elapsed().as_secs_f64());
         result.map_err(|source| {
-            if source.is_timeout() {
+            // A connect timeout is a connection failure: the endpoint is likely gone.
+            if source.is_timeout() && !source.is_connect() {
                 UpstreamError::Timeout {
                     upstream: self.name,
                     url: url.to_string(),
-                    timeout: self.timeout,
+                    timeout,
                 }
             } else {
                 UpstreamError::Transport {

@@ -1,13 +1,21 @@
-//! The inbound stack: a span named by the route template, RED metrics, a body
-//! limit and a request timeout.
+//! The inbound stack, outermost first: a span named by the route template and
+//! RED metrics; on the gateway a per-client rate limit; a concurrency limit
+//! that sheds load; the request's deadline (its own timeout, or the caller's
+//! shorter budget); injected faults when the fault admin API is on; and a body
+//! limit.
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+
+use crate::faults::Faults;
+use crate::problem::Problem;
+use crate::resilience::rate_limit::{self, RateLimit};
+use crate::resilience::{deadline, shed};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -30,15 +38,55 @@ pub fn describe_metrics() {
     );
 }
 
+/// What the inbound stack enforces.
+#[derive(Debug, Clone)]
+pub struct ServerPolicy {
+    /// The longest a request may take; a caller's shorter budget wins.
+    pub request_timeout: Duration,
+    /// Requests in flight beyond which new ones are shed with 503.
+    pub max_in_flight: usize,
+    /// Per-client rate limit (the gateway's).
+    pub rate_limit: Option<RateLimit>,
+    /// Faults injected through the fault admin API.
+    pub faults: Option<Faults>,
+}
+
 /// Wraps a role's public router in the inbound stack.
-pub fn stack(router: Router, request_timeout: Duration) -> Router {
-    router
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
-        .layer(middleware::from_fn(observe))
+pub fn stack(router: Router, policy: ServerPolicy) -> Router {
+    let mut router = router.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    if let Some(faults) = policy.faults {
+        router = router.layer(middleware::from_fn_with_state(faults, crate::faults::apply));
+    }
+    router = router.layer(middleware::from_fn_with_state(
+        policy.request_timeout,
+        enforce_deadline,
+    ));
+    router = shed::apply(router, policy.max_in_flight);
+    if let Some(rate_limit) = policy.rate_limit {
+        router = router.layer(middleware::from_fn_with_state(
+            rate_limit,
+            rate_limit::limit,
+        ));
+    }
+    router.layer(middleware::from_fn(observe))
+}
+
+/// Runs the request under its deadline, and answers 503 when it passes.
+async fn enforce_deadline(
+    State(own_timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let deadline = deadline::from_headers(request.headers(), own_timeout);
+    match tokio::time::timeout_at(deadline, deadline::scope(deadline, next.run(request))).await {
+        Ok(response) => response,
+        Err(_) => {
+            crate::resilience::reject("deadline_exceeded");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("the request's deadline passed before an answer was ready")
+                .into_response()
+        }
+    }
 }
 
 /// Decrements the active-requests gauge even when the request is cancelled.

@@ -21,6 +21,80 @@ use crate::roles::orders::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub struct GatewayState {
     pub catalog: Upstream,
     pub orders: Upstream,
+    /// The last good catalog answers, served marked stale while the catalog is down.
+    pub stale: StaleCatalog,
+}
+
+/// The header marking a degraded answer.
+pub const X_DEGRADED: HeaderName = HeaderName::from_static("x-degraded");
+
+/// A catalog answer kept for when the catalog is down.
+#[derive(Debug, Clone)]
+struct CachedAnswer {
+    content_type: Option<axum::http::HeaderValue>,
+    body: bytes::Bytes,
+}
+
+/// A bounded cache of the last good catalog answers, by path.
+#[derive(Clone)]
+pub struct StaleCatalog {
+    cache: std::sync::Arc<quick_cache::sync::Cache<String, CachedAnswer>>,
+}
+
+impl std::fmt::Debug for StaleCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaleCatalog")
+            .field("entries", &self.cache.len())
+            .finish()
+    }
+}
+
+impl StaleCatalog {
+    /// Keeps at most `entries` answers (the list and product details).
+    pub fn new(entries: usize) -> Self {
+        metrics::counter!("degraded_responses_total", "reason" => "stale_catalog").absolute(0);
+        Self {
+            cache: std::sync::Arc::new(quick_cache::sync::Cache::new(entries.max(1))),
+        }
+    }
+}
+
+/// GETs `path` from the catalog; when the catalog fails, answers from the
+/// stale cache (marked `X-Degraded: stale-catalog`), else a fast 503.
+async fn catalog_read(state: &GatewayState, path: String) -> Response {
+    let result = state.catalog.get(&path, HeaderMap::new()).await;
+    match &result {
+        Ok(answer) if answer.status.is_success() => {
+            state.stale.cache.insert(
+                path,
+                CachedAnswer {
+                    content_type: answer.headers.get(header::CONTENT_TYPE).cloned(),
+                    body: answer.body.clone(),
+                },
+            );
+            forward(result)
+        }
+        Ok(answer) if !answer.status.is_server_error() => forward(result),
+        _ => match state.stale.cache.get(&path) {
+            Some(cached) => {
+                metrics::counter!("degraded_responses_total", "reason" => "stale_catalog")
+                    .increment(1);
+                tracing::info!(path, "catalog unavailable: serving the stale copy");
+                let mut response = (StatusCode::OK, cached.body).into_response();
+                if let Some(content_type) = cached.content_type {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type);
+                }
+                response.headers_mut().insert(
+                    X_DEGRADED,
+                    axum::http::HeaderValue::from_static("stale-catalog"),
+                );
+                response
+            }
+            None => forward(result),
+        },
+    }
 }
 
 /// The public API.
@@ -68,6 +142,8 @@ fn upstream_of(err: &UpstreamError) -> &'static str {
         | UpstreamError::Transport { upstream, .. }
         | UpstreamError::Decode { upstream, .. }
         | UpstreamError::NoEndpoints { upstream }
+        | UpstreamError::CircuitOpen { upstream }
+        | UpstreamError::DeadlineExceeded { upstream }
         | UpstreamError::BadPath { upstream, .. } => upstream,
     }
 }
@@ -76,13 +152,14 @@ fn upstream_of(err: &UpstreamError) -> &'static str {
 #[utoipa::path(
     get, path = "/api/products", tag = "shop",
     responses(
-        (status = 200, description = "The products", body = ProductList),
+        (status = 200, description = "The products; `X-Degraded: stale-catalog` when served from the gateway's cache while the catalog is down", body = ProductList),
+        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip(state))]
 async fn list_products(State(state): State<GatewayState>) -> Response {
-    forward(state.catalog.get("/api/products", HeaderMap::new()).await)
+    catalog_read(&state, "/api/products".to_owned()).await
 }
 
 /// One product.
@@ -98,12 +175,7 @@ async fn list_products(State(state): State<GatewayState>) -> Response {
 )]
 #[tracing::instrument(skip(state))]
 async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64>) -> Response {
-    forward(
-        state
-            .catalog
-            .get(&format!("/api/products/{id}"), HeaderMap::new())
-            .await,
-    )
+    catalog_read(&state, format!("/api/products/{id}")).await
 }
 
 /// Place an order (checkout).
@@ -160,4 +232,27 @@ async fn get_order(
             .get(&format!("/api/orders/{id}"), HeaderMap::new())
             .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stale_cache_keeps_what_it_was_given() {
+        let stale = StaleCatalog::new(1000);
+        for path in ["/api/products", "/api/products/1"] {
+            stale.cache.insert(
+                path.to_owned(),
+                CachedAnswer {
+                    content_type: None,
+                    body: bytes::Bytes::from_static(b"{}"),
+                },
+            );
+        }
+        for _ in 0..100 {
+            assert!(stale.cache.get("/api/products").is_some());
+        }
+        assert!(stale.cache.get("/api/products/1").is_some());
+    }
 }

@@ -22,6 +22,7 @@ use crate::domain::{
 };
 use crate::http::{ApiJson, ApiPath, Upstream, UpstreamError};
 use crate::problem::{PROBLEM_JSON, Problem};
+use crate::resilience::deadline;
 use store::{Claim, Completion, NewEvent};
 
 /// The header clients send their idempotency key in.
@@ -40,6 +41,8 @@ pub struct OrdersState {
     pub pool: PgPool,
     pub catalog: Upstream,
     pub payments: Upstream,
+    /// How long checkout waits for payments before accepting the order as pending.
+    pub payment_timeout: Duration,
 }
 
 /// Describes the orders metrics once.
@@ -247,7 +250,12 @@ async fn place(
         .iter()
         .map(|item| i64::from(item.quantity) * item.unit_price_cents)
         .sum();
-    let payment = authorize(&state.payments, order_id, amount_cents).await;
+    // The payment timeout bounds the whole step, retries included.
+    let payment = deadline::within(
+        state.payment_timeout,
+        authorize(&state.payments, order_id, amount_cents),
+    )
+    .await;
     let trace_context = faultline_telemetry::propagation::current_carrier();
     let (status, order, event, outcome) = match payment {
         Payment::Declined(detail) => {
