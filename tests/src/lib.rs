@@ -4,6 +4,7 @@
 //! - [`eventually`]: poll a condition until a deadline, instead of sleeping.
 //! - [`prom_text`]: read a Prometheus text page and match series in it.
 //! - [`prometheus`]: query a Prometheus server's HTTP API.
+//! - [`rules`]: Prometheus rule files, PromQL scanning, the compressed time scale.
 //! - [`postgres`]: a PostgreSQL container, and one database per test.
 //! - [`stack`]: a private network with a shop service and Prometheus on it.
 //! - [`shop_stack`]: every role of the shop in containers, ready.
@@ -16,6 +17,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod prom_text;
 pub mod prometheus;
+pub mod rules;
 pub mod shop_stack;
 pub mod stack;
 

@@ -1,0 +1,28 @@
+//! Detection: the alert rules (alerts/), their promtool unit tests, the
+//! Grafana dashboards (dashboards/) and the runbooks (runbooks/), checked
+//! against each other and the metric catalog, through promtool in the
+//! Prometheus image, and against a live stack under load.
+//!
+//! - [`assets`]: reading the files and the queries inside them.
+//! - [`compressed`]: alerts/compressed/ is generated and up to date.
+//! - [`crosscheck`]: no container needed.
+//! - [`promtool`]: unit tests, `check rules`, every query parses.
+//! - [`live`]: every dashboard query returns data from the running shop.
+//!
+//! The container tests need Docker and the local images (`compose/build-images`).
+//! Without them they fail, saying what is missing; they never skip.
+
+mod assets;
+mod compressed;
+mod crosscheck;
+mod live;
+mod promtool;
+
+use faultline_tests::docker::{require_docker, require_images};
+use faultline_tests::images::LocalImage;
+
+/// Fails unless Docker answers and every image is present.
+async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
+    let docker = require_docker().await?;
+    require_images(&docker, images).await
+}

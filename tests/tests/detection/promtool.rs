@@ -1,0 +1,177 @@
+//! promtool, run from the Prometheus image: the unit tests of every alert,
+//! `check rules` on both time scales, and every dashboard and runbook query
+//! parsed as a recording rule.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use faultline_tests::images::PROMETHEUS;
+use faultline_tests::stack::TEST_LABEL;
+use testcontainers::core::WaitFor;
+use testcontainers::core::wait::ExitWaitStrategy;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{GenericImage, ImageExt};
+
+use crate::assets::{self, QueryKind};
+use crate::preflight;
+
+/// Where the repository's alerts/ goes in the container.
+const ALERTS_DIR: &str = "/tmp/faultline/alerts";
+
+/// What promtool said.
+#[derive(Debug)]
+pub struct Promtool {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// Runs `promtool <args>` with `files` (path in the container, content)
+/// copied in, and returns once it exits.
+pub async fn promtool(args: &[String], files: &[(String, String)]) -> Result<Promtool> {
+    preflight(&[PROMETHEUS]).await?;
+    let mut request = GenericImage::new(PROMETHEUS.name, PROMETHEUS.tag)
+        .with_entrypoint("promtool")
+        .with_wait_for(WaitFor::exit(
+            ExitWaitStrategy::new().with_poll_interval(Duration::from_millis(50)),
+        ))
+        .with_cmd(args.iter().cloned())
+        .with_labels([(TEST_LABEL, "detection-promtool")])
+        .with_startup_timeout(Duration::from_secs(120));
+    for (path, content) in files {
+        request = request.with_copy_to(path.clone(), content.as_bytes().to_vec());
+    }
+    let container = request
+        .start()
+        .await
+        .with_context(|| format!("run promtool {}", args.join(" ")))?;
+    let exit_code = container
+        .exit_code()
+        .await?
+        .context("promtool exited without an exit code")?;
+    let stdout = String::from_utf8_lossy(&container.stdout_to_vec().await?).into_owned();
+    let stderr = String::from_utf8_lossy(&container.stderr_to_vec().await?).into_owned();
+    Ok(Promtool {
+        exit_code,
+        output: format!("{stdout}{stderr}"),
+    })
+}
+
+/// The source rule files and their unit tests, as files for the container.
+fn alert_files() -> Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    for file in assets::files_in("alerts", ".rules.yml")? {
+        files.push((format!("{ALERTS_DIR}/{}", file.name), file.text));
+    }
+    for file in assets::files_in("alerts/tests", ".test.yml")? {
+        files.push((format!("{ALERTS_DIR}/tests/{}", file.name), file.text));
+    }
+    Ok(files)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promtool_unit_tests_of_every_alert_pass() -> Result<()> {
+    let tests: Vec<String> = assets::files_in("alerts/tests", ".test.yml")?
+        .iter()
+        .map(|file| format!("{ALERTS_DIR}/tests/{}", file.name))
+        .collect();
+    let mut args = vec!["test".to_owned(), "rules".to_owned()];
+    args.extend(tests);
+    let run = promtool(&args, &alert_files()?).await?;
+    ensure!(
+        run.exit_code == 0,
+        "promtool test rules failed (exit {}):\n{}",
+        run.exit_code,
+        run.output
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promtool_checks_every_rule_file_at_both_time_scales() -> Result<()> {
+    let mut files = Vec::new();
+    let mut args = vec!["check".to_owned(), "rules".to_owned()];
+    for dir in ["alerts", "alerts/compressed"] {
+        for file in assets::files_in(dir, ".rules.yml")? {
+            let path = format!("/tmp/faultline/{}", file.repo_path);
+            args.push(path.clone());
+            files.push((path, file.text));
+        }
+    }
+    let run = promtool(&args, &files).await?;
+    ensure!(
+        run.exit_code == 0,
+        "promtool check rules failed (exit {}):\n{}",
+        run.exit_code,
+        run.output
+    );
+    // Lint warnings (duplicate rules, say) do not fail the check: fail on them too.
+    ensure!(
+        !run.output.to_lowercase().contains("warning"),
+        "promtool check rules warns:\n{}",
+        run.output
+    );
+    Ok(())
+}
+
+/// Escapes a string for a double-quoted YAML scalar.
+fn yaml_quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_and_runbook_query_parses() -> Result<()> {
+    // Every query becomes a recording rule; promtool parses each expression.
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for dashboard in assets::dashboards()? {
+        for query in dashboard.queries() {
+            let expr = assets::concrete(&query.expr, "1m");
+            let what = match query.kind {
+                QueryKind::Variable => format!("{query} (as {expr})"),
+                _ => query.to_string(),
+            };
+            queries.push((what, expr));
+        }
+    }
+    for runbook in assets::runbooks()? {
+        for (n, block) in assets::promql_blocks(&runbook.text).into_iter().enumerate() {
+            queries.push((
+                format!("{} block {}: {}", runbook.repo_path, n + 1, block.trim()),
+                block,
+            ));
+        }
+    }
+    let mut yaml = String::from("groups:\n  - name: dashboard-and-runbook-queries\n    rules:\n");
+    let mut index = String::new();
+    for (n, (what, expr)) in queries.iter().enumerate() {
+        writeln!(
+            yaml,
+            "      - record: faultline_query_{n}\n        expr: {}",
+            yaml_quoted(expr.trim())
+        )?;
+        writeln!(index, "  faultline_query_{n} (rule {}): {what}", n + 1)?;
+    }
+    let path = "/tmp/faultline/queries.rules.yml".to_owned();
+    let run = promtool(
+        &["check".to_owned(), "rules".to_owned(), path.clone()],
+        &[(path, yaml)],
+    )
+    .await?;
+    ensure!(
+        run.exit_code == 0,
+        "a dashboard or runbook query does not parse (exit {}):\n{}\nThe rules, by number:\n{index}",
+        run.exit_code,
+        run.output
+    );
+    Ok(())
+}
