@@ -1,0 +1,208 @@
+//! The local demo, as a user runs it: `docker-compose up demo` with the
+//! override for locally built images. It must come up healthy, Prometheus must
+//! scrape every target and load every rule, the load generator's traffic must
+//! show in the metrics, alerts must reach Alertmanager, and it must go away
+//! again with `down -v`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use faultline_tests::docker::{require_docker, require_images};
+use faultline_tests::eventually;
+use faultline_tests::images::{ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS};
+use faultline_tests::prometheus::PrometheusClient;
+
+/// Generous: a dozen containers start on two cores.
+const UP_WITHIN: Duration = Duration::from_secs(180);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A compose project; `down -v` runs when it is dropped, pass or fail.
+struct Demo {
+    project: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Demo {
+    fn compose(&self, args: &[&str]) -> anyhow::Result<String> {
+        let root = repo_root();
+        let output = Command::new("docker-compose")
+            .current_dir(&root)
+            .args(["-p", &self.project])
+            .args([
+                "-f",
+                "compose/docker-compose.yml",
+                "-f",
+                "compose/docker-compose.local.yml",
+            ])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .context(
+                "cannot run docker-compose: install it (Debian: apt-get install docker-compose)",
+            )?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            bail!("docker-compose {} failed:\n{text}", args.join(" "));
+        }
+        Ok(text)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Err(err) = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]) {
+            eprintln!("tearing the demo down failed: {err:#}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Result<()> {
+    let docker = require_docker().await?;
+    require_images(&docker, &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE]).await?;
+    let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let demo = Demo {
+        project: format!(
+            "faultline-demo-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        env: vec![
+            ("FAULTLINE_GATEWAY_PORT", ports.0.to_string()),
+            ("FAULTLINE_PROMETHEUS_PORT", ports.1.to_string()),
+            ("FAULTLINE_ALERTMANAGER_PORT", ports.2.to_string()),
+            ("FAULTLINE_PROXY_PORT", ports.3.to_string()),
+        ],
+    };
+    // `up -d demo` starts the dependencies first and waits for their health.
+    demo.compose(&["up", "-d", "demo"])?;
+    let http = faultline_tests::http_client()?;
+    let prometheus = PrometheusClient::new(format!("http://127.0.0.1:{}", ports.1), http.clone());
+
+    // Every target up: each replica of each role, the proxy and Prometheus.
+    let wanted: BTreeSet<&str> = [
+        "gateway",
+        "catalog",
+        "orders",
+        "payments",
+        "worker",
+        "proxy",
+        "prometheus",
+    ]
+    .into();
+    eventually("every scrape target to be up", UP_WITHIN, || async {
+        let targets = prometheus.targets().await?;
+        let down: Vec<String> = targets
+            .iter()
+            .filter(|t| t.health != "up")
+            .map(|t| format!("{} ({}): {}", t.scrape_url, t.health, t.last_error))
+            .collect();
+        ensure!(down.is_empty(), "targets not up: {down:?}");
+        let jobs: BTreeSet<&str> = targets
+            .iter()
+            .filter_map(|t| t.labels.get("job").map(String::as_str))
+            .collect();
+        ensure!(jobs == wanted, "jobs {jobs:?}");
+        ensure!(targets.len() == 10, "{} targets", targets.len());
+        Ok(())
+    })
+    .await?;
+
+    // Every rule file of alerts/compressed is loaded.
+    let groups: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{}/api/v1/rules", ports.1))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let loaded = groups["data"]["groups"].as_array().map_or(0, Vec::len);
+    let mut expected = 0;
+    for entry in std::fs::read_dir(repo_root().join("alerts/compressed"))? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        expected += text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- name:"))
+            .count();
+    }
+    assert_eq!(
+        loaded, expected,
+        "rule groups loaded vs in alerts/compressed"
+    );
+
+    // The load generator's traffic shows at the gateway.
+    eventually("loadgen traffic in http_server_request_duration_seconds", UP_WITHIN, || async {
+        let rate = prometheus
+            .query(r#"sum(rate(http_server_request_duration_seconds_count{job="gateway",http_route="/api/products"}[10s]))"#)
+            .await?;
+        let value = rate.first().map_or(0.0, |s| s.value);
+        ensure!(value > 1.0, "gateway product-list rate {value}/s");
+        Ok(())
+    })
+    .await?;
+
+    // Alerts flow to Alertmanager: the Watchdog always fires.
+    eventually("the Watchdog alert in Alertmanager", UP_WITHIN, || async {
+        let alerts: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/api/v2/alerts", ports.2))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let names: Vec<&str> = alerts
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["labels"]["alertname"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(
+            names.contains(&"Watchdog"),
+            "alerts in Alertmanager: {names:?}"
+        );
+        Ok(())
+    })
+    .await?;
+
+    // The shop answers through the published gateway port.
+    let products = http
+        .get(format!("http://127.0.0.1:{}/api/products", ports.0))
+        .send()
+        .await?;
+    assert!(products.status().is_success());
+
+    // And it all goes away again.
+    let project = demo.project.clone();
+    drop(demo);
+    let left = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
+        .output()?;
+    assert!(
+        left.stdout.is_empty(),
+        "containers left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    Ok(())
+}
