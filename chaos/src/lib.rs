@@ -1,12 +1,36 @@
 //! faultline's chaos engine.
 //!
-//! - [`proxy`]: the fault proxy, a TCP proxy with a Toxiproxy-compatible
-//!   control API (`faultline proxy`), and a typed client for that API that
-//!   also drives a real Toxiproxy.
+//! - [`experiment`]: experiments as typed TOML, with errors that name the
+//!   file, line, column and field.
+//! - [`environment`]: the endpoints of the stack under test (`[target]`),
+//!   overridable from the CLI, the environment and code.
+//! - [`runner`]: the run loop ([`run_experiment`], [`runner::run_plan`]),
+//!   which always rolls back.
+//! - [`actions`] and [`probes`]: what an experiment does and looks at.
+//! - [`platform`]: container actions behind a [`platform::Platform`] trait
+//!   (Docker today).
+//! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
+//! - [`ledger`]: active faults on disk, for `faultline cleanup`.
+//! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
 //! - [`signal`]: shutdown signals for the `faultline` binary.
-//!
-//! Experiments, container actions, the journal and the report land in later
-//! steps.
+//! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
+pub mod actions;
+pub mod environment;
+pub mod experiment;
+pub mod journal;
+pub mod ledger;
+pub mod platform;
+pub mod probes;
 pub mod proxy;
+pub mod report;
+pub mod runner;
 pub mod signal;
+pub mod testing;
+
+pub use environment::Environment;
+pub use experiment::Experiment;
+pub use journal::{Journal, Status, Verdict};
+pub use runner::{
+    Bindings, ExperimentSource, LedgerDir, Plan, RunError, RunEvent, run_experiment, run_plan,
+};

@@ -5,9 +5,31 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use faultline_chaos::proxy::cli::ProxyArgs;
 
+mod cli;
+
 /// faultline: chaos experiments against the faultline stack.
+///
+/// An experiment (TOML) states a steady-state hypothesis, injects faults
+/// (proxy toxics, container actions, fault admin calls, load), probes the
+/// system while they last, always rolls them back, checks that the system
+/// recovers and that the expected alerts fired, and writes a JSON journal.
 #[derive(Debug, Parser)]
-#[command(name = "faultline", version, about, long_about)]
+#[command(
+    name = "faultline",
+    version,
+    about,
+    long_about,
+    after_help = "\
+Examples:
+  faultline list
+  faultline validate chaos/experiments/
+  faultline run chaos/experiments/kill-replica.toml --report reports/
+  faultline report faultline-journals/kill-replica-<run>.json
+  faultline cleanup
+  faultline proxy --listen 0.0.0.0:8474
+
+Exit codes: 0 passed, 1 the hypothesis failed, 2 error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,6 +37,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run an experiment: steady state, faults, rollback, recovery, verdict.
+    Run(cli::run::RunArgs),
+    /// Check experiment files (and that the target defines what they use).
+    Validate(cli::validate::ValidateArgs),
+    /// List the experiments in a directory.
+    List(cli::list::ListArgs),
+    /// Render a journal as Markdown plus a timeline plot (SVG and PNG).
+    Report(cli::report::ReportArgs),
+    /// Undo the faults that killed runs left behind.
+    Cleanup(cli::cleanup::CleanupArgs),
     /// Run the fault proxy: TCP proxies with toxics, driven by a
     /// Toxiproxy-compatible HTTP API.
     Proxy(ProxyArgs),
@@ -28,7 +60,7 @@ fn main() -> ExitCode {
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(run(cli.command)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "exiting");
             eprintln!("faultline: {err:#}");
@@ -37,8 +69,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Run(args) => args.run().await,
+        Command::Validate(args) => args.run().await,
+        Command::List(args) => args.run(),
+        Command::Report(args) => args.run(),
+        Command::Cleanup(args) => args.run().await,
         Command::Proxy(args) => {
             let telemetry =
                 faultline_telemetry::Telemetry::init("faultline-proxy", env!("CARGO_PKG_VERSION"))
@@ -46,7 +83,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let result = args.run(faultline_chaos::signal::shutdown()).await;
             telemetry.shutdown();
             result?;
+            Ok(0)
         }
     }
-    Ok(())
 }

@@ -8,10 +8,12 @@
 //! - [`postgres`]: a PostgreSQL container, and one database per test.
 //! - [`stack`]: a private network with a shop service and Prometheus on it.
 //! - [`shop_stack`]: every role of the shop in containers, ready.
+//! - [`fault_proxy`]: `faultline proxy` in a container.
 //! - [`otlp`]: an OTLP trace receiver that services export to.
 
 pub mod docker;
 pub mod eventually;
+pub mod fault_proxy;
 pub mod images;
 pub mod otlp;
 pub mod postgres;

@@ -32,6 +32,8 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     /// `(trace_id, span_id)` of each link.
     pub links: Vec<(String, String)>,
+    /// When it started, in nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -84,6 +86,7 @@ impl TraceService for Collector {
                             .iter()
                             .map(|l| (hex::encode(&l.trace_id), hex::encode(&l.span_id)))
                             .collect(),
+                        start_unix_nanos: span.start_time_unix_nano,
                     });
                 }
             }

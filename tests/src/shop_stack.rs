@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::fault_proxy::FaultProxy;
 use crate::postgres::{Postgres, TestDatabase};
-use crate::stack::{Network, Shop};
+use crate::stack::{Network, Prometheus, Shop, prometheus_config};
 
 /// How long the stack gets to become ready: generous, two noisy cores.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -24,6 +25,12 @@ pub struct StackOptions {
     pub gateway_env: Vec<(&'static str, String)>,
     /// Extra environment for the orders replicas.
     pub orders_env: Vec<(&'static str, String)>,
+    /// Put the fault proxy between orders and payments (a proxy named
+    /// `payments`, as in the compose demo).
+    pub payments_through_proxy: bool,
+    /// Run Prometheus, scraping every role (each its own job) every second,
+    /// with the compressed alert rules of `alerts/compressed`.
+    pub prometheus: bool,
 }
 
 impl Default for StackOptions {
@@ -35,6 +42,8 @@ impl Default for StackOptions {
             payments_env: Vec::new(),
             gateway_env: Vec::new(),
             orders_env: Vec::new(),
+            payments_through_proxy: false,
+            prometheus: false,
         }
     }
 }
@@ -51,7 +60,14 @@ pub struct ShopStack {
     pub orders: Vec<Shop>,
     pub worker: Shop,
     pub gateway: Shop,
+    /// The fault proxy, when `payments_through_proxy` asked for it.
+    pub proxy: Option<FaultProxy>,
+    /// Prometheus, when asked for.
+    pub prometheus: Option<Prometheus>,
 }
+
+/// The port of the proxied payments link inside the network.
+pub const PAYMENTS_PROXY_PORT: u16 = 18080;
 
 impl ShopStack {
     /// Starts every role and waits until all are ready.
@@ -96,12 +112,32 @@ impl ShopStack {
             ("FAULTLINE_PAYMENTS_URLS", payments.url_in_network()),
         ];
         let mut orders_env = upstreams.clone();
+        let mut proxy = None;
+        if options.payments_through_proxy {
+            let started = FaultProxy::start(&network, &host("proxy")).await?;
+            let upstream = format!("{}:8080", payments.host);
+            let link = started
+                .add("payments", PAYMENTS_PROXY_PORT, &upstream)
+                .await?;
+            orders_env.retain(|(name, _)| *name != "FAULTLINE_PAYMENTS_URLS");
+            orders_env.push(("FAULTLINE_PAYMENTS_URLS", format!("http://{link}")));
+            proxy = Some(started);
+        }
         orders_env.push(("DATABASE_URL", database_url.clone()));
         orders_env.extend(options.orders_env.clone());
         let mut orders = Vec::new();
         for replica in 1..=options.orders_replicas.max(1) {
             let name = host(&format!("orders-{replica}"));
-            orders.push(Shop::start(&network, &name, "orders", &with(orders_env.clone())).await?);
+            orders.push(
+                Shop::start_replica(
+                    &network,
+                    &name,
+                    "orders",
+                    replica,
+                    &with(orders_env.clone()),
+                )
+                .await?,
+            );
         }
         let orders_urls = orders
             .iter()
@@ -121,6 +157,29 @@ impl ShopStack {
         for service in orders.iter().chain([&payments, &worker, &gateway]) {
             service.wait_ready(READY_WITHIN).await?;
         }
+        let prometheus = if options.prometheus {
+            let target = |shop: &Shop| format!("{}:9000", shop.host);
+            let mut jobs: Vec<(&str, Vec<String>)> = vec![
+                ("gateway", vec![target(&gateway)]),
+                ("catalog", vec![target(&catalog)]),
+                ("orders", orders.iter().map(target).collect()),
+                ("payments", vec![target(&payments)]),
+                ("worker", vec![target(&worker)]),
+            ];
+            if let Some(proxy) = &proxy {
+                jobs.push(("proxy", vec![proxy.metrics_target()]));
+            }
+            let mut config = prometheus_config(Duration::from_secs(1), &jobs);
+            config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
+            let rules = compressed_rules()?;
+            let files: Vec<(&str, String)> = rules
+                .iter()
+                .map(|(path, text)| (path.as_str(), text.clone()))
+                .collect();
+            Some(Prometheus::start(&network, &host("prometheus"), &config, &files).await?)
+        } else {
+            None
+        };
         Ok(Self {
             network,
             postgres,
@@ -130,6 +189,8 @@ impl ShopStack {
             orders,
             worker,
             gateway,
+            proxy,
+            prometheus,
         })
     }
 
@@ -152,4 +213,24 @@ impl ShopStack {
             .connect(&self.database.url)
             .await?)
     }
+}
+
+/// The compressed rule files, as (path in the Prometheus container, text).
+fn compressed_rules() -> anyhow::Result<Vec<(String, String)>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerts/compressed");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".rules.yml") {
+            files.push((
+                format!("/etc/prometheus/rules/{name}"),
+                std::fs::read_to_string(&path)?,
+            ));
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no rule files in {}", dir.display());
+    Ok(files)
 }

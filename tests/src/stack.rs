@@ -70,6 +70,11 @@ pub fn log_to_stderr(name: &str) -> impl Fn(&LogFrame) + Send + Sync + 'static {
     }
 }
 
+/// The label naming a container's service (role), here and in the compose demo.
+pub const SERVICE_LABEL: &str = "org.faultline.service";
+/// The label numbering a container among its service's replicas, from 1.
+pub const REPLICA_LABEL: &str = "org.faultline.replica";
+
 /// The ports of the shop image.
 pub const SHOP_HTTP_PORT: u16 = 8080;
 pub const SHOP_ADMIN_PORT: u16 = 9000;
@@ -100,6 +105,19 @@ impl Shop {
         role: &str,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_replica(network, host, role, 1, env).await
+    }
+
+    /// Like [`Shop::start`], for replica `replica` of the role: containers carry
+    /// `org.faultline.service=<role>` and `org.faultline.replica=<n>`, as the
+    /// compose demo's do, so chaos experiments pick replicas the same way.
+    pub async fn start_replica(
+        network: &Network,
+        host: &str,
+        role: &str,
+        replica: usize,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let mut request = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
             .with_exposed_port(ContainerPort::Tcp(SHOP_HTTP_PORT))
             .with_exposed_port(ContainerPort::Tcp(SHOP_ADMIN_PORT))
@@ -112,6 +130,8 @@ impl Shop {
             .with_network(network.name())
             .with_container_name(host)
             .with_labels(network.labels())
+            .with_label(SERVICE_LABEL, role)
+            .with_label(REPLICA_LABEL, replica.to_string())
             .with_log_consumer(log_to_stderr(host))
             .with_startup_timeout(Duration::from_secs(30));
         for (name, value) in env {

@@ -3,6 +3,7 @@
 //! These tests need a Docker engine and the local images (`compose/build-images`).
 //! Without them they fail, saying what is missing; they never skip.
 
+mod chaos;
 mod foundation;
 mod oversell;
 mod resilience;

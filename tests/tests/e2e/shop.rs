@@ -346,6 +346,8 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
     )
     .await?;
 
+    eprintln!("the checkout's trace:\n{}", span_tree(&spans, root_span));
+
     // Every parent is in the trace, except the root's, which is the test's span.
     let ids: HashMap<&str, &str> = spans
         .iter()
@@ -526,4 +528,33 @@ async fn the_load_generator_drives_the_shop_and_every_acknowledged_order_exists_
         .await?;
     assert!(doc["paths"]["/api/orders"]["post"].is_object(), "{doc}");
     Ok(())
+}
+
+/// The spans as an indented tree under `root` (the caller's span), for the
+/// test's output: `service: span name`, children in start order.
+fn span_tree(spans: &[faultline_tests::otlp::ReceivedSpan], root: &str) -> String {
+    fn walk(
+        spans: &[faultline_tests::otlp::ReceivedSpan],
+        parent: &str,
+        depth: usize,
+        out: &mut String,
+    ) {
+        let mut children: Vec<_> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == parent)
+            .collect();
+        children.sort_by_key(|s| s.start_unix_nanos);
+        for span in children {
+            out.push_str(&format!(
+                "{}{}: {}\n",
+                "  ".repeat(depth),
+                span.service,
+                span.name
+            ));
+            walk(spans, &span.span_id, depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    walk(spans, root, 0, &mut out);
+    out
 }

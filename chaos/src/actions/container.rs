@@ -1,0 +1,174 @@
+//! Container actions (kill, stop/start, pause/unpause, restart, network
+//! disconnect/connect) on the containers a [`Selector`] names.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Action, ActionError, Fault, Prepared, Services, UndoRecord, execute_all};
+use crate::experiment::{ContainerFault, ContainerOp};
+use crate::platform::{ContainerAction, Platform, Selector, TargetRef};
+
+/// One action on one resolved container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Step {
+    target: TargetRef,
+    action: ContainerAction,
+}
+
+/// A container action as a fault: applied to every container the selector
+/// names, and undone (start, unpause, reconnect) when reverted.
+#[derive(Debug, Clone)]
+pub struct ContainerInjection {
+    services: Services,
+    spec: ContainerFault,
+}
+
+impl ContainerInjection {
+    pub fn new(services: Services, spec: ContainerFault) -> Self {
+        Self { services, spec }
+    }
+
+    /// The same, for callers that build faults in code.
+    pub fn action(services: Services, action: ContainerOp, target: Selector) -> Self {
+        Self::new(
+            services,
+            ContainerFault {
+                action,
+                target,
+                signal: None,
+                timeout: None,
+                network: None,
+            },
+        )
+    }
+}
+
+/// The platform actions a spec means for one container.
+async fn actions_for(
+    platform: &dyn Platform,
+    spec: &ContainerFault,
+    target: &TargetRef,
+) -> Result<Vec<ContainerAction>, ActionError> {
+    let timeout_s = spec.timeout.map(|t: Duration| t.as_secs());
+    Ok(match spec.action {
+        ContainerOp::Kill => vec![ContainerAction::Kill {
+            signal: spec.signal.clone().unwrap_or_else(|| "SIGKILL".to_owned()),
+        }],
+        ContainerOp::Stop => vec![ContainerAction::Stop { timeout_s }],
+        ContainerOp::Start => vec![ContainerAction::Start],
+        ContainerOp::Pause => vec![ContainerAction::Pause],
+        ContainerOp::Unpause => vec![ContainerAction::Unpause],
+        ContainerOp::Restart => vec![ContainerAction::Restart { timeout_s }],
+        ContainerOp::Disconnect => match &spec.network {
+            Some(network) => vec![ContainerAction::Disconnect {
+                network: network.clone(),
+            }],
+            None => platform
+                .status(target)
+                .await?
+                .networks
+                .into_keys()
+                .map(|network| ContainerAction::Disconnect { network })
+                .collect(),
+        },
+        ContainerOp::Connect => match &spec.network {
+            Some(network) => vec![ContainerAction::Connect {
+                network: network.clone(),
+                aliases: Vec::new(),
+            }],
+            None => {
+                return Err(ActionError::Config("connect needs a network".into()));
+            }
+        },
+    })
+}
+
+#[async_trait::async_trait]
+impl Fault for ContainerInjection {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    async fn prepare(&self) -> Result<Prepared, ActionError> {
+        let platform = self.services.platform()?;
+        let targets = platform.resolve(&self.spec.target).await?;
+        let mut steps = Vec::new();
+        let mut undo = Vec::new();
+        for target in targets {
+            for action in actions_for(platform.as_ref(), &self.spec, &target).await? {
+                for reverse in platform.plan_undo(&target, &action).await? {
+                    undo.push(UndoRecord::Container {
+                        platform: platform.kind().to_owned(),
+                        target: target.clone(),
+                        action: reverse,
+                    });
+                }
+                steps.push(Step {
+                    target: target.clone(),
+                    action,
+                });
+            }
+        }
+        Ok(Prepared {
+            undo,
+            detail: json!({"selector": self.spec.target, "steps": steps}),
+        })
+    }
+
+    async fn inject(&self, prepared: &Prepared) -> Result<Value, ActionError> {
+        let steps: Vec<Step> = prepared
+            .detail
+            .get("steps")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|err| ActionError::Config(format!("bad prepared steps: {err}")))?
+            .unwrap_or_default();
+        let platform = self.services.platform()?;
+        let mut done = Vec::new();
+        for step in &steps {
+            platform.apply(&step.target, &step.action).await?;
+            done.push(format!("{}: {}", step.target.name, step.action));
+        }
+        Ok(json!(done))
+    }
+
+    async fn revert(&self, prepared: &Prepared) -> Result<Value, ActionError> {
+        execute_all(&prepared.undo, &self.services).await
+    }
+}
+
+/// A container action as a rollback: brings every selected container to the
+/// action's state (a no-op where it is there already).
+#[derive(Debug, Clone)]
+pub struct ContainerRollback {
+    services: Services,
+    spec: ContainerFault,
+}
+
+impl ContainerRollback {
+    pub fn new(services: Services, spec: ContainerFault) -> Self {
+        Self { services, spec }
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for ContainerRollback {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    async fn run(&self) -> Result<Value, ActionError> {
+        let platform = self.services.platform()?;
+        let mut done = Vec::new();
+        for target in platform.resolve(&self.spec.target).await? {
+            for action in actions_for(platform.as_ref(), &self.spec, &target).await? {
+                platform.ensure(&target, &action).await?;
+                done.push(format!("{}: {action}", target.name));
+            }
+        }
+        Ok(json!(done))
+    }
+}

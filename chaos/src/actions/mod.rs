@@ -1,0 +1,318 @@
+//! What an experiment does to the system: faults (injected, optionally
+//! ramped, then reverted) and rollback actions.
+//!
+//! - [`proxy`]: toxics and proxy outages through a Toxiproxy-compatible API;
+//! - [`container`]: container actions through a [`Platform`];
+//! - [`http`]: generic HTTP calls (the shop's fault admin API);
+//! - [`load`]: extra load from `faultline_loadgen`.
+//!
+//! Every fault says, before it changes anything, how to undo it
+//! ([`Prepared::undo`]); the run loop writes that to the [`crate::ledger`]
+//! so `faultline cleanup` can revert a killed run.
+
+pub mod container;
+pub mod http;
+pub mod load;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::environment::DockerTarget;
+use crate::ledger::LedgerError;
+use crate::platform::docker::DockerPlatform;
+use crate::platform::{ContainerAction, Platform, PlatformError, TargetRef};
+use crate::proxy::{ClientError, ToxiproxyClient};
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Proxy(#[from] ClientError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("{method} {url} failed: {reason}")]
+    Http {
+        method: String,
+        url: String,
+        reason: String,
+    },
+    #[error("{method} {url} answered {status} (expected {expected}): {body}")]
+    UnexpectedStatus {
+        method: String,
+        url: String,
+        status: u16,
+        expected: String,
+        body: String,
+    },
+    #[error("cannot record the fault for cleanup: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("did not finish within {}", crate::experiment::duration::render(*.0))]
+    Timeout(Duration),
+    #[error("{0}")]
+    Config(String),
+    #[error("load: {0}")]
+    Load(String),
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
+/// What a fault will do, resolved before it does it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// How to undo it, for the ledger and for [`Fault::revert`]'s default.
+    pub undo: Vec<UndoRecord>,
+    /// What was resolved (targets, toxic names), for the journal.
+    pub detail: Value,
+}
+
+/// A fault of the method.
+#[async_trait::async_trait]
+pub trait Fault: Send + Sync + fmt::Debug {
+    /// The `type` of the fault, for the journal.
+    fn kind(&self) -> &'static str;
+
+    /// Resolves targets and plans the undo, changing nothing.
+    async fn prepare(&self) -> Result<Prepared, ActionError> {
+        Ok(Prepared::default())
+    }
+
+    /// Injects the fault.
+    async fn inject(&self, prepared: &Prepared) -> Result<Value, ActionError>;
+
+    /// Offsets, from the injection, of the ramp's steps.
+    fn ramp_steps(&self) -> Vec<Duration> {
+        Vec::new()
+    }
+
+    /// Applies ramp step `step` (1-based).
+    async fn ramp(&self, _prepared: &Prepared, _step: usize) -> Result<Value, ActionError> {
+        Ok(Value::Null)
+    }
+
+    /// Reverts the fault.
+    async fn revert(&self, prepared: &Prepared) -> Result<Value, ActionError>;
+}
+
+/// A rollback action.
+#[async_trait::async_trait]
+pub trait Action: Send + Sync + fmt::Debug {
+    fn kind(&self) -> &'static str;
+    async fn run(&self) -> Result<Value, ActionError>;
+}
+
+/// What actions share: an HTTP client and, once needed, the container platform.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub http: reqwest::Client,
+    docker_target: DockerTarget,
+    platform: Arc<Mutex<Option<Arc<dyn Platform>>>>,
+}
+
+impl Services {
+    /// Services with a fresh HTTP client; the platform connects on first use.
+    pub fn new(docker_target: DockerTarget) -> Result<Self, ActionError> {
+        // reqwest is built without a default TLS provider in this workspace.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|err| ActionError::Config(format!("cannot build the HTTP client: {err}")))?;
+        Ok(Self {
+            http,
+            docker_target,
+            platform: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Uses `platform` for container actions instead of connecting to Docker.
+    pub fn with_platform(self, platform: Arc<dyn Platform>) -> Self {
+        *self.platform.lock().unwrap_or_else(PoisonError::into_inner) = Some(platform);
+        self
+    }
+
+    /// The container platform (Docker, connected on first use).
+    pub fn platform(&self) -> Result<Arc<dyn Platform>, ActionError> {
+        let mut slot = self.platform.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(platform) = slot.as_ref() {
+            return Ok(platform.clone());
+        }
+        let platform: Arc<dyn Platform> =
+            Arc::new(DockerPlatform::connect(self.docker_target.clone())?);
+        *slot = Some(platform.clone());
+        Ok(platform)
+    }
+}
+
+/// A resolved HTTP request and the statuses it must get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<u16>,
+}
+
+impl HttpRequest {
+    /// Sends it; an unexpected status is an error. Returns status and body.
+    pub async fn send(&self, http: &reqwest::Client) -> Result<(u16, Value), ActionError> {
+        let failed = |reason: String| ActionError::Http {
+            method: self.method.clone(),
+            url: self.url.clone(),
+            reason,
+        };
+        let method = reqwest::Method::from_bytes(self.method.as_bytes())
+            .map_err(|err| failed(err.to_string()))?;
+        let mut request = http.request(method, &self.url);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some(json) = &self.json {
+            request = request.json(json);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| failed(error_chain(&err)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|err| failed(error_chain(&err)))?;
+        let ok = if self.expect.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect.contains(&status)
+        };
+        if !ok {
+            return Err(ActionError::UnexpectedStatus {
+                method: self.method.clone(),
+                url: self.url.clone(),
+                status,
+                expected: if self.expect.is_empty() {
+                    "2xx".to_owned()
+                } else {
+                    format!("{:?}", self.expect)
+                },
+                body: text.chars().take(300).collect(),
+            });
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let message = inner.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// How to undo one change; stored in the ledger, so plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UndoRecord {
+    /// Delete a toxic (already gone is fine).
+    RemoveToxic {
+        api: String,
+        proxy: String,
+        toxic: String,
+    },
+    /// Bring a proxy back up.
+    EnableProxy { api: String, proxy: String },
+    /// Bring a container to a state (start, unpause, reconnect), if it is
+    /// not there already.
+    Container {
+        platform: String,
+        target: TargetRef,
+        action: ContainerAction,
+    },
+    /// Send a request (e.g. `DELETE /faults`).
+    Http { request: HttpRequest },
+}
+
+impl fmt::Display for UndoRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UndoRecord::RemoveToxic { proxy, toxic, .. } => {
+                write!(f, "remove toxic {toxic} from proxy {proxy}")
+            }
+            UndoRecord::EnableProxy { proxy, .. } => write!(f, "enable proxy {proxy}"),
+            UndoRecord::Container { target, action, .. } => {
+                write!(f, "{action} container {}", target.name)
+            }
+            UndoRecord::Http { request } => write!(f, "{} {}", request.method, request.url),
+        }
+    }
+}
+
+impl UndoRecord {
+    /// Carries out the undo. Undoing twice is harmless.
+    pub async fn execute(&self, services: &Services) -> Result<Value, ActionError> {
+        match self {
+            UndoRecord::RemoveToxic { api, proxy, toxic } => {
+                let client = ToxiproxyClient::with_http_client(api, services.http.clone())?;
+                match client.remove_toxic(proxy, toxic).await {
+                    Ok(()) => Ok(Value::from(format!("removed toxic {toxic}"))),
+                    Err(err) if err.is_not_found() => {
+                        Ok(Value::from(format!("toxic {toxic} was already gone")))
+                    }
+                    Err(err) => Err(err.into()),
+                }
+            }
+            UndoRecord::EnableProxy { api, proxy } => {
+                let client = ToxiproxyClient::with_http_client(api, services.http.clone())?;
+                client.set_enabled(proxy, true).await?;
+                Ok(Value::from(format!("enabled proxy {proxy}")))
+            }
+            UndoRecord::Container { target, action, .. } => {
+                services.platform()?.ensure(target, action).await?;
+                Ok(Value::from(format!("{action}: {}", target.name)))
+            }
+            UndoRecord::Http { request } => {
+                let (status, body) = request.send(&services.http).await?;
+                Ok(serde_json::json!({"status": status, "body": body}))
+            }
+        }
+    }
+}
+
+/// Executes undo records in reverse order, all of them even if one fails;
+/// returns their outputs, or the first error.
+pub async fn execute_all(undo: &[UndoRecord], services: &Services) -> Result<Value, ActionError> {
+    let mut outputs = Vec::new();
+    let mut first_error = None;
+    for record in undo.iter().rev() {
+        match record.execute(services).await {
+            Ok(output) => outputs.push(output),
+            Err(err) => {
+                outputs.push(Value::from(format!("{record}: {err}")));
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(Value::Array(outputs)),
+    }
+}

@@ -1,0 +1,277 @@
+//! `faultline run`: run an experiment with live progress and a verdict.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use faultline_chaos::environment::Environment;
+use faultline_chaos::journal::{Activity, ActivityStatus, ActivityType, Verdict};
+use faultline_chaos::runner::{Bindings, LedgerDir, RunEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::style::{Paint, paint};
+
+/// Arguments of `faultline run`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  faultline run chaos/experiments/kill-replica.toml
+  faultline run chaos/experiments/payments-latency.toml --report reports/
+  faultline run payments-latency.toml --set prometheus=http://127.0.0.1:9091 \\
+      --set fault_admin.orders=http://127.0.0.1:9100 --journal out/run.json
+  FAULTLINE_TARGET_GATEWAY=http://127.0.0.1:18080 faultline run kill-replica.toml --json
+
+Target settings come from the experiment's [target], then FAULTLINE_TARGET_*
+variables (FAULTLINE_TARGET_FAULT_ADMIN__ORDERS for fault_admin.orders), then
+--set. Ctrl-C or SIGTERM stops the run and rolls back; a third Ctrl-C leaves
+at once (then run `faultline cleanup`).
+
+Exit code: 0 passed, 1 the hypothesis failed, 2 error or interrupted.")]
+pub struct RunArgs {
+    /// The experiment file.
+    pub experiment: PathBuf,
+    /// Override a [target] setting (repeatable): gateway, prometheus, proxy_api,
+    /// database, fault_admin.<service>, docker.project, docker.labels.<label>, vars.<name>.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where to write the journal (default: faultline-journals/<experiment>-<run id>.json).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Also write the report (Markdown, SVG, PNG) into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the journal as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Where to record active faults for `faultline cleanup`.
+    #[arg(long, env = "FAULTLINE_LEDGER_DIR")]
+    pub ledger_dir: Option<PathBuf>,
+}
+
+/// The environment overrides from FAULTLINE_TARGET_* and `--set`.
+pub fn environment_overrides(set: &[String]) -> anyhow::Result<Environment> {
+    let mut environment = Environment::from_env_vars(std::env::vars())?;
+    for assignment in set {
+        environment.set_assignment(assignment)?;
+    }
+    Ok(environment)
+}
+
+/// One progress line for an activity, or none for a passing during-probe.
+fn activity_line(activity: &Activity, colour: bool) -> Option<String> {
+    let ok = activity.status == ActivityStatus::Succeeded;
+    if activity.activity.step == "during" && ok {
+        return None;
+    }
+    let mark = if ok {
+        paint(colour, Paint::Good, "ok  ")
+    } else {
+        paint(colour, Paint::Bad, "FAIL")
+    };
+    let kind = match activity.activity.activity_type {
+        ActivityType::Action => "action",
+        ActivityType::Probe => "probe",
+    };
+    let detail = activity
+        .exception
+        .clone()
+        .unwrap_or_else(|| activity.detail.clone());
+    Some(format!(
+        "{:>7.1}s {mark} {kind} {} [{}]{}",
+        activity.end_s,
+        activity.activity.name,
+        activity.activity.step,
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        }
+    ))
+}
+
+fn progress(event: &RunEvent, colour: bool) -> Option<String> {
+    match event {
+        RunEvent::Phase { name, at_s } => Some(format!(
+            "{at_s:>7.1}s {}",
+            paint(colour, Paint::Bold, &format!("== {name}"))
+        )),
+        RunEvent::Activity(activity) => activity_line(activity, colour),
+        RunEvent::Alert { alert, state, at_s } => {
+            let style = match state.as_str() {
+                "firing" => Paint::Bad,
+                "pending" => Paint::Warn,
+                _ => Paint::Good,
+            };
+            Some(format!(
+                "{at_s:>7.1}s alert {alert} {}",
+                paint(colour, style, state)
+            ))
+        }
+        RunEvent::Load(point) => {
+            // One line every ~5 windows is enough to see the trend.
+            let whole = point.t_s.round() as i64;
+            (whole % 5 == 0).then(|| {
+                paint(
+                    colour,
+                    Paint::Dim,
+                    &format!(
+                        "{:>7.1}s load {} req, {:.1}% errors, p50 {:.0} ms, p99 {:.0} ms",
+                        point.t_s,
+                        point.requests,
+                        point.error_ratio * 100.0,
+                        point.p50_ms,
+                        point.p99_ms
+                    ),
+                )
+            })
+        }
+        RunEvent::Note(_) => None,
+    }
+}
+
+/// Cancels on the first signal; says so on the second; exits on the third.
+fn watch_signals(cancel: CancellationToken, colour: bool) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            faultline_chaos::signal::shutdown().await;
+            count += 1;
+            match count {
+                1 => {
+                    eprintln!(
+                        "{}",
+                        paint(colour, Paint::Warn, "interrupted: rolling back...")
+                    );
+                    cancel.cancel();
+                }
+                2 => eprintln!(
+                    "{}",
+                    paint(
+                        colour,
+                        Paint::Warn,
+                        "still rolling back; interrupt again to leave now (then run `faultline cleanup`)"
+                    )
+                ),
+                _ => {
+                    eprintln!("leaving without finishing the rollback; run `faultline cleanup`");
+                    std::process::exit(2);
+                }
+            }
+        }
+    });
+}
+
+fn default_journal_path(experiment: &Path, run_id: &str) -> PathBuf {
+    let stem = experiment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("experiment");
+    PathBuf::from("faultline-journals").join(format!("{stem}-{run_id}.json"))
+}
+
+impl RunArgs {
+    pub async fn run(&self) -> anyhow::Result<u8> {
+        let colour_err = super::style::enabled(true);
+        let colour_out = super::style::enabled(false);
+        let environment = environment_overrides(&self.set)?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone(), colour_err);
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let quiet = self.quiet;
+        let printer = tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if !quiet && let Some(line) = progress(&event, colour_err) {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let bindings = Bindings {
+            environment,
+            cancel,
+            ledger: match &self.ledger_dir {
+                Some(dir) => LedgerDir::At(dir.clone()),
+                None => LedgerDir::Default,
+            },
+            events: Some(events),
+            platform: None,
+            alerts: None,
+        };
+        if !quiet {
+            eprintln!("faultline: running {}", self.experiment.display());
+        }
+        let journal = faultline_chaos::run_experiment(self.experiment.as_path(), bindings).await?;
+        let _ = printer.await;
+
+        let journal_path = self
+            .journal
+            .clone()
+            .unwrap_or_else(|| default_journal_path(&self.experiment, &journal.run_id));
+        journal.save(&journal_path)?;
+        let report = match &self.report {
+            Some(dir) => {
+                let stem = journal_path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("journal")
+                    .to_owned();
+                Some(
+                    faultline_chaos::report::write(&journal, dir, &stem)
+                        .context("cannot write the report")?,
+                )
+            }
+            None => None,
+        };
+
+        if self.json {
+            let mut stdout = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut stdout, &journal)?;
+            writeln!(stdout)?;
+        } else {
+            let (style, word) = match journal.verdict {
+                Verdict::Passed => (Paint::Good, "PASSED"),
+                Verdict::Failed => (Paint::Bad, "FAILED"),
+                Verdict::Error => (Paint::Bad, "ERROR"),
+                Verdict::Interrupted => (Paint::Warn, "INTERRUPTED"),
+            };
+            println!(
+                "{} {} ({:.1} s)",
+                paint(colour_out, style, word),
+                journal.experiment.title,
+                journal.duration
+            );
+            for reason in &journal.reasons {
+                println!("  - {reason}");
+            }
+            for alert in &journal.expected_alerts {
+                println!(
+                    "  alert {} {}: {}",
+                    alert.alert,
+                    alert.state,
+                    match alert.detection_time_s {
+                        Some(t) if alert.met => format!("after {t:.1} s"),
+                        _ => "not seen in time".to_owned(),
+                    }
+                );
+            }
+            if let Some(recovery) = &journal.recovery
+                && let Some(t) = recovery.recovery_time_s
+            {
+                println!("  recovered in {t:.1} s");
+            }
+            println!("  journal: {}", journal_path.display());
+            if let Some(files) = report {
+                println!(
+                    "  report: {} ({}, {})",
+                    files.markdown.display(),
+                    files.svg.display(),
+                    files.png.display()
+                );
+            }
+        }
+        Ok(journal.verdict.exit_code())
+    }
+}

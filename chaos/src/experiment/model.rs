@@ -1,0 +1,696 @@
+//! The typed shape of an experiment file. See the crate README for the format.
+//!
+//! Every table rejects unknown fields. Durations are humantime strings
+//! (`"500ms"`, `"30s"`, `"1m 30s"`). Faults, actions and probes are tables
+//! with a `type` that picks their kind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+use crate::environment::Environment;
+use crate::platform::Selector;
+use crate::proxy::Stream;
+
+/// One chaos experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Endpoints of the stack; overridable (see [`Environment`]).
+    #[serde(default)]
+    pub target: Environment,
+    #[serde(default)]
+    pub settings: Settings,
+    /// The harness's own load, running from before the steady-state check
+    /// until the recovery check is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
+    /// Probes that must pass before the faults (and again after them).
+    #[serde(default)]
+    pub steady_state: SteadyState,
+    /// The faults.
+    pub method: Method,
+    /// Probes evaluated continuously while the method runs.
+    #[serde(default)]
+    pub during: Vec<DuringProbe>,
+    /// Actions run after the faults are reverted, whatever happened.
+    #[serde(default)]
+    pub rollbacks: Vec<ActionSpec>,
+    /// How long the system gets to meet its steady state again.
+    #[serde(default)]
+    pub recovery: Recovery,
+    /// Probes run once the load has stopped (data invariants), each polled
+    /// until it passes or its `within` (default: the recovery deadline) ends.
+    #[serde(default)]
+    pub after: Vec<ProbeSpec>,
+    /// Alerts that must reach a state within a time.
+    #[serde(default)]
+    pub expected_alerts: Vec<ExpectedAlert>,
+}
+
+/// Timing knobs of the run loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// How often probes with a `within` and recovery probes are retried.
+    #[serde(default = "one_second", with = "duration")]
+    pub probe_interval: Duration,
+    /// How long one probe evaluation may take.
+    #[serde(default = "five_seconds", with = "duration")]
+    pub probe_timeout: Duration,
+    /// How often Prometheus' alerts are read.
+    #[serde(default = "one_second", with = "duration")]
+    pub alert_poll_interval: Duration,
+    /// How long one action (injection, revert, rollback) may take.
+    #[serde(default = "thirty_seconds", with = "duration")]
+    pub action_timeout: Duration,
+    /// How long the load runs before the steady state is checked.
+    #[serde(default, with = "duration")]
+    pub warmup: Duration,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            probe_interval: one_second(),
+            probe_timeout: five_seconds(),
+            alert_poll_interval: one_second(),
+            action_timeout: thirty_seconds(),
+            warmup: Duration::ZERO,
+        }
+    }
+}
+
+/// Load from the `faultline_loadgen` library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// Base URL; default `${gateway}`.
+    #[serde(default = "default_load_target")]
+    pub target: String,
+    /// Requests per second (open loop); closed loop when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// `list=60,product=25,checkout=10,order=5` (any subset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<String>,
+    #[serde(default = "two_seconds", with = "duration")]
+    pub timeout: Duration,
+    /// Length of a stats window.
+    #[serde(default = "one_second", with = "duration")]
+    pub window: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Probability that a checkout is re-sent with the same Idempotency-Key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ratio: Option<f64>,
+}
+
+fn default_load_target() -> String {
+    "${gateway}".to_owned()
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// The steady-state hypothesis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteadyState {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// The faults and when they happen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    /// How long the method phase lasts; default: until the last timed fault
+    /// ends (at least 1 s).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<Duration>,
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// One fault: what, when, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpec {
+    pub name: String,
+    /// Start offset from the beginning of the method.
+    #[serde(default, with = "duration")]
+    pub at: Duration,
+    /// Reverted this long after it started; otherwise it lasts until the
+    /// method ends.
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<Duration>,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+/// The kinds of fault (`type = "..."`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// A toxic on a fault-proxy (or Toxiproxy) link.
+    Toxic(ToxicFault),
+    /// A proxy taken down (`enabled = false`).
+    ProxyDown(ProxyDownFault),
+    /// A container action through the platform (Docker).
+    Container(ContainerFault),
+    /// An HTTP call (e.g. a fault admin API), with the call that undoes it.
+    Http(HttpFault),
+    /// Extra load (a surge) for the fault's duration.
+    Load(LoadSpec),
+}
+
+impl FaultKind {
+    /// The `type` of this fault.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            FaultKind::Toxic(_) => "toxic",
+            FaultKind::ProxyDown(_) => "proxy_down",
+            FaultKind::Container(_) => "container",
+            FaultKind::Http(_) => "http",
+            FaultKind::Load(_) => "load",
+        }
+    }
+}
+
+/// `type = "toxic"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToxicFault {
+    /// The proxy's name in the control API.
+    pub proxy: String,
+    /// latency, bandwidth, timeout, reset_peer, slow_close or limit_data.
+    pub toxic: String,
+    /// The toxic's name; default `faultline_<proxy>_<toxic>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxic_name: Option<String>,
+    #[serde(default)]
+    pub stream: Stream,
+    #[serde(default = "full_toxicity")]
+    pub toxicity: f32,
+    /// As the API takes them: milliseconds, KB/s, bytes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, u64>,
+    /// Changes one attribute step by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
+}
+
+fn full_toxicity() -> f32 {
+    1.0
+}
+
+/// A ramp: `attribute` goes from its value in `attributes` to `to` in
+/// `steps` equal steps, one every `every`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    pub attribute: String,
+    pub to: u64,
+    pub steps: u32,
+    #[serde(with = "duration")]
+    pub every: Duration,
+}
+
+impl Ramp {
+    /// The attribute's value after step `step` (1-based) from `from`.
+    pub fn value_at(&self, from: u64, step: u32) -> u64 {
+        let steps = self.steps.max(1);
+        let step = step.min(steps);
+        let from_i = i128::from(from);
+        let delta = i128::from(self.to) - from_i;
+        let value = from_i + delta * i128::from(step) / i128::from(steps);
+        u64::try_from(value).unwrap_or(0)
+    }
+}
+
+/// `type = "proxy_down"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyDownFault {
+    pub proxy: String,
+}
+
+/// What to do to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerOp {
+    Kill,
+    Stop,
+    Start,
+    Pause,
+    Unpause,
+    Restart,
+    Disconnect,
+    Connect,
+}
+
+/// `type = "container"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerFault {
+    pub action: ContainerOp,
+    /// Which containers.
+    pub target: Selector,
+    /// For kill: the signal (default SIGKILL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// For stop and restart: the grace before SIGKILL (default 10 s).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// For disconnect and connect: the network (default: every network the
+    /// container is on, for disconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `type = "http"` as a fault: a request, and the request that undoes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFault {
+    #[serde(default = "post")]
+    pub method: String,
+    pub url: String,
+    /// A JSON body (any TOML value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Accepted statuses; default any 2xx.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+    /// Run when the fault is reverted (and by `faultline cleanup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<HttpRequestSpec>,
+}
+
+fn post() -> String {
+    "POST".to_owned()
+}
+
+/// An HTTP request with the statuses it must get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequestSpec {
+    #[serde(default = "post")]
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Accepted statuses; default any 2xx.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+}
+
+impl From<&HttpFault> for HttpRequestSpec {
+    fn from(fault: &HttpFault) -> Self {
+        Self {
+            method: fault.method.clone(),
+            url: fault.url.clone(),
+            json: fault.json.clone(),
+            headers: fault.headers.clone(),
+            expect: fault.expect.clone(),
+        }
+    }
+}
+
+/// A rollback action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ActionKind,
+}
+
+/// The kinds of rollback action (`type = "..."`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionKind {
+    /// An HTTP request.
+    Http(HttpRequestSpec),
+    /// `POST /reset` on the proxy API: every proxy up, every toxic gone.
+    ProxyReset(ProxyResetAction),
+    /// A container action.
+    Container(ContainerFault),
+}
+
+/// `type = "proxy_reset"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyResetAction {}
+
+/// A probe of the steady state, recovery or after phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    pub name: String,
+    /// Retry until it passes, for this long (default: evaluate once; in the
+    /// recovery and after phases: the recovery deadline).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub within: Option<Duration>,
+    #[serde(flatten)]
+    pub kind: ProbeKind,
+}
+
+/// A probe evaluated continuously during the method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuringProbe {
+    pub name: String,
+    /// How often it is evaluated (default: `settings.probe_interval`).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub every: Option<Duration>,
+    /// `always` (every evaluation must pass) or `eventually` (one must).
+    #[serde(default)]
+    pub must: Must,
+    /// For `always`: stop the method (and roll back) at the first failure.
+    #[serde(default = "default_true")]
+    pub abort: bool,
+    #[serde(flatten)]
+    pub kind: ProbeKind,
+}
+
+/// How a during-probe's evaluations add up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Must {
+    #[default]
+    Always,
+    Eventually,
+}
+
+/// The kinds of probe (`type = "..."`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProbeKind {
+    /// An HTTP request's status (and optionally headers and body).
+    Http(HttpProbe),
+    /// A PromQL instant query with a tolerance.
+    Promql(PromqlProbe),
+    /// An alert's state in Prometheus.
+    Alert(AlertProbe),
+    /// The SLI of the harness's own load.
+    Sli(SliProbe),
+    /// A SQL query's scalar with a tolerance.
+    Sql(SqlProbe),
+    /// A built-in data invariant.
+    Invariant(InvariantProbe),
+}
+
+impl ProbeKind {
+    /// The `type` of this probe.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProbeKind::Http(_) => "http",
+            ProbeKind::Promql(_) => "promql",
+            ProbeKind::Alert(_) => "alert",
+            ProbeKind::Sli(_) => "sli",
+            ProbeKind::Sql(_) => "sql",
+            ProbeKind::Invariant(_) => "invariant",
+        }
+    }
+}
+
+/// `type = "http"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    pub url: String,
+    #[serde(default = "get")]
+    pub method: String,
+    /// Accepted statuses; default 200.
+    #[serde(default = "default_status")]
+    pub status: Statuses,
+    /// Headers the answer must carry, with their values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+}
+
+fn get() -> String {
+    "GET".to_owned()
+}
+fn default_status() -> Statuses {
+    Statuses::One(200)
+}
+
+/// One status or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Statuses {
+    One(u16),
+    Any(Vec<u16>),
+}
+
+impl Statuses {
+    pub fn accepts(&self, status: u16) -> bool {
+        match self {
+            Statuses::One(one) => *one == status,
+            Statuses::Any(any) => any.contains(&status),
+        }
+    }
+}
+
+/// What a number (or a set of numbers) must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tolerance {
+    /// Within `[min, max]`, bounds included.
+    Range([f64; 2]),
+    /// Exactly this value.
+    Equals(f64),
+    /// At most this value.
+    AtMost(f64),
+    /// At least this value.
+    AtLeast(f64),
+    /// At least one sample (PromQL) or row (SQL).
+    NonEmpty,
+    /// No sample or row at all.
+    Empty,
+}
+
+/// `type = "promql"`. A vector result passes when every sample is within the
+/// tolerance (and, unless the tolerance is `empty`, there is one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromqlProbe {
+    pub query: String,
+    pub tolerance: Tolerance,
+}
+
+/// An alert state as a probe sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Pending,
+    Firing,
+    /// Pending or firing.
+    Active,
+    /// Neither pending nor firing (also spelt `resolved`).
+    #[serde(alias = "resolved")]
+    Inactive,
+}
+
+/// `type = "alert"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertProbe {
+    pub alert: String,
+    pub state: AlertState,
+    /// Only alerts carrying these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A number computed from the load generator's windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SliMetric {
+    /// 1 − errors / requests.
+    SuccessRatio,
+    /// errors / requests.
+    ErrorRatio,
+    /// Failed requests.
+    Errors,
+    /// Finished requests.
+    Requests,
+    /// 429 answers.
+    RateLimited,
+    /// Answers marked `X-Degraded`.
+    Degraded,
+    P50Ms,
+    P95Ms,
+    P99Ms,
+    MaxMs,
+    MeanMs,
+}
+
+/// Which windows an SLI probe looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SliOver {
+    /// The latest window.
+    #[default]
+    Window,
+    /// Every window since the current phase began (latency: the worst window).
+    Phase,
+}
+
+/// `type = "sli"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliProbe {
+    pub metric: SliMetric,
+    /// Route templates, e.g. `"POST /api/orders"`; empty: all routes.
+    #[serde(default)]
+    pub routes: Vec<faultline_loadgen::Route>,
+    #[serde(default)]
+    pub over: SliOver,
+    /// Windows with fewer requests (on the chosen routes) are ignored.
+    #[serde(default = "one")]
+    pub min_requests: u64,
+    pub tolerance: Tolerance,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// `type = "sql"`: the first column of the first row (or the row count for
+/// `non_empty`/`empty`), compared with the tolerance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlProbe {
+    pub query: String,
+    /// Bound to `$1`, `$2`... as text (cast in SQL: `$1::uuid`).
+    #[serde(default)]
+    pub params: Vec<String>,
+    pub tolerance: Tolerance,
+    /// Default `${database}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Built-in invariants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    /// Every order the load generator saw acknowledged exists exactly once,
+    /// under its idempotency key.
+    AcknowledgedOrdersExistOnce,
+}
+
+/// `type = "invariant"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvariantProbe {
+    pub invariant: Invariant,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// The recovery phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recovery {
+    /// After the rollbacks, the steady-state probes (and `probes`) must all
+    /// pass again within this time.
+    #[serde(default = "sixty_seconds", with = "duration")]
+    pub deadline: Duration,
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Self {
+            deadline: sixty_seconds(),
+            probes: Vec::new(),
+        }
+    }
+}
+
+/// An alert state that must be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedState {
+    /// Pending or firing, counted from the first fault.
+    Pending,
+    /// Firing, counted from the first fault.
+    Firing,
+    /// Seen firing, then gone, counted from the end of the rollbacks.
+    Resolved,
+}
+
+/// `[[expected_alerts]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedAlert {
+    pub alert: String,
+    #[serde(default = "firing")]
+    pub state: ExpectedState,
+    #[serde(with = "duration")]
+    pub within: Duration,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn firing() -> ExpectedState {
+    ExpectedState::Firing
+}

@@ -1,0 +1,596 @@
+//! Reading experiment files, with errors that name the file, the line and
+//! column, and the field.
+//!
+//! serde reports *which* field failed (through `serde_path_to_error`), toml
+//! reports *where*; but inside tagged tables (`type = "..."`, which serde
+//! buffers) toml only knows the enclosing table. So on error the path is
+//! looked up in toml's spanned parse tree, and a table with a `type` is
+//! deserialized again on its own into the variant's struct, which gives the
+//! exact field and span.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::model::*;
+use crate::proxy::toxics::ToxicKind;
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A field path such as `method.faults[0].at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPath(pub Vec<Segment>);
+
+impl FieldPath {
+    fn key(mut self, key: &str) -> Self {
+        self.0.push(Segment::Key(key.to_owned()));
+        self
+    }
+    fn index(mut self, index: usize) -> Self {
+        self.0.push(Segment::Index(index));
+        self
+    }
+    fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment as S;
+        FieldPath(
+            path.iter()
+                .filter_map(|segment| match segment {
+                    S::Seq { index } => Some(Segment::Index(*index)),
+                    S::Map { key } => Some(Segment::Key(key.clone())),
+                    // An externally tagged enum is a one-key table in TOML.
+                    S::Enum { variant } => Some(Segment::Key(variant.clone())),
+                    S::Unknown => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(top level)");
+        }
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(key) if i == 0 => f.write_str(key)?,
+                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an experiment could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {field}: {message}\n{snippet}")]
+    Invalid {
+        /// The file (or the name given for a string).
+        file: String,
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        /// The field path, e.g. `method.faults[0].at`.
+        field: String,
+        message: String,
+        /// The line with a caret under the column.
+        snippet: String,
+    },
+}
+
+impl ExperimentError {
+    /// The field path of an invalid file.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ExperimentError::Invalid { field, .. } => Some(field),
+            ExperimentError::Read { .. } => None,
+        }
+    }
+
+    /// `(line, column)` of an invalid file.
+    pub fn location(&self) -> Option<(usize, usize)> {
+        match self {
+            ExperimentError::Invalid { line, column, .. } => Some((*line, *column)),
+            ExperimentError::Read { .. } => None,
+        }
+    }
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file.
+    pub fn load(path: &Path) -> Result<Self, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ExperimentError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks an experiment; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ExperimentError> {
+        let tree = DeTable::parse(text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            invalid(text, file, span, &FieldPath::default(), err.message())
+        })?;
+        let deserializer = toml::Deserializer::from(tree.clone());
+        let experiment: Experiment =
+            serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                let (path, span) = locate_serde_error(&tree, &err);
+                invalid(text, file, span, &path, err.inner().message())
+            })?;
+        if let Err((path, message)) = experiment.check() {
+            let span = span_at(&tree, &path).unwrap_or(0..0);
+            return Err(invalid(text, file, span, &path, &message));
+        }
+        Ok(experiment)
+    }
+
+    /// Checks what the types cannot: names, toxic attributes, the schedule.
+    fn check(&self) -> Result<(), (FieldPath, String)> {
+        let root = FieldPath::default();
+        if self.title.trim().is_empty() {
+            return Err((root.key("title"), "must not be empty".into()));
+        }
+        if let Some(load) = &self.load {
+            check_load(load, root.clone().key("load"))?;
+        }
+        check_probes(
+            &self.steady_state.probes,
+            &root.clone().key("steady_state").key("probes"),
+        )?;
+        let faults = root.clone().key("method").key("faults");
+        let mut schedule_end = std::time::Duration::ZERO;
+        for (i, fault) in self.method.faults.iter().enumerate() {
+            let path = faults.clone().index(i);
+            unique(&self.method.faults, i, |f| &f.name, &path)?;
+            check_fault(fault, path)?;
+            schedule_end = schedule_end.max(fault.at + fault.duration.unwrap_or_default());
+        }
+        if let Some(duration) = self.method.duration
+            && duration < schedule_end
+        {
+            return Err((
+                root.clone().key("method").key("duration"),
+                format!(
+                    "is {} but the faults are scheduled until {}",
+                    super::duration::render(duration),
+                    super::duration::render(schedule_end)
+                ),
+            ));
+        }
+        for (i, probe) in self.during.iter().enumerate() {
+            let path = root.clone().key("during").index(i);
+            unique(&self.during, i, |p| &p.name, &path)?;
+            check_probe_kind(&probe.kind, path)?;
+        }
+        for (i, action) in self.rollbacks.iter().enumerate() {
+            let path = root.clone().key("rollbacks").index(i);
+            match &action.kind {
+                ActionKind::Http(request) => check_http(request, path)?,
+                ActionKind::Container(container) => check_container(container, path)?,
+                ActionKind::ProxyReset(_) => {}
+            }
+        }
+        check_probes(
+            &self.recovery.probes,
+            &root.clone().key("recovery").key("probes"),
+        )?;
+        check_probes(&self.after, &root.clone().key("after"))?;
+        for (i, alert) in self.expected_alerts.iter().enumerate() {
+            if alert.alert.trim().is_empty() {
+                return Err((
+                    root.clone().key("expected_alerts").index(i).key("alert"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unique<T>(
+    items: &[T],
+    index: usize,
+    name: impl Fn(&T) -> &String,
+    path: &FieldPath,
+) -> Result<(), (FieldPath, String)> {
+    let this = name(&items[index]);
+    if this.trim().is_empty() {
+        return Err((path.clone().key("name"), "must not be empty".into()));
+    }
+    if items[..index].iter().any(|other| name(other) == this) {
+        return Err((
+            path.clone().key("name"),
+            format!("{this:?} is used twice; names must be unique"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_load(load: &LoadSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if let Some(mix) = &load.mix {
+        mix.parse::<faultline_loadgen::Mix>()
+            .map_err(|err| (path.clone().key("mix"), err.to_string()))?;
+    }
+    if let Some(rate) = load.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err((path.key("rate"), "must be a positive number".into()));
+    }
+    if load.concurrency == 0 {
+        return Err((path.key("concurrency"), "must be positive".into()));
+    }
+    Ok(())
+}
+
+fn check_probes(probes: &[ProbeSpec], path: &FieldPath) -> Result<(), (FieldPath, String)> {
+    for (i, probe) in probes.iter().enumerate() {
+        let path = path.clone().index(i);
+        unique(probes, i, |p| &p.name, &path)?;
+        check_probe_kind(&probe.kind, path)?;
+    }
+    Ok(())
+}
+
+fn check_tolerance(tolerance: &Tolerance, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if let Tolerance::Range([low, high]) = tolerance
+        && low > high
+    {
+        return Err((path.key("range"), format!("[{low}, {high}] is empty")));
+    }
+    Ok(())
+}
+
+fn check_probe_kind(kind: &ProbeKind, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    match kind {
+        ProbeKind::Http(probe) => check_method(&probe.method, path.key("method")),
+        ProbeKind::Promql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
+        ProbeKind::Sli(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
+        ProbeKind::Sql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
+        ProbeKind::Alert(_) | ProbeKind::Invariant(_) => Ok(()),
+    }
+}
+
+fn check_method(method: &str, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    reqwest::Method::from_bytes(method.as_bytes())
+        .map(|_| ())
+        .map_err(|_| (path, format!("{method:?} is not an HTTP method")))
+}
+
+fn check_http(request: &HttpRequestSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    check_method(&request.method, path.key("method"))
+}
+
+fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    fault
+        .target
+        .validate()
+        .map_err(|message| (path.clone().key("target"), message))?;
+    if fault.signal.is_some() && fault.action != ContainerOp::Kill {
+        return Err((
+            path.key("signal"),
+            "only applies to action = \"kill\"".into(),
+        ));
+    }
+    if fault.action == ContainerOp::Connect && fault.network.is_none() {
+        return Err((path.key("network"), "connect needs a network".into()));
+    }
+    Ok(())
+}
+
+fn check_fault(fault: &FaultSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    match &fault.kind {
+        FaultKind::Toxic(toxic) => {
+            let attributes: serde_json::Map<String, serde_json::Value> = toxic
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+                .collect();
+            let kind = ToxicKind::from_attributes(&toxic.toxic, &attributes).map_err(|err| {
+                let field = if toxic.attributes.is_empty()
+                    || err.to_string().contains("unknown toxic type")
+                {
+                    "toxic"
+                } else {
+                    "attributes"
+                };
+                (path.clone().key(field), err.to_string())
+            })?;
+            if !(0.0..=1.0).contains(&toxic.toxicity) {
+                return Err((path.key("toxicity"), "must be within 0..=1".into()));
+            }
+            if let Some(ramp) = &toxic.ramp {
+                let ramp_path = path.clone().key("ramp");
+                if !kind.attributes().contains_key(&ramp.attribute) {
+                    return Err((
+                        ramp_path.key("attribute"),
+                        format!(
+                            "{:?} is not an attribute of a {} toxic",
+                            ramp.attribute, toxic.toxic
+                        ),
+                    ));
+                }
+                if ramp.steps == 0 {
+                    return Err((ramp_path.key("steps"), "must be at least 1".into()));
+                }
+                if let Some(duration) = fault.duration {
+                    let ramp_end = ramp.every * ramp.steps;
+                    if ramp_end > duration {
+                        return Err((
+                            ramp_path.key("steps"),
+                            format!(
+                                "the ramp takes {} but the fault lasts {}",
+                                super::duration::render(ramp_end),
+                                super::duration::render(duration)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        FaultKind::ProxyDown(_) => Ok(()),
+        FaultKind::Container(container) => check_container(container, path),
+        FaultKind::Http(http) => {
+            check_method(&http.method, path.clone().key("method"))?;
+            if let Some(undo) = &http.undo {
+                check_http(undo, path.key("undo"))?;
+            }
+            Ok(())
+        }
+        FaultKind::Load(load) => check_load(load, path),
+    }
+}
+
+fn invalid(
+    text: &str,
+    file: &str,
+    span: Range<usize>,
+    path: &FieldPath,
+    message: &str,
+) -> ExperimentError {
+    let (line, column, content) = position(text, span.start);
+    let width = text
+        .get(span.clone())
+        .map(|s| s.lines().next().unwrap_or("").chars().count())
+        .unwrap_or(1)
+        .max(1);
+    let gutter = line.to_string().len();
+    let snippet = format!(
+        "{:gutter$} |\n{line} | {content}\n{:gutter$} | {}{}",
+        "",
+        "",
+        " ".repeat(column - 1),
+        "^".repeat(width),
+    );
+    ExperimentError::Invalid {
+        file: file.to_owned(),
+        line,
+        column,
+        field: path.to_string(),
+        message: message.trim().to_owned(),
+        snippet,
+    }
+}
+
+/// 1-based line and column of a byte offset, and the line's text.
+fn position(text: &str, offset: usize) -> (usize, usize, &str) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+    let content = text
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    (line, column, content)
+}
+
+/// The node at `path`, or the deepest one on the way, with how many segments
+/// were followed.
+fn walk<'a, 'i>(
+    root: &'a Spanned<DeTable<'i>>,
+    path: &FieldPath,
+) -> (Range<usize>, Option<&'a DeValue<'i>>, usize) {
+    let mut span = root.span();
+    let mut table: Option<&'a DeTable<'i>> = Some(root.get_ref());
+    let mut array: Option<&'a [Spanned<DeValue<'i>>]> = None;
+    let mut current: Option<&'a DeValue<'i>> = None;
+    for (depth, segment) in path.0.iter().enumerate() {
+        let next = match (segment, table, array) {
+            (Segment::Key(key), Some(t), _) => t
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
+                .map(|(_, v)| v),
+            (Segment::Index(i), _, Some(a)) => a.get(*i),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return (span, current, depth);
+        };
+        span = next.span();
+        current = Some(next.get_ref());
+        table = None;
+        array = None;
+        match next.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    (span, current, path.0.len())
+}
+
+/// The span of the value at `path` (or of its deepest existing ancestor).
+fn span_at(root: &Spanned<DeTable<'_>>, path: &FieldPath) -> Option<Range<usize>> {
+    Some(walk(root, path).0)
+}
+
+/// The span of key `key` in the table `value`, if it is one.
+fn key_span(value: Option<&DeValue<'_>>, key: &str) -> Option<Range<usize>> {
+    match value {
+        Some(DeValue::Table(table)) => table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span()),
+        _ => None,
+    }
+}
+
+/// The word between the first pair of backticks of a serde message.
+fn quoted(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    let rest = rest.strip_prefix('`')?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+type Relocated = Result<(), serde_path_to_error::Error<toml::de::Error>>;
+
+fn check_as<T: DeserializeOwned>(deserializer: toml::Deserializer<'_>) -> Relocated {
+    serde_path_to_error::deserialize::<_, T>(deserializer).map(|_| ())
+}
+
+fn fault_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
+    Some(match tag {
+        "toxic" => check_as::<ToxicFault>(de),
+        "proxy_down" => check_as::<ProxyDownFault>(de),
+        "container" => check_as::<ContainerFault>(de),
+        "http" => check_as::<HttpFault>(de),
+        "load" => check_as::<LoadSpec>(de),
+        _ => return None,
+    })
+}
+
+fn probe_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
+    Some(match tag {
+        "http" => check_as::<HttpProbe>(de),
+        "promql" => check_as::<PromqlProbe>(de),
+        "alert" => check_as::<AlertProbe>(de),
+        "sli" => check_as::<SliProbe>(de),
+        "sql" => check_as::<SqlProbe>(de),
+        "invariant" => check_as::<InvariantProbe>(de),
+        _ => return None,
+    })
+}
+
+fn action_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
+    Some(match tag {
+        "http" => check_as::<HttpRequestSpec>(de),
+        "proxy_reset" => check_as::<ProxyResetAction>(de),
+        "container" => check_as::<ContainerFault>(de),
+        _ => return None,
+    })
+}
+
+type Relocator = fn(&str, toml::Deserializer<'_>) -> Option<Relocated>;
+
+/// The tagged tables: the keys of the enclosing struct, and the variants.
+const TAGGED: &[(&[&str], Relocator)] = &[
+    (&["name", "at", "duration", "type"], fault_variant),
+    (&["name", "within", "type"], probe_variant),
+    (&["name", "every", "must", "abort", "type"], probe_variant),
+    (&["name", "type"], action_variant),
+];
+
+/// Re-reads a tagged table on its own to find the exact field and span of
+/// an error serde reported against the whole table.
+fn relocate(
+    span: &Range<usize>,
+    node: Option<&DeValue<'_>>,
+    message: &str,
+) -> Option<(FieldPath, Range<usize>)> {
+    let Some(DeValue::Table(table)) = node else {
+        return None;
+    };
+    let tag = table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "type")
+        .and_then(|(_, v)| match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => None,
+        })?;
+    for (common, relocator) in TAGGED {
+        let mut inner = DeTable::new();
+        for (key, value) in table.iter() {
+            if !common.contains(&key.get_ref().as_ref()) {
+                inner.insert(key.clone(), value.clone());
+            }
+        }
+        let deserializer = toml::Deserializer::from(Spanned::new(span.clone(), inner));
+        if let Some(Err(err)) = relocator(&tag, deserializer)
+            && err.inner().message() == message
+        {
+            let path = FieldPath::from_serde(err.path());
+            let span = err.inner().span()?;
+            return Some((path, span));
+        }
+    }
+    None
+}
+
+/// The field path and span of a deserialization error.
+fn locate_serde_error(
+    tree: &Spanned<DeTable<'_>>,
+    err: &serde_path_to_error::Error<toml::de::Error>,
+) -> (FieldPath, Range<usize>) {
+    let mut path = FieldPath::from_serde(err.path());
+    let message = err.inner().message();
+    let (node_span, node, depth) = walk(tree, &path);
+    let mut span = err.inner().span().unwrap_or(node_span.clone());
+    if depth == path.0.len()
+        && let Some((inner, inner_span)) = relocate(&node_span, node, message)
+    {
+        path.0.extend(inner.0);
+        span = inner_span;
+    }
+    let ends_with = |path: &FieldPath, field: &str| matches!(path.0.last(), Some(Segment::Key(key)) if key == field);
+    if let Some(field) = quoted(message, "unknown field ") {
+        if !ends_with(&path, &field) {
+            let (_, node, depth) = walk(tree, &path);
+            if depth == path.0.len()
+                && let Some(key) = key_span(node, &field)
+            {
+                span = key;
+            }
+            path = path.key(&field);
+        }
+    } else if let Some(variant) = quoted(message, "unknown variant ")
+        && !ends_with(&path, "type")
+    {
+        // A tagged table with an unknown `type`: point at the type.
+        let (_, node, depth) = walk(tree, &path);
+        if depth == path.0.len()
+            && let Some(DeValue::Table(table)) = node
+            && let Some((_, value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == "type")
+            && matches!(value.get_ref(), DeValue::String(s) if *s == variant)
+        {
+            span = value.span();
+            path = path.key("type");
+        }
+    } else if let Some(field) = quoted(message, "missing field ")
+        && !ends_with(&path, &field)
+    {
+        path = path.key(&field);
+    }
+    (path, span)
+}

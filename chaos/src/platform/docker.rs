@@ -1,0 +1,290 @@
+//! The Docker backend of [`Platform`], through the Docker Engine API (bollard).
+//!
+//! Selectors resolve against container labels: compose's
+//! `com.docker.compose.service` and `com.docker.compose.container-number` by
+//! default (both compose v1 and v2 set them), or whichever label keys the
+//! [`DockerTarget`] names, so that a test harness can label its own containers.
+//! Every lookup is narrowed to the target's project and scope labels.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RestartContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+};
+
+use super::{ContainerAction, Platform, PlatformError, Selector, TargetRef, TargetStatus};
+use crate::environment::{COMPOSE_PROJECT_LABEL, DockerTarget};
+
+/// Containers on a Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerPlatform {
+    docker: Docker,
+    target: DockerTarget,
+}
+
+fn unreachable(err: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Unreachable {
+        platform: "docker",
+        reason: err.to_string(),
+    }
+}
+
+/// The HTTP status of an engine error answer.
+fn status_of(err: &BollardError) -> Option<u16> {
+    match err {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+impl DockerPlatform {
+    /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket).
+    pub fn connect(target: DockerTarget) -> Result<Self, PlatformError> {
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        Ok(Self::with_client(docker, target))
+    }
+
+    /// Uses an existing client (e.g. testcontainers' `docker_client_instance()`).
+    pub fn with_client(docker: Docker, target: DockerTarget) -> Self {
+        Self { docker, target }
+    }
+
+    /// The engine client.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn label_filters(&self, selector: &Selector) -> Vec<String> {
+        let mut labels: BTreeMap<&str, &str> = self
+            .target
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // An empty project (set to clear the experiment's default) means any.
+        if let Some(project) = self.target.project.as_deref().filter(|p| !p.is_empty()) {
+            labels.insert(COMPOSE_PROJECT_LABEL, project);
+        }
+        for (key, value) in &selector.labels {
+            labels.insert(key, value);
+        }
+        if let Some(service) = &selector.service {
+            labels.insert(&self.target.service_label, service);
+        }
+        labels
+            .into_iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
+    }
+
+    fn action_error(
+        action: &ContainerAction,
+        target: &TargetRef,
+        err: &BollardError,
+    ) -> PlatformError {
+        PlatformError::Action {
+            action: action.to_string(),
+            target: target.name.clone(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Platform for DockerPlatform {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn resolve(&self, selector: &Selector) -> Result<Vec<TargetRef>, PlatformError> {
+        selector
+            .validate()
+            .map_err(PlatformError::InvalidSelector)?;
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        let labels = self.label_filters(selector);
+        if !labels.is_empty() {
+            filters.insert("label".to_owned(), labels);
+        }
+        if let Some(name) = &selector.name {
+            filters.insert("name".to_owned(), vec![name.clone()]);
+        }
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(unreachable)?;
+        let mut found: Vec<(u32, TargetRef)> = containers
+            .into_iter()
+            .filter_map(|summary| {
+                let id = summary.id?;
+                let name = summary
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned();
+                // The engine's name filter matches substrings; keep exact names.
+                if selector.name.as_ref().is_some_and(|wanted| *wanted != name) {
+                    return None;
+                }
+                let labels = summary.labels.unwrap_or_default();
+                let replica = labels
+                    .get(&self.target.replica_label)
+                    .and_then(|n| n.parse::<u32>().ok());
+                if let Some(wanted) = selector.replica
+                    && replica != Some(wanted)
+                {
+                    return None;
+                }
+                Some((replica.unwrap_or(0), TargetRef { id, name }))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(PlatformError::NoMatch {
+                selector: selector.to_string(),
+            });
+        }
+        found.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+        Ok(found.into_iter().map(|(_, target)| target).collect())
+    }
+
+    async fn apply(
+        &self,
+        target: &TargetRef,
+        action: &ContainerAction,
+    ) -> Result<(), PlatformError> {
+        let id = target.id.as_str();
+        let timeout = |t: &Option<u64>| t.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+        let result = match action {
+            ContainerAction::Kill { signal } => {
+                let options = KillContainerOptionsBuilder::new().signal(signal).build();
+                self.docker.kill_container(id, Some(options)).await
+            }
+            ContainerAction::Stop { timeout_s } => {
+                let mut options = StopContainerOptionsBuilder::new();
+                if let Some(t) = timeout(timeout_s) {
+                    options = options.t(t);
+                }
+                self.docker.stop_container(id, Some(options.build())).await
+            }
+            ContainerAction::Start => {
+                self.docker
+                    .start_container(id, None::<StartContainerOptions>)
+                    .await
+            }
+            ContainerAction::Pause => self.docker.pause_container(id).await,
+            ContainerAction::Unpause => self.docker.unpause_container(id).await,
+            ContainerAction::Restart { timeout_s } => {
+                let mut options = RestartContainerOptionsBuilder::new();
+                if let Some(t) = timeout(timeout_s) {
+                    options = options.t(t);
+                }
+                self.docker
+                    .restart_container(id, Some(options.build()))
+                    .await
+            }
+            ContainerAction::Disconnect { network } => {
+                let request = NetworkDisconnectRequest {
+                    container: id.to_owned(),
+                    force: Some(true),
+                };
+                self.docker.disconnect_network(network, request).await
+            }
+            ContainerAction::Connect { network, aliases } => {
+                let request = NetworkConnectRequest {
+                    container: id.to_owned(),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: (!aliases.is_empty()).then(|| aliases.clone()),
+                        ..EndpointSettings::default()
+                    }),
+                };
+                self.docker.connect_network(network, request).await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // 304: already started / already stopped.
+            Err(err) if status_of(&err) == Some(304) => Ok(()),
+            Err(err) => Err(Self::action_error(action, target, &err)),
+        }
+    }
+
+    async fn ensure(
+        &self,
+        target: &TargetRef,
+        action: &ContainerAction,
+    ) -> Result<(), PlatformError> {
+        let status = self.status(target).await?;
+        let needed = match action {
+            ContainerAction::Start => !status.running,
+            ContainerAction::Unpause => status.paused,
+            ContainerAction::Pause => !status.paused,
+            ContainerAction::Stop { .. } | ContainerAction::Kill { .. } => status.running,
+            ContainerAction::Connect { network, .. } => !status.networks.contains_key(network),
+            ContainerAction::Disconnect { network } => status.networks.contains_key(network),
+            ContainerAction::Restart { .. } => true,
+        };
+        if !needed {
+            return Ok(());
+        }
+        // A paused container must be unpaused before it can be started or stopped.
+        if status.paused
+            && matches!(
+                action,
+                ContainerAction::Start
+                    | ContainerAction::Stop { .. }
+                    | ContainerAction::Kill { .. }
+            )
+        {
+            self.apply(target, &ContainerAction::Unpause).await?;
+        }
+        self.apply(target, action).await
+    }
+
+    async fn status(&self, target: &TargetRef) -> Result<TargetStatus, PlatformError> {
+        let inspect = self
+            .docker
+            .inspect_container(&target.id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|err| PlatformError::Action {
+                action: "inspect".to_owned(),
+                target: target.name.clone(),
+                reason: err.to_string(),
+            })?;
+        let state = inspect.state.unwrap_or_default();
+        let short_id: String = target.id.chars().take(12).collect();
+        let networks = inspect
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, endpoint)| {
+                // The engine adds the short container id as an alias by itself.
+                let aliases = endpoint
+                    .aliases
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|alias| *alias != short_id)
+                    .collect();
+                (name, aliases)
+            })
+            .collect();
+        Ok(TargetStatus {
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            paused: state.paused.unwrap_or(false),
+            exit_code: state.exit_code,
+            networks,
+        })
+    }
+}

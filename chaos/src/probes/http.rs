@@ -1,0 +1,78 @@
+//! `type = "http"`: a request's status, and optionally headers and body text.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Observation, Probe, ProbeContext, ProbeError};
+use crate::actions::error_chain;
+use crate::experiment::Statuses;
+
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub http: reqwest::Client,
+    pub method: reqwest::Method,
+    pub url: String,
+    pub status: Statuses,
+    pub headers: BTreeMap<String, String>,
+    pub body_contains: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Probe for HttpCheck {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    async fn check(&self, _cx: &ProbeContext) -> Result<Observation, ProbeError> {
+        let response = self
+            .http
+            .request(self.method.clone(), &self.url)
+            .send()
+            .await
+            .map_err(|err| {
+                ProbeError::Http(format!(
+                    "{} {}: {}",
+                    self.method,
+                    self.url,
+                    error_chain(&err)
+                ))
+            })?;
+        let status = response.status().as_u16();
+        let mut problems = Vec::new();
+        if !self.status.accepts(status) {
+            problems.push(format!("status {status}, expected {:?}", self.status));
+        }
+        let mut seen = BTreeMap::new();
+        for (name, expected) in &self.headers {
+            let actual = response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if actual.as_deref() != Some(expected.as_str()) {
+                problems.push(format!(
+                    "header {name} is {actual:?}, expected {expected:?}"
+                ));
+            }
+            seen.insert(name.clone(), actual);
+        }
+        let body = response.text().await.unwrap_or_default();
+        if let Some(needle) = &self.body_contains
+            && !body.contains(needle.as_str())
+        {
+            problems.push(format!("body does not contain {needle:?}"));
+        }
+        let ok = problems.is_empty();
+        let detail = if ok {
+            format!("{} {} → {status}", self.method, self.url)
+        } else {
+            format!("{} {}: {}", self.method, self.url, problems.join("; "))
+        };
+        Ok(Observation::new(
+            ok,
+            json!({"status": status, "headers": seen, "body": body.chars().take(200).collect::<String>()}),
+            detail,
+        ))
+    }
+}

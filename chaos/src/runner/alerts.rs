@@ -1,0 +1,354 @@
+//! Watching Prometheus' alerts during a run: every state change of every
+//! alert series, and whether the expected alerts reached their state in time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::RunEvent;
+use super::record::Recorder;
+use crate::experiment::{ExpectedAlert, ExpectedState};
+use crate::journal::{AlertExpectationRecord, AlertSeen, AlertTransition};
+use crate::probes::prometheus::{ActiveAlert, AlertSource};
+
+type SeriesKey = (String, BTreeMap<String, String>);
+
+/// Every alert series seen, with its transitions.
+#[derive(Debug, Clone, Default)]
+pub struct AlertLog(Arc<Mutex<AlertLogInner>>);
+
+#[derive(Debug, Default)]
+struct AlertLogInner {
+    series: BTreeMap<SeriesKey, Vec<AlertTransition>>,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+fn current(transitions: &[AlertTransition]) -> &str {
+    transitions.last().map_or("inactive", |t| t.state.as_str())
+}
+
+impl AlertLog {
+    /// Records what Prometheus holds now; returns the transitions it saw.
+    pub fn observe(&self, alerts: &[ActiveAlert], at_s: f64) -> Vec<(String, String)> {
+        let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now: BTreeMap<SeriesKey, &str> = BTreeMap::new();
+        for alert in alerts {
+            let mut labels = alert.labels.clone();
+            labels.remove("alertname");
+            let key = (alert.name.clone(), labels);
+            // A series both pending and firing cannot be; keep the stronger.
+            let state = now.entry(key).or_insert("pending");
+            if alert.state == "firing" {
+                *state = "firing";
+            }
+        }
+        let mut changes = Vec::new();
+        for (key, state) in &now {
+            let transitions = inner.series.entry(key.clone()).or_default();
+            if current(transitions) != *state {
+                transitions.push(AlertTransition {
+                    state: (*state).to_owned(),
+                    at_s,
+                });
+                changes.push((key.0.clone(), (*state).to_owned()));
+            }
+        }
+        for (key, transitions) in inner.series.iter_mut() {
+            if !now.contains_key(key) && current(transitions) != "inactive" {
+                transitions.push(AlertTransition {
+                    state: "inactive".to_owned(),
+                    at_s,
+                });
+                changes.push((key.0.clone(), "inactive".to_owned()));
+            }
+        }
+        changes
+    }
+
+    fn error(&self, message: String) {
+        let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.errors += 1;
+        inner.last_error = Some(message);
+    }
+
+    /// Every series seen.
+    pub fn seen(&self) -> Vec<AlertSeen> {
+        let inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .series
+            .iter()
+            .map(|((alert, labels), transitions)| AlertSeen {
+                alert: alert.clone(),
+                labels: labels.clone(),
+                transitions: transitions.clone(),
+            })
+            .collect()
+    }
+
+    /// The last error reading alerts, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_error
+            .clone()
+    }
+}
+
+/// Polls `source` every `interval` until `stop` fires.
+pub async fn watch(
+    source: Arc<dyn AlertSource>,
+    interval: Duration,
+    log: AlertLog,
+    recorder: Recorder,
+    stop: CancellationToken,
+) {
+    loop {
+        match source.active_alerts().await {
+            Ok(alerts) => {
+                let at_s = recorder.clock.now_s();
+                for (alert, state) in log.observe(&alerts, at_s) {
+                    recorder.emit(RunEvent::Alert { alert, state, at_s });
+                }
+            }
+            Err(err) => log.error(err.to_string()),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Whether an expected alert is met, failed, or not decided yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Met { at_s: f64, note: String },
+    Failed(String),
+    Undecided,
+}
+
+/// When each expectation's clock starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Anchors {
+    /// The first injection.
+    pub fault_start_s: Option<f64>,
+    /// The end of the rollbacks.
+    pub rollback_end_s: Option<f64>,
+}
+
+/// Decides one expectation from the log at `now_s`; `grace_s` allows for
+/// the polling interval.
+pub fn decide(
+    expect: &ExpectedAlert,
+    seen: &[AlertSeen],
+    anchors: Anchors,
+    now_s: f64,
+    grace_s: f64,
+) -> Decision {
+    let anchor = match expect.state {
+        ExpectedState::Pending | ExpectedState::Firing => anchors.fault_start_s,
+        ExpectedState::Resolved => anchors.rollback_end_s,
+    };
+    let Some(anchor) = anchor else {
+        return Decision::Failed(match expect.state {
+            ExpectedState::Resolved => "the rollbacks never ran".to_owned(),
+            _ => "no fault was injected".to_owned(),
+        });
+    };
+    let deadline = anchor + expect.within.as_secs_f64() + grace_s;
+    let series = seen.iter().filter(|s| {
+        s.alert == expect.alert
+            && expect
+                .labels
+                .iter()
+                .all(|(k, v)| s.labels.get(k) == Some(v))
+    });
+    let mut best: Option<(f64, String)> = None;
+    for s in series {
+        let reached = |state: &str| match expect.state {
+            ExpectedState::Firing => state == "firing",
+            ExpectedState::Pending => state == "pending" || state == "firing",
+            ExpectedState::Resolved => state == "inactive",
+        };
+        // The state the series was in when the clock started.
+        let before = s
+            .transitions
+            .iter()
+            .rev()
+            .find(|t| t.at_s <= anchor)
+            .map_or("inactive", |t| t.state.as_str());
+        let candidate = if expect.state != ExpectedState::Resolved && reached(before) {
+            Some((
+                anchor,
+                "already in that state when the fault started".to_owned(),
+            ))
+        } else if expect.state == ExpectedState::Resolved {
+            // Resolved: it must have fired, and then gone after the rollbacks.
+            let fired = s.transitions.iter().any(|t| t.state == "firing");
+            s.transitions
+                .iter()
+                .find(|t| t.at_s >= anchor && t.state == "inactive")
+                .filter(|_| fired)
+                .map(|t| (t.at_s, String::new()))
+                .or_else(|| {
+                    (fired && before == "inactive").then(|| {
+                        (
+                            anchor,
+                            "already resolved when the rollbacks ended".to_owned(),
+                        )
+                    })
+                })
+        } else {
+            s.transitions
+                .iter()
+                .find(|t| t.at_s >= anchor && reached(&t.state))
+                .map(|t| (t.at_s, String::new()))
+        };
+        if let Some(candidate) = candidate
+            && best.as_ref().is_none_or(|b| candidate.0 < b.0)
+        {
+            best = Some(candidate);
+        }
+    }
+    match best {
+        Some((at_s, note)) if at_s <= deadline => Decision::Met { at_s, note },
+        Some((at_s, _)) => Decision::Failed(format!(
+            "reached {:?} only {:.1} s after its clock started (within {:.1} s expected)",
+            expect.state,
+            at_s - anchor,
+            expect.within.as_secs_f64()
+        )),
+        None if now_s > deadline => Decision::Failed(format!(
+            "not {:?} within {:.1} s",
+            expect.state,
+            expect.within.as_secs_f64()
+        )),
+        None => Decision::Undecided,
+    }
+}
+
+/// The journal record of a decided (or, at the end, undecided) expectation.
+pub fn record(
+    expect: &ExpectedAlert,
+    decision: &Decision,
+    anchors: Anchors,
+) -> AlertExpectationRecord {
+    let anchor = match expect.state {
+        ExpectedState::Resolved => anchors.rollback_end_s,
+        _ => anchors.fault_start_s,
+    };
+    let (met, at_s, note) = match decision {
+        Decision::Met { at_s, note } => (true, Some(*at_s), note.clone()),
+        Decision::Failed(reason) => (false, None, reason.clone()),
+        Decision::Undecided => (false, None, "not decided when the run ended".to_owned()),
+    };
+    AlertExpectationRecord {
+        alert: expect.alert.clone(),
+        state: match expect.state {
+            ExpectedState::Pending => "pending",
+            ExpectedState::Firing => "firing",
+            ExpectedState::Resolved => "resolved",
+        }
+        .to_owned(),
+        within_s: expect.within.as_secs_f64(),
+        labels: expect.labels.clone(),
+        met,
+        at_s,
+        detection_time_s: at_s.zip(anchor).map(|(at, anchor)| (at - anchor).max(0.0)),
+        note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(name: &str, state: &str) -> ActiveAlert {
+        ActiveAlert {
+            name: name.into(),
+            state: state.into(),
+            labels: BTreeMap::from([("alertname".into(), name.into())]),
+        }
+    }
+
+    fn expect(state: ExpectedState, within_s: u64) -> ExpectedAlert {
+        ExpectedAlert {
+            alert: "A".into(),
+            state,
+            within: Duration::from_secs(within_s),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn transitions_and_decisions() {
+        let log = AlertLog::default();
+        log.observe(&[], 0.0);
+        log.observe(&[alert("A", "pending")], 3.0);
+        log.observe(&[alert("A", "firing")], 5.0);
+        log.observe(&[], 20.0);
+        let seen = log.seen();
+        assert_eq!(seen.len(), 1);
+        let states: Vec<_> = seen[0]
+            .transitions
+            .iter()
+            .map(|t| t.state.as_str())
+            .collect();
+        assert_eq!(states, ["pending", "firing", "inactive"]);
+        let anchors = Anchors {
+            fault_start_s: Some(1.0),
+            rollback_end_s: Some(15.0),
+        };
+        assert_eq!(
+            decide(
+                &expect(ExpectedState::Firing, 10),
+                &seen,
+                anchors,
+                30.0,
+                0.0
+            ),
+            Decision::Met {
+                at_s: 5.0,
+                note: String::new()
+            }
+        );
+        let firing = record(
+            &expect(ExpectedState::Firing, 10),
+            &Decision::Met {
+                at_s: 5.0,
+                note: String::new(),
+            },
+            anchors,
+        );
+        assert_eq!(firing.detection_time_s, Some(4.0));
+        assert!(matches!(
+            decide(&expect(ExpectedState::Firing, 2), &seen, anchors, 30.0, 0.0),
+            Decision::Failed(_)
+        ));
+        assert_eq!(
+            decide(
+                &expect(ExpectedState::Resolved, 10),
+                &seen,
+                anchors,
+                30.0,
+                0.0
+            ),
+            Decision::Met {
+                at_s: 20.0,
+                note: String::new()
+            }
+        );
+        let none = Anchors {
+            fault_start_s: Some(1.0),
+            rollback_end_s: None,
+        };
+        assert!(matches!(
+            decide(&expect(ExpectedState::Firing, 60), &[], none, 2.0, 0.0),
+            Decision::Undecided
+        ));
+    }
+}

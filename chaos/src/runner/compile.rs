@@ -1,0 +1,354 @@
+//! From an [`Experiment`] and the caller's [`Bindings`] to a runnable [`Plan`]:
+//! endpoints resolved, `${...}` interpolated, clients built.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Bindings, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe};
+use crate::actions::container::{ContainerInjection, ContainerRollback};
+use crate::actions::http::{HttpAction, HttpInjection};
+use crate::actions::load::{LoadConfigError, LoadSurge, Loadgen};
+use crate::actions::proxy::{ProxyOutage, ProxyReset, ToxicInjection};
+use crate::actions::{ActionError, Fault, HttpRequest, Services};
+use crate::environment::{Environment, EnvironmentError};
+use crate::experiment::*;
+use crate::journal::ExperimentInfo;
+use crate::probes::alert::AlertCheck;
+use crate::probes::http::HttpCheck;
+use crate::probes::prometheus::{AlertSource, PrometheusClient};
+use crate::probes::promql::PromqlCheck;
+use crate::probes::sli::SliCheck;
+use crate::probes::sql::{InvariantCheck, SqlCheck, lazy_pool};
+use crate::probes::{Probe, ProbeError};
+use crate::proxy::{ClientError, NewToxic, ToxiproxyClient};
+
+/// Why an experiment cannot run against this environment.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{what}: {source}")]
+    Environment {
+        what: String,
+        source: EnvironmentError,
+    },
+    #[error("{what} needs target.{setting}; set it in [target], with --set {setting}=..., or FAULTLINE_TARGET_{}", setting.to_ascii_uppercase())]
+    Missing { what: String, setting: &'static str },
+    #[error("[load]: {0}")]
+    Load(#[from] LoadConfigError),
+    #[error("{what}: {source}")]
+    Proxy {
+        what: String,
+        source: Box<ClientError>,
+    },
+    #[error("{what}: {source}")]
+    Action {
+        what: String,
+        source: Box<ActionError>,
+    },
+    #[error("{what}: {source}")]
+    Probe { what: String, source: ProbeError },
+}
+
+struct Compiler<'a> {
+    env: Environment,
+    services: Services,
+    bindings: &'a Bindings,
+}
+
+impl Compiler<'_> {
+    fn text(&self, what: &str, text: &str) -> Result<String, CompileError> {
+        self.env
+            .interpolate(text)
+            .map_err(|source| CompileError::Environment {
+                what: what.to_owned(),
+                source,
+            })
+    }
+
+    fn required(&self, what: &str, setting: &'static str) -> Result<String, CompileError> {
+        self.env
+            .lookup(setting)
+            .map(str::to_owned)
+            .ok_or_else(|| CompileError::Missing {
+                what: what.to_owned(),
+                setting,
+            })
+    }
+
+    fn proxy_client(&self, what: &str) -> Result<ToxiproxyClient, CompileError> {
+        let api = self.required(what, "proxy_api")?;
+        ToxiproxyClient::with_http_client(&api, self.services.http.clone()).map_err(|source| {
+            CompileError::Proxy {
+                what: what.to_owned(),
+                source: Box::new(source),
+            }
+        })
+    }
+
+    fn prometheus(&self, what: &str) -> Result<PrometheusClient, CompileError> {
+        let url = self.required(what, "prometheus")?;
+        Ok(PrometheusClient::new(&url, self.services.http.clone()))
+    }
+
+    fn alert_source(&self, what: &str) -> Result<Arc<dyn AlertSource>, CompileError> {
+        match &self.bindings.alerts {
+            Some(source) => Ok(source.clone()),
+            None => Ok(Arc::new(self.prometheus(what)?)),
+        }
+    }
+
+    fn request(&self, what: &str, spec: &HttpRequestSpec) -> Result<HttpRequest, CompileError> {
+        Ok(HttpRequest {
+            method: spec.method.to_ascii_uppercase(),
+            url: self.text(what, &spec.url)?,
+            json: spec.json.clone(),
+            headers: spec.headers.clone(),
+            expect: spec.expect.clone(),
+        })
+    }
+
+    fn database(&self, what: &str, url: Option<&String>) -> Result<sqlx::PgPool, CompileError> {
+        let url = match url {
+            Some(url) => self.text(what, url)?,
+            None => self.required(what, "database")?,
+        };
+        lazy_pool(&url).map_err(|source| CompileError::Probe {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
+    fn probe(&self, what: &str, kind: &ProbeKind) -> Result<Arc<dyn Probe>, CompileError> {
+        Ok(match kind {
+            ProbeKind::Http(probe) => Arc::new(HttpCheck {
+                http: self.services.http.clone(),
+                method: reqwest::Method::from_bytes(probe.method.to_ascii_uppercase().as_bytes())
+                    .unwrap_or(reqwest::Method::GET),
+                url: self.text(what, &probe.url)?,
+                status: probe.status.clone(),
+                headers: probe.headers.clone(),
+                body_contains: probe.body_contains.clone(),
+            }),
+            ProbeKind::Promql(probe) => Arc::new(PromqlCheck {
+                client: self.prometheus(what)?,
+                query: self.text(what, &probe.query)?,
+                tolerance: probe.tolerance.clone(),
+            }),
+            ProbeKind::Alert(probe) => Arc::new(AlertCheck {
+                source: self.alert_source(what)?,
+                alert: probe.alert.clone(),
+                state: probe.state,
+                labels: probe.labels.clone(),
+            }),
+            ProbeKind::Sli(probe) => Arc::new(SliCheck {
+                spec: probe.clone(),
+            }),
+            ProbeKind::Sql(probe) => Arc::new(SqlCheck {
+                pool: self.database(what, probe.database.as_ref())?,
+                query: self.text(what, &probe.query)?,
+                params: probe
+                    .params
+                    .iter()
+                    .map(|p| self.text(what, p))
+                    .collect::<Result<_, _>>()?,
+                tolerance: probe.tolerance.clone(),
+            }),
+            ProbeKind::Invariant(probe) => Arc::new(InvariantCheck {
+                pool: self.database(what, probe.database.as_ref())?,
+                invariant: probe.invariant,
+            }),
+        })
+    }
+
+    fn probes(
+        &self,
+        section: &str,
+        probes: &[ProbeSpec],
+    ) -> Result<Vec<PlannedProbe>, CompileError> {
+        probes
+            .iter()
+            .map(|p| {
+                Ok(PlannedProbe {
+                    name: p.name.clone(),
+                    within: p.within,
+                    probe: self.probe(&format!("{section} probe {:?}", p.name), &p.kind)?,
+                })
+            })
+            .collect()
+    }
+
+    fn fault(&self, spec: &FaultSpec) -> Result<Arc<dyn Fault>, CompileError> {
+        let what = format!("fault {:?}", spec.name);
+        Ok(match &spec.kind {
+            FaultKind::Toxic(toxic) => {
+                let toxic_name = toxic
+                    .toxic_name
+                    .clone()
+                    .unwrap_or_else(|| format!("faultline_{}_{}", toxic.proxy, toxic.toxic));
+                let new = NewToxic {
+                    name: Some(toxic_name),
+                    toxic_type: toxic.toxic.clone(),
+                    stream: toxic.stream,
+                    toxicity: toxic.toxicity,
+                    attributes: toxic
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::from(*v)))
+                        .collect(),
+                };
+                Arc::new(ToxicInjection::new(
+                    self.proxy_client(&what)?,
+                    &toxic.proxy,
+                    new,
+                    toxic.ramp.clone(),
+                ))
+            }
+            FaultKind::ProxyDown(down) => {
+                Arc::new(ProxyOutage::new(self.proxy_client(&what)?, &down.proxy))
+            }
+            FaultKind::Container(container) => Arc::new(ContainerInjection::new(
+                self.services.clone(),
+                container.clone(),
+            )),
+            FaultKind::Http(http) => {
+                let request = self.request(&what, &HttpRequestSpec::from(http))?;
+                let undo = http
+                    .undo
+                    .as_ref()
+                    .map(|undo| self.request(&what, undo))
+                    .transpose()?;
+                Arc::new(HttpInjection::new(self.services.clone(), request, undo))
+            }
+            FaultKind::Load(load) => Arc::new(LoadSurge::new(Loadgen::from_spec(load, &self.env)?)),
+        })
+    }
+}
+
+/// Resolves an experiment against `[target]` overridden by the bindings.
+pub fn compile(
+    experiment: &Experiment,
+    path: Option<&Path>,
+    bindings: &Bindings,
+) -> Result<Plan, CompileError> {
+    let env = experiment.target.clone().overlay(&bindings.environment);
+    let mut services =
+        Services::new(env.docker.clone()).map_err(|source| CompileError::Action {
+            what: "services".to_owned(),
+            source: Box::new(source),
+        })?;
+    if let Some(platform) = &bindings.platform {
+        services = services.with_platform(platform.clone());
+    }
+    let compiler = Compiler {
+        env: env.clone(),
+        services: services.clone(),
+        bindings,
+    };
+    let settings = experiment.settings.clone();
+    let load = match &experiment.load {
+        Some(load) => {
+            let loadgen: Arc<dyn crate::actions::load::LoadSource> =
+                Arc::new(Loadgen::from_spec(load, &env)?);
+            Some(loadgen)
+        }
+        None => None,
+    };
+    let faults = experiment
+        .method
+        .faults
+        .iter()
+        .map(|spec| {
+            Ok(PlannedFault {
+                name: spec.name.clone(),
+                at: spec.at,
+                duration: spec.duration,
+                fault: compiler.fault(spec)?,
+            })
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
+    let schedule_end = experiment
+        .method
+        .faults
+        .iter()
+        .map(|f| {
+            let ramp = match &f.kind {
+                FaultKind::Toxic(ToxicFault {
+                    ramp: Some(ramp), ..
+                }) => ramp.every * ramp.steps,
+                _ => Duration::ZERO,
+            };
+            f.at + f.duration.unwrap_or(ramp)
+        })
+        .max()
+        .unwrap_or_default();
+    let method_duration = experiment
+        .method
+        .duration
+        .unwrap_or(schedule_end)
+        .max(Duration::from_secs(1));
+    let during = experiment
+        .during
+        .iter()
+        .map(|p| {
+            Ok(PlannedDuring {
+                name: p.name.clone(),
+                every: p.every.unwrap_or(settings.probe_interval),
+                must: p.must,
+                abort: p.abort,
+                probe: compiler.probe(&format!("during probe {:?}", p.name), &p.kind)?,
+            })
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
+    let rollbacks = experiment
+        .rollbacks
+        .iter()
+        .map(|a| {
+            let what = format!("rollback {:?}", a.name);
+            let action: Arc<dyn crate::actions::Action> = match &a.kind {
+                ActionKind::Http(request) => Arc::new(HttpAction::new(
+                    services.clone(),
+                    compiler.request(&what, request)?,
+                )),
+                ActionKind::ProxyReset(_) => {
+                    Arc::new(ProxyReset::new(compiler.proxy_client(&what)?))
+                }
+                ActionKind::Container(container) => {
+                    Arc::new(ContainerRollback::new(services.clone(), container.clone()))
+                }
+            };
+            Ok(PlannedAction {
+                name: a.name.clone(),
+                action,
+            })
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
+    let alerts = if experiment.expected_alerts.is_empty() {
+        None
+    } else {
+        Some(compiler.alert_source("expected_alerts")?)
+    };
+    Ok(Plan {
+        info: ExperimentInfo {
+            title: experiment.title.clone(),
+            description: experiment.description.clone(),
+            tags: experiment.tags.clone(),
+            path: path.map(|p| p.display().to_string()),
+            spec: serde_json::to_value(experiment).unwrap_or(Value::Null),
+        },
+        environment: env,
+        settings,
+        load,
+        steady_state: compiler.probes("steady_state", &experiment.steady_state.probes)?,
+        method_duration,
+        faults,
+        during,
+        rollbacks,
+        recovery_deadline: experiment.recovery.deadline,
+        recovery: compiler.probes("recovery", &experiment.recovery.probes)?,
+        after: compiler.probes("after", &experiment.after)?,
+        expected_alerts: experiment.expected_alerts.clone(),
+        alerts,
+    })
+}

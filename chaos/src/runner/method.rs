@@ -1,0 +1,305 @@
+//! The method phase: faults on their schedule, probes evaluated alongside.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use super::guard::ActiveFault;
+use super::record::Outcome;
+use super::{Run, action_outcome, invoke, observe, probe_outcome};
+use crate::actions::{ActionError, Prepared};
+use crate::experiment::Must;
+use crate::journal::{Activity, ActivityStatus, ActivityType};
+use crate::probes::{Observation, ProbeError};
+
+/// How the method ended.
+#[derive(Debug, Default)]
+pub(crate) enum MethodEnd {
+    #[default]
+    Completed,
+    /// Probes failed; one reason each.
+    Deviated(Vec<String>),
+    /// An action failed (or panicked).
+    Aborted(String),
+    Interrupted,
+}
+
+/// What the method did.
+#[derive(Debug, Default)]
+pub(crate) struct MethodResult {
+    pub end: MethodEnd,
+    pub actions: Vec<Activity>,
+    pub probes: Vec<Activity>,
+    pub first_injection_s: Option<f64>,
+    pub last_revert_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum What {
+    // At the same instant: revert first, then inject, then ramp.
+    Revert,
+    Inject,
+    Ramp(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    at: Duration,
+    what: What,
+    fault: usize,
+}
+
+fn schedule(run: &Run) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (index, fault) in run.plan.faults.iter().enumerate() {
+        events.push(Event {
+            at: fault.at,
+            what: What::Inject,
+            fault: index,
+        });
+        for (step, offset) in fault.fault.ramp_steps().into_iter().enumerate() {
+            let at = fault.at + offset;
+            if fault.duration.is_none_or(|d| offset < d) {
+                events.push(Event {
+                    at,
+                    what: What::Ramp(step + 1),
+                    fault: index,
+                });
+            }
+        }
+        if let Some(duration) = fault.duration {
+            events.push(Event {
+                at: fault.at + duration,
+                what: What::Revert,
+                fault: index,
+            });
+        }
+    }
+    events.sort_by_key(|e| (e.at, e.what, e.fault));
+    events
+}
+
+type Evaluation =
+    Pin<Box<dyn Future<Output = (usize, f64, Result<Observation, ProbeError>)> + Send>>;
+
+pub(crate) async fn run_method(run: &Run) -> MethodResult {
+    let plan = &run.plan;
+    let clock = run.recorder.clock;
+    let start_s = clock.now_s();
+    let start = clock.instant(start_s);
+    let end = start + plan.method_duration;
+    let cx = run.cx(start_s);
+    let mut result = MethodResult::default();
+    let events = schedule(run);
+    let mut next_event = 0;
+    let mut next_due: Vec<Instant> = plan.during.iter().map(|_| start).collect();
+    let mut in_flight: Vec<bool> = plan.during.iter().map(|_| false).collect();
+    let mut passed_once: Vec<bool> = plan.during.iter().map(|_| false).collect();
+    // An always-probe that finds no data yet (no load window in the phase so
+    // far) is not failing: it is waiting. It must have seen data by the end.
+    let mut saw_data: Vec<bool> = plan.during.iter().map(|_| false).collect();
+    let mut evaluations: FuturesUnordered<Evaluation> = FuturesUnordered::new();
+    let mut deviations = Vec::new();
+
+    loop {
+        let now = Instant::now();
+        // Due actions, in order.
+        while next_event < events.len() && start + events[next_event].at <= now {
+            let event = events[next_event];
+            next_event += 1;
+            if let Err(reason) = act(run, event, &mut result).await {
+                result.end = MethodEnd::Aborted(reason);
+                return result;
+            }
+        }
+        // Due probes.
+        for (index, probe) in plan.during.iter().enumerate() {
+            if in_flight[index] || next_due[index] > now || now >= end {
+                continue;
+            }
+            if probe.must == Must::Eventually && passed_once[index] {
+                continue;
+            }
+            in_flight[index] = true;
+            next_due[index] = now + probe.every;
+            let probe_ref = probe.probe.clone();
+            let cx = cx.clone();
+            let timeout = plan
+                .settings
+                .probe_timeout
+                .min(probe.every.max(Duration::from_secs(1)) * 5);
+            evaluations.push(Box::pin(async move {
+                let start_s = clock.now_s();
+                (index, start_s, observe(&probe_ref, &cx, timeout).await)
+            }));
+        }
+        let actions_done = next_event >= events.len();
+        if now >= end && actions_done && evaluations.is_empty() {
+            break;
+        }
+        // Past the end, only the evaluations in flight are waited for.
+        let mut wake = if now >= end && actions_done {
+            now + Duration::from_secs(3600)
+        } else {
+            end
+        };
+        if let Some(event) = events.get(next_event) {
+            wake = wake.min(start + event.at);
+        }
+        for (index, due) in next_due.iter().enumerate() {
+            if now < end && !in_flight[index] && *due < end {
+                wake = wake.min(*due);
+            }
+        }
+        tokio::select! {
+            () = run.cancel.cancelled() => {
+                result.end = MethodEnd::Interrupted;
+                return result;
+            }
+            () = tokio::time::sleep_until(wake) => {}
+            Some((index, eval_start_s, observation)) = evaluations.next(), if !evaluations.is_empty() => {
+                in_flight[index] = false;
+                let probe = &plan.during[index];
+                if matches!(observation, Err(ProbeError::NoData(_))) && probe.must == Must::Always {
+                    continue;
+                }
+                saw_data[index] = true;
+                let outcome: Outcome = probe_outcome(observation, 1);
+                let ok = outcome.ok;
+                let activity = run.recorder.activity(
+                    ActivityType::Probe,
+                    &probe.name,
+                    probe.probe.kind(),
+                    "during",
+                    eval_start_s,
+                    outcome,
+                );
+                if ok {
+                    passed_once[index] = true;
+                    if probe.must == Must::Eventually {
+                        // Done: never due again.
+                        next_due[index] = end;
+                    }
+                } else if probe.must == Must::Always {
+                    deviations.push(format!(
+                        "probe {} failed during the method: {}",
+                        probe.name,
+                        activity.exception.clone().unwrap_or_else(|| activity.detail.clone())
+                    ));
+                }
+                result.probes.push(activity);
+                if !ok && probe.must == Must::Always && probe.abort {
+                    result.end = MethodEnd::Deviated(deviations);
+                    return result;
+                }
+            }
+        }
+    }
+    for (index, probe) in plan.during.iter().enumerate() {
+        if probe.must == Must::Always && !saw_data[index] {
+            deviations.push(format!(
+                "probe {} never had data during the method",
+                probe.name
+            ));
+        }
+        if probe.must == Must::Eventually && !passed_once[index] {
+            deviations.push(format!(
+                "probe {} never passed during the method",
+                probe.name
+            ));
+        }
+    }
+    // Always-probes that failed without aborting still deviate.
+    let failed_always = result.probes.iter().any(|a| {
+        a.status == ActivityStatus::Failed
+            && plan
+                .during
+                .iter()
+                .any(|p| p.name == a.activity.name && p.must == Must::Always)
+    });
+    if !deviations.is_empty() || failed_always {
+        result.end = MethodEnd::Deviated(deviations);
+    }
+    result
+}
+
+/// Carries out one scheduled event; `Err` aborts the method.
+async fn act(run: &Run, event: Event, result: &mut MethodResult) -> Result<(), String> {
+    let planned = &run.plan.faults[event.fault];
+    let timeout = run.plan.settings.action_timeout;
+    let clock = run.recorder.clock;
+    let start_s = clock.now_s();
+    let record =
+        |result: &mut MethodResult, step: &str, outcome: Result<serde_json::Value, ActionError>| {
+            let failed = outcome.as_ref().err().map(ToString::to_string);
+            let activity = run.recorder.activity(
+                ActivityType::Action,
+                &planned.name,
+                planned.fault.kind(),
+                step,
+                start_s,
+                action_outcome(outcome),
+            );
+            result.actions.push(activity);
+            failed.map(|err| format!("{step} of {} failed: {err}", planned.name))
+        };
+    match event.what {
+        What::Inject => {
+            let fault = planned.fault.clone();
+            let prepared = match invoke(timeout, async move { fault.prepare().await }).await {
+                Ok(prepared) => prepared,
+                Err(err) => return Err(record(result, "inject", Err(err)).unwrap_or_default()),
+            };
+            if let Err(err) = run.ledger.record(&planned.name, &prepared.undo) {
+                return Err(record(result, "inject", Err(err.into())).unwrap_or_default());
+            }
+            // Active from now on: a failed or partial injection is reverted too.
+            run.active.push(ActiveFault {
+                name: planned.name.clone(),
+                fault: planned.fault.clone(),
+                prepared: prepared.clone(),
+            });
+            result.first_injection_s.get_or_insert(start_s);
+            let fault = planned.fault.clone();
+            let outcome = invoke(timeout, async move { fault.inject(&prepared).await }).await;
+            match record(result, "inject", outcome) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+        What::Ramp(step) => {
+            let Some(active) = run.active.get(&planned.name) else {
+                return Ok(());
+            };
+            let fault = planned.fault.clone();
+            let prepared: Prepared = active.prepared;
+            let outcome = invoke(timeout, async move { fault.ramp(&prepared, step).await }).await;
+            match record(result, &format!("ramp {step}"), outcome) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+        What::Revert => {
+            let Some(active) = run.active.take(&planned.name) else {
+                return Ok(());
+            };
+            let fault = active.fault.clone();
+            let prepared = active.prepared.clone();
+            let outcome = invoke(timeout, async move { fault.revert(&prepared).await }).await;
+            if outcome.is_ok() {
+                let _ = run.ledger.clear(&planned.name);
+            } else {
+                // Put it back so that the rollback phase tries again.
+                run.active.push(active);
+            }
+            result.last_revert_s = Some(clock.now_s());
+            match record(result, "revert", outcome) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+    }
+}

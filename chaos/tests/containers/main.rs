@@ -1,0 +1,366 @@
+//! Container actions against real throwaway containers (Docker and the local
+//! image `faultline-local/base:bookworm`, built by `compose/build-images`).
+//!
+//! Each test starts its own `sleep infinity` containers, labelled as compose
+//! would label replicas of a service, on a private network. In nextest's
+//! `containers` test group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use faultline_chaos::actions::container::ContainerInjection;
+use faultline_chaos::actions::{Fault, Services};
+use faultline_chaos::environment::{
+    COMPOSE_PROJECT_LABEL, COMPOSE_REPLICA_LABEL, COMPOSE_SERVICE_LABEL, DockerTarget, Environment,
+};
+use faultline_chaos::experiment::{ContainerOp, Experiment};
+use faultline_chaos::journal::{Status, Verdict};
+use faultline_chaos::platform::docker::DockerPlatform;
+use faultline_chaos::platform::{ContainerAction, Platform, PlatformError, Selector, TargetRef};
+use faultline_chaos::runner::{Bindings, LedgerDir};
+use testcontainers::core::client::docker_client_instance;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+const IMAGE: (&str, &str) = ("faultline-local/base", "bookworm");
+
+/// Generous bound for anything the engine does.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A compose-like project: `replicas` containers of service `victim`.
+struct Project {
+    name: String,
+    network: String,
+    containers: Vec<ContainerAsync<GenericImage>>,
+    platform: DockerPlatform,
+}
+
+impl Project {
+    async fn start(test: &str, replicas: u32) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("flchaos{}", &id[..10]);
+        let network = format!("{name}_default");
+        let docker = docker_client_instance().await.context(
+            "Docker is needed for these tests: start the engine and check that this user may use it",
+        )?;
+        if docker
+            .inspect_image(&format!("{}:{}", IMAGE.0, IMAGE.1))
+            .await
+            .is_err()
+        {
+            anyhow::bail!(
+                "the local image {}:{} is missing: run compose/build-images first",
+                IMAGE.0,
+                IMAGE.1
+            );
+        }
+        let mut containers = Vec::new();
+        for replica in 1..=replicas {
+            let labels = [
+                ("org.faultline.test".to_owned(), test.to_owned()),
+                (COMPOSE_PROJECT_LABEL.to_owned(), name.clone()),
+                (COMPOSE_SERVICE_LABEL.to_owned(), "victim".to_owned()),
+                (COMPOSE_REPLICA_LABEL.to_owned(), replica.to_string()),
+            ];
+            let container = GenericImage::new(IMAGE.0, IMAGE.1)
+                .with_cmd(["sleep", "infinity"])
+                .with_network(network.clone())
+                .with_container_name(format!("{name}_victim_{replica}"))
+                .with_labels(labels)
+                .with_startup_timeout(BOUND)
+                .start()
+                .await
+                .context("the container starts")?;
+            containers.push(container);
+        }
+        let platform = DockerPlatform::with_client(
+            docker,
+            DockerTarget {
+                project: Some(name.clone()),
+                ..DockerTarget::default()
+            },
+        );
+        Ok(Self {
+            name,
+            network,
+            containers,
+            platform,
+        })
+    }
+
+    fn replica(&self, replica: u32) -> Selector {
+        Selector::replica("victim", replica)
+    }
+
+    async fn target(&self, replica: u32) -> anyhow::Result<TargetRef> {
+        let mut targets = self.platform.resolve(&self.replica(replica)).await?;
+        anyhow::ensure!(targets.len() == 1, "one container per replica: {targets:?}");
+        Ok(targets.remove(0))
+    }
+
+    async fn state(
+        &self,
+        target: &TargetRef,
+    ) -> anyhow::Result<faultline_chaos::platform::TargetStatus> {
+        Ok(self.platform.status(target).await?)
+    }
+}
+
+#[tokio::test]
+async fn selectors_resolve_by_service_replica_name_and_label() {
+    let project = Project::start("selectors_resolve", 2).await.unwrap();
+    let all = project
+        .platform
+        .resolve(&Selector {
+            service: Some("victim".into()),
+            ..Selector::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = all.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{}_victim_1", project.name),
+            format!("{}_victim_2", project.name)
+        ]
+    );
+    assert_eq!(
+        project.target(2).await.unwrap().name,
+        format!("{}_victim_2", project.name)
+    );
+    assert_eq!(
+        project.containers[1].id(),
+        project.target(2).await.unwrap().id
+    );
+
+    let by_name = project
+        .platform
+        .resolve(&Selector::name(format!("{}_victim_1", project.name)))
+        .await
+        .unwrap();
+    assert_eq!(by_name.len(), 1, "the name filter matches exactly");
+
+    let by_label = project
+        .platform
+        .resolve(&Selector {
+            labels: BTreeMap::from([(COMPOSE_REPLICA_LABEL.to_owned(), "1".to_owned())]),
+            ..Selector::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_label, by_name);
+
+    // A harness-style target: no compose project, scoped by a label instead.
+    let scoped = DockerPlatform::with_client(
+        project.platform.client().clone(),
+        DockerTarget {
+            project: Some(String::new()),
+            labels: BTreeMap::from([(COMPOSE_PROJECT_LABEL.to_owned(), project.name.clone())]),
+            ..DockerTarget::default()
+        },
+    );
+    assert_eq!(
+        scoped.resolve(&project.replica(2)).await.unwrap(),
+        vec![project.target(2).await.unwrap()]
+    );
+
+    let missing = project
+        .platform
+        .resolve(&project.replica(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, PlatformError::NoMatch { .. }),
+        "{missing}"
+    );
+    assert!(missing.to_string().contains("victim#3"));
+}
+
+#[tokio::test]
+async fn kill_pause_stop_restart_and_their_undo() {
+    let project = Project::start("kill_pause_stop", 1).await.unwrap();
+    let target = project.target(1).await.unwrap();
+    let platform = &project.platform;
+    assert!(project.state(&target).await.unwrap().running);
+
+    platform
+        .apply(&target, &ContainerAction::Pause)
+        .await
+        .unwrap();
+    let state = project.state(&target).await.unwrap();
+    assert!(state.paused, "{state:?}");
+    assert_eq!(state.state, "paused");
+    platform
+        .ensure(&target, &ContainerAction::Unpause)
+        .await
+        .unwrap();
+    platform
+        .ensure(&target, &ContainerAction::Unpause)
+        .await
+        .unwrap();
+    assert!(
+        !project.state(&target).await.unwrap().paused,
+        "unpaused, twice is harmless"
+    );
+
+    platform
+        .apply(
+            &target,
+            &ContainerAction::Kill {
+                signal: "SIGKILL".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let state = project.state(&target).await.unwrap();
+    assert!(!state.running);
+    assert_eq!(state.exit_code, Some(137));
+    platform
+        .ensure(&target, &ContainerAction::Start)
+        .await
+        .unwrap();
+    platform
+        .ensure(&target, &ContainerAction::Start)
+        .await
+        .unwrap();
+    assert!(
+        project.state(&target).await.unwrap().running,
+        "started, twice is harmless"
+    );
+
+    platform
+        .apply(&target, &ContainerAction::stop(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    assert!(!project.state(&target).await.unwrap().running);
+    platform
+        .apply(&target, &ContainerAction::Start)
+        .await
+        .unwrap();
+    assert!(project.state(&target).await.unwrap().running);
+
+    platform
+        .apply(&target, &ContainerAction::Restart { timeout_s: Some(0) })
+        .await
+        .unwrap();
+    assert!(project.state(&target).await.unwrap().running);
+
+    // A paused container is unpaused before it is stopped.
+    platform
+        .apply(&target, &ContainerAction::Pause)
+        .await
+        .unwrap();
+    platform
+        .ensure(&target, &ContainerAction::stop(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    let state = project.state(&target).await.unwrap();
+    assert!(!state.running && !state.paused, "{state:?}");
+}
+
+#[tokio::test]
+async fn network_disconnect_and_reconnect_keep_aliases() {
+    let project = Project::start("network_disconnect", 1).await.unwrap();
+    let target = project.target(1).await.unwrap();
+    let platform = &project.platform;
+    let before = project.state(&target).await.unwrap();
+    assert!(before.networks.contains_key(&project.network), "{before:?}");
+
+    // As a fault: disconnect from every network, undo reconnects.
+    let services = Services::new(DockerTarget::default())
+        .unwrap()
+        .with_platform(Arc::new(platform.clone()));
+    let fault = ContainerInjection::action(services, ContainerOp::Disconnect, project.replica(1));
+    let prepared = fault.prepare().await.unwrap();
+    assert_eq!(prepared.undo.len(), 1, "{prepared:?}");
+    fault.inject(&prepared).await.unwrap();
+    let during = project.state(&target).await.unwrap();
+    assert!(
+        !during.networks.contains_key(&project.network),
+        "{during:?}"
+    );
+    fault.revert(&prepared).await.unwrap();
+    let after = project.state(&target).await.unwrap();
+    assert_eq!(
+        after.networks.get(&project.network),
+        before.networks.get(&project.network)
+    );
+
+    // Reverting twice is harmless.
+    fault.revert(&prepared).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_experiment_pauses_a_replica_and_rolls_it_back() {
+    let project = Project::start("experiment_pause", 2).await.unwrap();
+    let text = r#"
+title = "pause replica 2"
+
+[settings]
+probe_interval = "100ms"
+
+[method]
+duration = "1s"
+
+[[method.faults]]
+name = "pause victim 2"
+type = "container"
+action = "pause"
+target = { service = "victim", replica = 2 }
+"#;
+    let experiment = Experiment::parse(text, "inline.toml").unwrap();
+    let mut environment = Environment::default();
+    environment.set("docker.project", &project.name).unwrap();
+    let ledger = tempfile::tempdir().unwrap();
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let run = faultline_chaos::run_experiment(
+        experiment,
+        Bindings {
+            environment,
+            ledger: LedgerDir::At(ledger.path().to_owned()),
+            events: Some(events),
+            ..Bindings::default()
+        },
+    );
+    let target = project.target(2).await.unwrap();
+    let platform = project.platform.clone();
+    let watcher = async {
+        // While the fault is in, replica 2 is paused and the ledger says so.
+        while let Some(event) = receiver.recv().await {
+            if let faultline_chaos::RunEvent::Activity(activity) = event
+                && activity.activity.step == "inject"
+            {
+                let state = platform.status(&target).await.unwrap();
+                let ledger = faultline_chaos::ledger::read_all(ledger.path()).unwrap();
+                return (state.paused, ledger.len());
+            }
+        }
+        (false, 0)
+    };
+    let (journal, (paused_during, ledger_entries)) =
+        tokio::time::timeout(BOUND, async { tokio::join!(run, watcher) })
+            .await
+            .unwrap();
+    let journal = journal.unwrap();
+    assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
+    assert_eq!(journal.status, Status::Completed);
+    assert!(paused_during);
+    assert_eq!(ledger_entries, 1);
+    assert!(!project.state(&target).await.unwrap().paused, "rolled back");
+    assert!(
+        project
+            .state(&project.target(1).await.unwrap())
+            .await
+            .unwrap()
+            .running
+    );
+    assert!(
+        faultline_chaos::ledger::read_all(ledger.path())
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,11 @@
+//! The chaos engine without containers: experiment parsing, the run loop
+//! with fake actions and probes, journals and reports.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod actions;
+mod cli;
+mod journal;
+mod parse;
+mod report;
+mod runner;

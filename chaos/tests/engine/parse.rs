@@ -1,0 +1,258 @@
+//! Experiment files: the shipped ones parse; broken ones give errors with the
+//! file, line, column and field path.
+
+use std::time::Duration;
+
+use faultline_chaos::experiment::{
+    ContainerOp, Experiment, ExperimentError, FaultKind, Must, ProbeKind, SliMetric, Tolerance,
+};
+use proptest::prelude::*;
+
+const MINIMAL: &str = r#"
+title = "minimal"
+
+[method]
+[[method.faults]]
+name = "pause"
+type = "container"
+action = "pause"
+target = { service = "orders", replica = 1 }
+at = "1s"
+duration = "2s"
+"#;
+
+fn parse(text: &str) -> Result<Experiment, ExperimentError> {
+    Experiment::parse(text, "test.toml")
+}
+
+/// The error, its field and 1-based (line, column).
+fn error(text: &str) -> Result<(String, String, (usize, usize)), String> {
+    let err = match parse(text) {
+        Ok(_) => return Err(format!("valid, but should not be:\n{text}")),
+        Err(err) => err,
+    };
+    let field = err.field().ok_or("no field")?.to_owned();
+    let location = err.location().ok_or("no location")?;
+    Ok((err.to_string(), field, location))
+}
+
+/// The 1-based line holding `needle` (0 when none does).
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
+}
+
+#[test]
+fn shipped_experiments_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let experiment = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!experiment.method.faults.is_empty(), "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "kill-replica and payments-latency at least");
+}
+
+#[test]
+fn kill_replica_has_the_expected_shape() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/kill-replica.toml");
+    let experiment = Experiment::load(std::path::Path::new(path)).unwrap();
+    let fault = &experiment.method.faults[0];
+    assert_eq!(fault.at, Duration::from_secs(5));
+    let FaultKind::Container(container) = &fault.kind else {
+        panic!("a container fault")
+    };
+    assert_eq!(container.action, ContainerOp::Kill);
+    assert_eq!(container.target.service.as_deref(), Some("orders"));
+    assert_eq!(container.target.replica, Some(2));
+    assert_eq!(experiment.expected_alerts[0].alert, "ReplicasBelowDesired");
+    assert!(experiment.during.iter().any(|p| p.must == Must::Eventually));
+    let ProbeKind::Sli(sli) = &experiment.during[0].kind else {
+        panic!("an sli probe")
+    };
+    assert_eq!(sli.metric, SliMetric::Errors);
+    assert_eq!(sli.tolerance, Tolerance::Equals(0.0));
+}
+
+#[test]
+fn minimal_experiment_gets_defaults() {
+    let experiment = parse(MINIMAL).unwrap();
+    assert_eq!(experiment.recovery.deadline, Duration::from_secs(60));
+    assert_eq!(experiment.settings.probe_interval, Duration::from_secs(1));
+    assert!(experiment.steady_state.probes.is_empty());
+    // It serialises back into TOML that parses to the same experiment.
+    let again = toml::to_string(&experiment).unwrap();
+    assert_eq!(parse(&again).unwrap(), experiment);
+}
+
+#[test]
+fn unknown_field_in_a_plain_table() {
+    let text = MINIMAL.replace("[method]", "[method]\nduraton = \"3s\"");
+    let (message, field, (line, column)) = error(&text).unwrap();
+    assert_eq!(field, "method.duraton");
+    assert_eq!((line, column), (line_of(&text, "duraton"), 1));
+    assert!(
+        message.starts_with(&format!(
+            "test.toml:{line}:1: method.duraton: unknown field `duraton`"
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_field_in_a_tagged_table() {
+    let text = MINIMAL.replace(
+        "action = \"pause\"",
+        "action = \"pause\"\nsignul = \"SIGKILL\"",
+    );
+    let (message, field, (line, column)) = error(&text).unwrap();
+    assert_eq!(field, "method.faults[0].signul");
+    assert_eq!((line, column), (line_of(&text, "signul"), 1));
+    assert!(
+        message.contains("expected one of `action`, `target`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_duration_names_the_value() {
+    let text = MINIMAL.replace("at = \"1s\"", "at = \"1 parsec\"");
+    let (message, field, (line, column)) = error(&text).unwrap();
+    assert_eq!(field, "method.faults[0].at");
+    assert_eq!((line, column), (line_of(&text, "parsec"), 6));
+    assert!(
+        message.contains("invalid duration \"1 parsec\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_value_inside_a_tagged_table_is_located_exactly() {
+    let text = r#"
+title = "t"
+[method]
+[[during]]
+name = "p99"
+type = "sli"
+metric = "p99_ms"
+tolerance = { at_most = "fast" }
+"#;
+    let (message, field, (line, _)) = error(text).unwrap();
+    assert_eq!(field, "during[0].tolerance.at_most");
+    assert_eq!(line, line_of(text, "at_most"));
+    assert!(
+        message.contains("invalid type: string \"fast\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_field() {
+    let text = MINIMAL.replace("action = \"pause\"\n", "");
+    let (message, field, (line, _)) = error(&text).unwrap();
+    assert_eq!(field, "method.faults[0].action");
+    assert_eq!(line, line_of(&text, "[[method.faults]]"));
+    assert!(message.contains("missing field `action`"), "{message}");
+
+    let (_, field, location) = error("[method]\n").unwrap();
+    assert_eq!(field, "title");
+    assert_eq!(location, (1, 1));
+}
+
+#[test]
+fn unknown_type() {
+    let text = MINIMAL.replace("type = \"container\"", "type = \"kontainer\"");
+    let (message, field, (line, column)) = error(&text).unwrap();
+    assert_eq!(field, "method.faults[0].type");
+    assert_eq!((line, column), (line_of(&text, "kontainer"), 8));
+    assert!(message.contains("unknown variant `kontainer`"), "{message}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_field() {
+    let cases = [
+        (MINIMAL.replace("replica = 1", "replica = 0"), "method.faults[0].target", "numbered from 1"),
+        (
+            MINIMAL.replace("[method]", "[method]\nduration = \"1s\""),
+            "method.duration",
+            "scheduled until 3s",
+        ),
+        (
+            MINIMAL.replace(
+                "type = \"container\"\naction = \"pause\"\ntarget = { service = \"orders\", replica = 1 }",
+                "type = \"toxic\"\nproxy = \"p\"\ntoxic = \"latency\"\nattributes = { latancy = 100 }",
+            ),
+            "method.faults[0].attributes",
+            "latancy",
+        ),
+        (
+            MINIMAL.replace(
+                "type = \"container\"\naction = \"pause\"\ntarget = { service = \"orders\", replica = 1 }",
+                "type = \"toxic\"\nproxy = \"p\"\ntoxic = \"latency\"\nattributes = { latency = 100 }\nramp = { attribute = \"jitter\", to = 800, steps = 10, every = \"1s\" }",
+            ),
+            "method.faults[0].ramp.steps",
+            "the ramp takes 10s",
+        ),
+    ];
+    for (text, expected_field, needle) in cases {
+        let (message, field, (line, _)) = error(&text).unwrap();
+        assert_eq!(field, expected_field, "{message}");
+        assert!(message.contains(needle), "{message}");
+        assert!(line > 1, "{message}");
+    }
+}
+
+#[test]
+fn toml_syntax_errors_have_a_location() {
+    let (message, _, (line, _)) = error("title = \"x\"\n[method\n").unwrap();
+    assert_eq!(line, 2, "{message}");
+}
+
+#[test]
+fn unreadable_file() {
+    let err = Experiment::load(std::path::Path::new("/nonexistent/x.toml")).unwrap_err();
+    assert!(matches!(err, ExperimentError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/x.toml"));
+}
+
+/// Where an unknown key can be put, and the field path it then has.
+const PLACES: &[(&str, &str)] = &[
+    ("title = \"minimal\"", ""),
+    ("[method]", "method."),
+    ("action = \"pause\"", "method.faults[0]."),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_unknown_key_is_reported_where_it_is(key in "zz[a-z_]{1,12}", place in 0..PLACES.len()) {
+        let (anchor, prefix) = PLACES[place];
+        let text = MINIMAL.replace(anchor, &format!("{anchor}\n{key} = 1"));
+        let (message, field, (line, column)) = error(&text).unwrap();
+        prop_assert_eq!(field, format!("{prefix}{key}"));
+        prop_assert_eq!(line, line_of(&text, &format!("{key} = 1")));
+        prop_assert_eq!(column, 1);
+        prop_assert!(message.contains(&format!("unknown field `{key}`")), "{}", message);
+    }
+
+    #[test]
+    fn any_duration_round_trips(ms in 0u64..10_000_000) {
+        let duration = Duration::from_millis(ms);
+        let rendered = faultline_chaos::experiment::duration::render(duration);
+        let text = MINIMAL.replace("at = \"1s\"", &format!("at = \"{rendered}\""))
+            .replace("duration = \"2s\"", "");
+        let experiment = parse(&text).unwrap();
+        prop_assert_eq!(experiment.method.faults[0].at, duration);
+    }
+
+    #[test]
+    fn garbage_never_panics(text in "\\PC{0,200}") {
+        let _ = parse(&text);
+    }
+}
