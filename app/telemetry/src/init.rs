@@ -25,15 +25,20 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Installs the global subscriber: `RUST_LOG` filter, JSON logs with trace
-    /// ids on stdout, and spans exported over OTLP. Call it inside a Tokio runtime.
+    /// ids on stdout (none with `FAULTLINE_LOGS=off`), and spans exported over
+    /// OTLP. Call it inside a Tokio runtime.
     pub fn init(service: &str, version: &'static str) -> Result<Self, InitError> {
         let provider = traces::provider(service, version)?;
         let otel = tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(&provider))
             .with_error_records_to_exceptions(true);
-        let json = tracing_subscriber::fmt::layer()
-            .event_format(JsonWithTraceIds)
-            .with_writer(std::io::stdout);
+        let json = crate::switches::enabled(crate::switches::LOGS)
+            .map_err(LogsError::from)?
+            .then(|| {
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonWithTraceIds)
+                    .with_writer(std::io::stdout)
+            });
         tracing_subscriber::registry()
             .with(logs::env_filter()?)
             .with(otel)

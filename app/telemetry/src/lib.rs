@@ -5,12 +5,15 @@
 //! - [`propagation`]: W3C trace context in HTTP headers and stored carriers.
 //! - [`metrics`]: the process-wide Prometheus recorder and its rendering.
 //! - [`catalog`]: the metric catalog (`metrics.toml`), the one list of names.
+//! - [`switches`]: `FAULTLINE_METRICS=off` and `FAULTLINE_LOGS=off`, to measure
+//!   what each part costs.
 
 pub mod catalog;
 pub mod init;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod switches;
 pub mod traces;
 
 pub use catalog::{Catalog, CatalogError, MetricSpec, MetricType};

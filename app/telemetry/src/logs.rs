@@ -21,6 +21,8 @@ pub enum LogsError {
     Filter(#[from] tracing_subscriber::filter::ParseError),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+    #[error(transparent)]
+    Switch(#[from] crate::switches::InvalidSwitch),
 }
 
 /// Builds the filter from `RUST_LOG`, falling back to [`DEFAULT_FILTER`].

@@ -26,6 +26,8 @@ pub enum MetricsError {
     Build(String),
     #[error("another metrics recorder is already installed in this process")]
     AlreadyInstalled,
+    #[error(transparent)]
+    Switch(#[from] crate::switches::InvalidSwitch),
 }
 
 /// A handle on the process-wide recorder: renders `/metrics`.
@@ -47,6 +49,9 @@ impl Metrics {
     /// Installs the global recorder, or returns the one this function installed before.
     ///
     /// Concurrent callers block until the first one has finished, then share its result.
+    ///
+    /// With `FAULTLINE_METRICS=off` no recorder is installed: the metric macros
+    /// do nothing and [`Metrics::render`] returns an empty page.
     pub fn install() -> Result<Self, MetricsError> {
         INSTALLED.get_or_init(Self::install_once).clone()
     }
@@ -57,7 +62,9 @@ impl Metrics {
             .map_err(|err: BuildError| MetricsError::Build(err.to_string()))?
             .build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+        if crate::switches::enabled(crate::switches::METRICS)? {
+            metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+        }
         let process = metrics_process::Collector::default();
         process.describe();
         Ok(Self {

@@ -1,0 +1,569 @@
+//! The results of a run: the JSON document and its Markdown rendering.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::measure::Sample;
+use crate::plan::Plan;
+use crate::procs::Pinning;
+use crate::stats::Summary;
+
+/// The version of the JSON document's shape.
+pub const SCHEMA: u32 = 1;
+
+/// Everything a run found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    /// The command line that produced this.
+    pub command: String,
+    pub quick: bool,
+    pub started_at: String,
+    pub elapsed_s: f64,
+    pub machine: Machine,
+    pub plan: Plan,
+    pub pinning: Pinning,
+    /// The fixed rates of the open-loop measurements, requests per second.
+    pub rates: Rates,
+    pub figures: Figures,
+    /// Each goal of the issue, judged on the median.
+    pub goals: Vec<Goal>,
+    /// Per target, the median over the rounds of each absolute number.
+    pub absolute: BTreeMap<String, Absolute>,
+    /// Every measurement, round by round.
+    pub rounds: Vec<Round>,
+    /// What makes a number less trustworthy (a saturated load generator, errors, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Where it ran.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    /// `/proc/loadavg` when the run started and when it ended.
+    pub load_average_start: String,
+    pub load_average_end: String,
+    /// Containers running when the run started that are not the benchmark's.
+    pub other_containers: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Rates {
+    /// Figure 1's open-loop rate: a fraction of the telemetry-off peak.
+    pub instrumentation: f64,
+    /// Figure 3's open-loop rate.
+    pub proxy: f64,
+}
+
+/// The four figures of the issue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Figures {
+    pub instrumentation: Instrumentation,
+    pub hot_path: HotPath,
+    pub proxy: ProxyFigure,
+    pub footprint: Footprint,
+}
+
+/// Figure 1: each telemetry variant against telemetry off, on the gateway →
+/// catalog → PostgreSQL read path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instrumentation {
+    /// Closed-loop throughput of the variant ÷ that of `off`, by variant.
+    pub throughput_ratio: BTreeMap<String, Option<Summary>>,
+    /// Open-loop p99 of the variant ÷ that of `off`, by variant.
+    pub p99_ratio: BTreeMap<String, Option<Summary>>,
+    /// Server CPU time per request of the variant ÷ that of `off` (gateway and catalog).
+    pub cpu_ratio: BTreeMap<String, Option<Summary>>,
+    /// Spans the OTLP sink received per request sent to the exporting
+    /// variants (about 6 when nothing is dropped).
+    pub spans_per_request: Option<f64>,
+}
+
+/// Figure 2: the read path against bare axum answering the same bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HotPath {
+    /// Closed-loop throughput, read path as deployed (telemetry full) ÷ bare.
+    pub throughput_ratio: Option<Summary>,
+    /// The same with telemetry off.
+    pub off_throughput_ratio: Option<Summary>,
+    /// Server CPU per request, bare ÷ read path (full; gateway + catalog +
+    /// PostgreSQL): the throughput ratio a server-bound client would see.
+    pub cpu_ratio: Option<Summary>,
+    /// Closed-loop throughput of the gateway alone answering from its cache
+    /// (its catalog stopped; telemetry off) ÷ bare: the cost of the stack itself.
+    pub cached_throughput_ratio: Option<Summary>,
+    /// Server CPU per request, bare ÷ the gateway answering from its cache.
+    pub cached_cpu_ratio: Option<Summary>,
+}
+
+/// Figure 3: the fault proxy with no toxics against a direct connection to
+/// the bare server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyFigure {
+    /// Closed-loop throughput, proxied ÷ direct.
+    pub throughput_ratio: Option<Summary>,
+    /// Open-loop p50 at a fixed rate, proxied − direct, microseconds.
+    pub added_p50_us: Option<Summary>,
+    /// Open-loop p99 at a fixed rate, proxied − direct, microseconds.
+    pub added_p99_us: Option<Summary>,
+    /// Server CPU per request, direct ÷ proxied (bare server + proxy).
+    pub cpu_ratio: Option<Summary>,
+    /// One request at a time (closed loop, one worker): p50 proxied − direct,
+    /// microseconds. No queueing and no send timetable: the hop alone.
+    pub added_p50_sequential_us: Option<Summary>,
+}
+
+/// Figure 4: resident memory of the core stack, one measurement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Footprint {
+    /// By role: RSS idle and the highest seen under load, MB (10^6 bytes).
+    pub roles: BTreeMap<String, Memory>,
+    /// PostgreSQL's container, as `docker stats` shows it.
+    pub postgres: Memory,
+    /// The five roles plus PostgreSQL.
+    pub total: Memory,
+    /// The realistic mix the stack was under meanwhile.
+    pub load: Option<Sample>,
+}
+
+/// Idle and under-load memory, MB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub idle_mb: f64,
+    pub load_mb: f64,
+}
+
+/// One goal of the issue and whether the median meets it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Goal {
+    pub figure: String,
+    pub what: String,
+    /// The goal, e.g. `>= 0.95`.
+    pub target: String,
+    /// `None` when the figure could not be measured.
+    pub value: Option<f64>,
+    pub met: bool,
+}
+
+impl Goal {
+    pub fn at_least(figure: &str, what: &str, value: Option<f64>, bound: f64) -> Self {
+        Self {
+            figure: figure.to_owned(),
+            what: what.to_owned(),
+            target: format!(">= {bound}"),
+            value,
+            met: value.is_some_and(|v| v >= bound),
+        }
+    }
+
+    pub fn at_most(figure: &str, what: &str, value: Option<f64>, bound: f64) -> Self {
+        Self {
+            figure: figure.to_owned(),
+            what: what.to_owned(),
+            target: format!("<= {bound}"),
+            value,
+            met: value.is_some_and(|v| v <= bound),
+        }
+    }
+}
+
+/// Medians over the rounds of one target's absolute numbers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Absolute {
+    pub closed: Option<Sample>,
+    pub open: Option<Sample>,
+    #[serde(default)]
+    pub sequential: Option<Sample>,
+}
+
+/// The measurements of one round, by target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Round {
+    pub index: usize,
+    /// The order the targets were measured in.
+    pub order: Vec<String>,
+    pub closed: BTreeMap<String, Sample>,
+    pub open: BTreeMap<String, Sample>,
+    /// One request at a time (figure 3's targets only).
+    #[serde(default)]
+    pub sequential: BTreeMap<String, Sample>,
+}
+
+/// The label of figure 1's p99 row for `variant`.
+pub fn p99_label(rate: f64, variant: &str) -> String {
+    format!("p99 at {} req/s, {variant} ÷ off", num(rate, 0))
+}
+
+/// The label of figure 3's added-latency row for `percentile` (`p50`, `p99`).
+pub fn added_label(rate: f64, percentile: &str) -> String {
+    format!("added {percentile} at {} req/s (µs)", num(rate, 0))
+}
+
+fn num(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn summary_cells(summary: Option<&Summary>, decimals: usize) -> [String; 3] {
+    match summary {
+        Some(s) => [
+            num(s.median, decimals),
+            format!("{} – {}", num(s.q1, decimals), num(s.q3, decimals)),
+            format!("{} – {}", num(s.min, decimals), num(s.max, decimals)),
+        ],
+        None => ["n/a".to_owned(), "n/a".to_owned(), "n/a".to_owned()],
+    }
+}
+
+impl Results {
+    fn goal(&self, what: &str) -> (String, String) {
+        match self.goals.iter().find(|g| g.what == what) {
+            Some(goal) => (
+                goal.target.replace(">=", "≥").replace("<=", "≤"),
+                if goal.met { "yes" } else { "**no**" }.to_owned(),
+            ),
+            None => (String::new(), String::new()),
+        }
+    }
+
+    fn row(
+        &self,
+        out: &mut String,
+        figure: &str,
+        what: &str,
+        summary: Option<&Summary>,
+        decimals: usize,
+    ) {
+        let [median, iqr, range] = summary_cells(summary, decimals);
+        let (goal, met) = self.goal(what);
+        let _ = writeln!(
+            out,
+            "| {figure} | {what} | {median} | {iqr} | {range} | {goal} | {met} |"
+        );
+    }
+
+    /// The results as Markdown: the figures table, then the absolute numbers
+    /// and the footprint.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let f = &self.figures;
+        let rounds = self.plan.rounds;
+        let _ = writeln!(
+            out,
+            "Ratios are medians over {rounds} round(s); IQR and min – max show their spread.\n"
+        );
+        out.push_str("| figure | measure | median | IQR | min – max | goal | met |\n");
+        out.push_str("|---|---|---|---|---|---|---|\n");
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = format!("throughput, {variant} ÷ off");
+            let s = f
+                .instrumentation
+                .throughput_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(&mut out, "1 instrumentation", &what, s, 3);
+        }
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = p99_label(self.rates.instrumentation, variant);
+            let s = f
+                .instrumentation
+                .p99_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(&mut out, "1 instrumentation", &what, s, 3);
+        }
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = format!("server CPU per request, {variant} ÷ off");
+            let s = f
+                .instrumentation
+                .cpu_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(&mut out, "1 instrumentation", &what, s, 3);
+        }
+        self.row(
+            &mut out,
+            "2 hot path",
+            "throughput, read path (telemetry full) ÷ bare axum",
+            f.hot_path.throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "2 hot path",
+            "throughput, read path (telemetry off) ÷ bare axum",
+            f.hot_path.off_throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "2 hot path",
+            "server CPU per request, bare ÷ read path (full, PostgreSQL included)",
+            f.hot_path.cpu_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "2 hot path",
+            "throughput, gateway alone answering from its cache (telemetry off) ÷ bare axum",
+            f.hot_path.cached_throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "2 hot path",
+            "server CPU per request, bare ÷ gateway answering from its cache",
+            f.hot_path.cached_cpu_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "3 fault proxy",
+            "throughput, proxied ÷ direct",
+            f.proxy.throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            &mut out,
+            "3 fault proxy",
+            &added_label(self.rates.proxy, "p50"),
+            f.proxy.added_p50_us.as_ref(),
+            0,
+        );
+        self.row(
+            &mut out,
+            "3 fault proxy",
+            &added_label(self.rates.proxy, "p99"),
+            f.proxy.added_p99_us.as_ref(),
+            0,
+        );
+        self.row(
+            &mut out,
+            "3 fault proxy",
+            "added p50, one request at a time (µs)",
+            f.proxy.added_p50_sequential_us.as_ref(),
+            0,
+        );
+        self.row(
+            &mut out,
+            "3 fault proxy",
+            "server CPU per request, direct ÷ proxied",
+            f.proxy.cpu_ratio.as_ref(),
+            3,
+        );
+        for (what, value) in [
+            ("core stack RSS, idle (MB)", f.footprint.total.idle_mb),
+            ("core stack RSS, under load (MB)", f.footprint.total.load_mb),
+        ] {
+            let (goal, met) = self.goal(what);
+            let _ = writeln!(
+                out,
+                "| 4 footprint | {what} | {} | (one measurement) | | {goal} | {met} |",
+                num(value, 1)
+            );
+        }
+        out.push('\n');
+        self.absolute_table(&mut out);
+        self.footprint_table(&mut out);
+        if !self.warnings.is_empty() {
+            out.push_str("\nWarnings:\n\n");
+            for warning in &self.warnings {
+                let _ = writeln!(out, "- {warning}");
+            }
+        }
+        out
+    }
+
+    fn absolute_table(&self, out: &mut String) {
+        out.push_str("Absolute medians per target (closed loop: peak; open loop: fixed rate):\n\n");
+        out.push_str(
+            "| target | closed req/s | closed p99 ms | load generator CPU (cores) | sink CPU (cores) | server CPU µs/req (by process) | PostgreSQL CPU µs/req | open req/s | open p50 ms | open p99 ms | one at a time p50 ms | errors | dropped |\n",
+        );
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (target, absolute) in &self.absolute {
+            let closed = absolute.closed.as_ref();
+            let open = absolute.open.as_ref();
+            let c =
+                |f: fn(&Sample) -> f64, d: usize| closed.map_or("".to_owned(), |s| num(f(s), d));
+            let o = |f: fn(&Sample) -> f64, d: usize| open.map_or("".to_owned(), |s| num(f(s), d));
+            let errors = closed.map_or(0, |s| s.errors) + open.map_or(0, |s| s.errors);
+            let dropped = open.map_or(0, |s| s.dropped);
+            let by_process = closed.map_or(String::new(), |s| {
+                let parts: Vec<String> = s
+                    .cpu_us_per_request_by_process
+                    .iter()
+                    .map(|(name, us)| format!("{name} {}", num(*us, 0)))
+                    .collect();
+                if parts.len() > 1 {
+                    format!(" ({})", parts.join(", "))
+                } else {
+                    String::new()
+                }
+            });
+            let sequential = absolute
+                .sequential
+                .as_ref()
+                .map_or(String::new(), |s| num(s.p50_ms, 3));
+            let _ = writeln!(
+                out,
+                "| {target} | {} | {} | {} | {} | {}{by_process} | {} | {} | {} | {} | {sequential} | {errors} | {dropped} |",
+                c(|s| s.throughput, 0),
+                c(|s| s.p99_ms, 2),
+                c(|s| s.loadgen_cpu, 2),
+                c(|s| s.helper_cpu, 2),
+                c(|s| s.server_cpu_us_per_request, 0),
+                closed
+                    .and_then(|s| s.postgres_cpu_us_per_request)
+                    .map_or(String::new(), |v| num(v, 0)),
+                o(|s| s.throughput, 0),
+                o(|s| s.p50_ms, 3),
+                o(|s| s.p99_ms, 3),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn footprint_table(&self, out: &mut String) {
+        let f = &self.figures.footprint;
+        out.push_str("Footprint (RSS, MB; under load: the highest sample):\n\n");
+        out.push_str("| process | idle | under load |\n|---|---|---|\n");
+        for (role, memory) in &f.roles {
+            let _ = writeln!(
+                out,
+                "| {role} | {} | {} |",
+                num(memory.idle_mb, 1),
+                num(memory.load_mb, 1)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| PostgreSQL (docker stats) | {} | {} |",
+            num(f.postgres.idle_mb, 1),
+            num(f.postgres.load_mb, 1)
+        );
+        let _ = writeln!(
+            out,
+            "| **total** | **{}** | **{}** |",
+            num(f.total.idle_mb, 1),
+            num(f.total.load_mb, 1)
+        );
+        if let Some(load) = &f.load {
+            let _ = writeln!(
+                out,
+                "\nThe load meanwhile: the realistic mix, closed loop, {} req/s, p99 {} ms, {} errors.",
+                num(load.throughput, 0),
+                num(load.p99_ms, 1),
+                load.errors
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(v: f64) -> Option<Summary> {
+        Summary::of(&[v])
+    }
+
+    pub(crate) fn example() -> Results {
+        let variants = ["full", "traces", "metrics", "logs"];
+        Results {
+            schema: SCHEMA,
+            command: "faultline-bench --quick".into(),
+            quick: true,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            elapsed_s: 12.0,
+            machine: Machine::default(),
+            plan: Plan::quick(),
+            pinning: Pinning::NONE,
+            rates: Rates {
+                instrumentation: 500.0,
+                proxy: 200.0,
+            },
+            figures: Figures {
+                instrumentation: Instrumentation {
+                    throughput_ratio: variants
+                        .iter()
+                        .map(|v| ((*v).into(), summary(0.9)))
+                        .collect(),
+                    p99_ratio: variants
+                        .iter()
+                        .map(|v| ((*v).into(), summary(1.2)))
+                        .collect(),
+                    cpu_ratio: variants
+                        .iter()
+                        .map(|v| ((*v).into(), summary(1.1)))
+                        .collect(),
+                    spans_per_request: Some(6.0),
+                },
+                hot_path: HotPath {
+                    throughput_ratio: summary(0.2),
+                    off_throughput_ratio: summary(0.25),
+                    cpu_ratio: summary(0.1),
+                    cached_throughput_ratio: summary(0.6),
+                    cached_cpu_ratio: summary(0.5),
+                },
+                proxy: ProxyFigure {
+                    throughput_ratio: summary(0.9),
+                    added_p50_us: summary(40.0),
+                    added_p99_us: summary(90.0),
+                    cpu_ratio: summary(0.7),
+                    added_p50_sequential_us: summary(30.0),
+                },
+                footprint: Footprint {
+                    total: Memory {
+                        idle_mb: 100.0,
+                        load_mb: 150.0,
+                    },
+                    ..Footprint::default()
+                },
+            },
+            goals: vec![
+                Goal::at_least("1", "throughput, full ÷ off", Some(0.9), 0.95),
+                Goal::at_most("4", "core stack RSS, under load (MB)", Some(150.0), 512.0),
+            ],
+            absolute: BTreeMap::from([("off".into(), Absolute::default())]),
+            rounds: Vec::new(),
+            warnings: vec!["a warning".into()],
+        }
+    }
+
+    #[test]
+    fn goals_judge_the_bound() {
+        assert!(Goal::at_least("1", "x", Some(0.95), 0.95).met);
+        assert!(!Goal::at_least("1", "x", Some(0.94), 0.95).met);
+        assert!(Goal::at_most("3", "x", Some(100.0), 100.0).met);
+        assert!(!Goal::at_most("3", "x", None, 100.0).met);
+    }
+
+    #[test]
+    fn markdown_has_every_figure_and_marks_missed_goals() {
+        let text = example().to_markdown();
+        for needle in [
+            "| 1 instrumentation | throughput, full ÷ off | 0.900 |",
+            "| ≥ 0.95 | **no** |",
+            "2 hot path",
+            "3 fault proxy",
+            "| 4 footprint | core stack RSS, under load (MB) | 150.0 | (one measurement) | | ≤ 512 | yes |",
+            "- a warning",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let text = serde_json::to_string(&example()).unwrap();
+        let back: Results = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.figures.proxy.added_p50_us, summary(40.0));
+    }
+}

@@ -1,0 +1,1058 @@
+//! A benchmark run, start to finish:
+//!
+//! 1. PostgreSQL (pinned to the server core), the OTLP sink (client core).
+//! 2. For each telemetry variant, a catalog and a gateway process (server
+//!    core); the bare axum server answering the listing's bytes; the fault
+//!    proxy in front of it.
+//! 3. Calibration: the telemetry-off peak sets figure 1's fixed rate.
+//! 4. Rounds: every target in turn (the order rotates each round), closed
+//!    loop then open loop, so that ratios compare neighbours in time.
+//! 5. Footprint: the five roles with telemetry as deployed, idle then under
+//!    the realistic mix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use faultline_loadgen::{Mix, Mode};
+use url::Url;
+
+use crate::error::BenchError;
+use crate::measure::{self, LIST_ONLY, Load, Sample, Target};
+use crate::plan::{Plan, Telemetry};
+use crate::postgres::Postgres;
+use crate::procs::{ChildProcess, Pinning, Spawn};
+use crate::report::{
+    Absolute, Figures, Footprint, Goal, HotPath, Instrumentation, Machine, Memory, ProxyFigure,
+    Rates, Results, Round, SCHEMA, added_label, p99_label,
+};
+use crate::stats::{Summary, ratio};
+
+/// How long a shop role gets to report ready (migrations included).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The default batch span processor exports every 5 s: wait that long before
+/// counting what the sink received.
+const EXPORT_DELAY: Duration = Duration::from_secs(6);
+
+/// A load generator using more than this share of its core is probably what
+/// limits the throughput.
+const SATURATED: f64 = 0.9;
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub plan: Plan,
+    pub quick: bool,
+    pub pinning: Pinning,
+    /// Where children's stderr and the captured listing go.
+    pub work_dir: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// A shop role in its own process.
+#[derive(Debug)]
+struct Role {
+    process: ChildProcess,
+    http: Url,
+    admin: SocketAddr,
+}
+
+fn progress(message: &str) {
+    eprintln!("[bench] {message}");
+}
+
+fn url(addr: SocketAddr) -> Result<Url, BenchError> {
+    Url::parse(&format!("http://{addr}"))
+        .map_err(|err| BenchError::Child(format!("bad address {addr}: {err}")))
+}
+
+fn http_client() -> Result<reqwest::Client, BenchError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|err| BenchError::http("cannot build the HTTP client", err))
+}
+
+/// Free ports, all found before any is released so that they differ.
+fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let listeners = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .map_err(|err| BenchError::io("cannot find a free port", err))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|err| BenchError::io("cannot find a free port", err))
+        })
+        .collect()
+}
+
+/// Starts `role` (`gateway`, `catalog`, ...) as `name` with `env`.
+async fn start_role(
+    name: &str,
+    role: &str,
+    env: &[(&str, String)],
+    cpu: Option<usize>,
+    work_dir: &Path,
+) -> Result<Role, BenchError> {
+    let ports = free_ports(2)?;
+    let http = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    let mut spec = Spawn::shop(name, role)
+        .on_cpu(cpu)
+        .env("FAULTLINE_HTTP_ADDR", http.to_string())
+        .env("FAULTLINE_ADMIN_ADDR", admin.to_string())
+        .env("OTEL_SERVICE_NAME", role);
+    for (key, value) in env {
+        spec = spec.env(key, value.clone());
+    }
+    let (process, _) = ChildProcess::start(&spec, work_dir).await?;
+    Ok(Role {
+        process,
+        http: url(http)?,
+        admin,
+    })
+}
+
+/// Polls `/health/ready` until it answers 200.
+async fn wait_ready(client: &reqwest::Client, role: &mut Role) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let ready = format!("http://{}/health/ready", role.admin);
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < READY_TIMEOUT {
+        if !role.process.is_running() {
+            return Err(role.process.failure("exited while starting").await);
+        }
+        match client.get(&ready).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => {
+                last = format!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::NotReady {
+        what: role.process.name().to_owned(),
+        waited: READY_TIMEOUT,
+        last,
+    })
+}
+
+/// GETs `/api/products` and checks it is a 200 listing.
+async fn listing(client: &reqwest::Client, base: &Url) -> Result<Vec<u8>, BenchError> {
+    let url = format!("{}api/products", base);
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))?;
+    if !status.is_success() || !body.starts_with(b"{\"products\"") {
+        return Err(BenchError::Measurement(format!(
+            "GET {url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok(body.to_vec())
+}
+
+/// The telemetry variants' processes, the bare server, the proxy, and a
+/// gateway whose catalog is gone (it answers from its stale cache).
+#[derive(Debug)]
+struct Fleet {
+    gateways: BTreeMap<Telemetry, (Role, Role)>,
+    bare: (ChildProcess, Url),
+    proxy: (ChildProcess, Url),
+    cached: Role,
+}
+
+/// What a target is measured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetKind {
+    Variant(Telemetry),
+    Bare,
+    Proxy,
+    /// The gateway alone, answering from its cache (telemetry off): closed loop only.
+    Cached,
+}
+
+impl TargetKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Variant(t) => t.name(),
+            Self::Bare => "bare",
+            Self::Proxy => "proxy",
+            Self::Cached => "cached",
+        }
+    }
+
+    fn all() -> Vec<Self> {
+        let mut all: Vec<Self> = Telemetry::ALL.iter().map(|&t| Self::Variant(t)).collect();
+        all.extend([Self::Bare, Self::Proxy, Self::Cached]);
+        all
+    }
+
+    /// The open-loop rate this target is measured at, if any.
+    fn open_rate(self, rates: &Rates) -> Option<f64> {
+        match self {
+            Self::Variant(_) => Some(rates.instrumentation),
+            Self::Bare | Self::Proxy => Some(rates.proxy),
+            Self::Cached => None,
+        }
+    }
+}
+
+impl Fleet {
+    fn target<'a>(
+        &'a self,
+        kind: TargetKind,
+        postgres: &'a Postgres,
+        sink: &'a ChildProcess,
+    ) -> Option<Target<'a>> {
+        match kind {
+            TargetKind::Variant(t) => {
+                let (catalog, gateway) = self.gateways.get(&t)?;
+                Some(Target {
+                    url: &gateway.http,
+                    servers: vec![&gateway.process, &catalog.process],
+                    postgres: Some(postgres),
+                    helpers: if t.exports() { vec![sink] } else { Vec::new() },
+                })
+            }
+            TargetKind::Bare => Some(Target {
+                url: &self.bare.1,
+                servers: vec![&self.bare.0],
+                postgres: None,
+                helpers: Vec::new(),
+            }),
+            TargetKind::Proxy => Some(Target {
+                url: &self.proxy.1,
+                servers: vec![&self.proxy.0, &self.bare.0],
+                postgres: None,
+                helpers: Vec::new(),
+            }),
+            TargetKind::Cached => Some(Target {
+                url: &self.cached.http,
+                servers: vec![&self.cached.process],
+                postgres: None,
+                helpers: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// Starts a catalog and a gateway for `telemetry`.
+async fn start_variant(
+    telemetry: Telemetry,
+    name: &str,
+    postgres: &Postgres,
+    otlp: &str,
+    cpu: Option<usize>,
+    work_dir: &Path,
+) -> Result<(Role, Role), BenchError> {
+    let mut env = telemetry.env(otlp);
+    env.push(("DATABASE_URL", postgres.url.clone()));
+    let catalog = start_role(&format!("catalog-{name}"), "catalog", &env, cpu, work_dir).await?;
+    let mut env = telemetry.env(otlp);
+    env.extend(gateway_env(&catalog.http, "http://127.0.0.1:9"));
+    let gateway = start_role(&format!("gateway-{name}"), "gateway", &env, cpu, work_dir).await?;
+    Ok((catalog, gateway))
+}
+
+/// A gateway (telemetry off) that has cached the listing and whose catalog
+/// is then stopped: every GET is answered from its cache, marked degraded.
+/// What the gateway's own stack costs, with no upstream call.
+async fn start_cached(
+    client: &reqwest::Client,
+    postgres: &Postgres,
+    otlp: &str,
+    cpu: Option<usize>,
+    work: &Path,
+) -> Result<Role, BenchError> {
+    let (mut catalog, mut gateway) =
+        start_variant(Telemetry::Off, "cached", postgres, otlp, cpu, work).await?;
+    wait_ready(client, &mut catalog).await?;
+    wait_ready(client, &mut gateway).await?;
+    listing(client, &gateway.http).await?;
+    drop(catalog);
+    let url = format!("{}api/products", gateway.http);
+    for _ in 0..50 {
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|err| BenchError::http(format!("GET {url}"), err))?;
+        if response.status().is_success() && response.headers().contains_key("x-degraded") {
+            return Ok(gateway);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::Measurement(
+        "the gateway did not answer from its cache once its catalog stopped".to_owned(),
+    ))
+}
+
+/// The gateway's upstreams, and a rate limit the benchmark never reaches.
+fn gateway_env(catalog: &Url, orders: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "FAULTLINE_CATALOG_URLS",
+            catalog.as_str().trim_end_matches('/').to_owned(),
+        ),
+        ("FAULTLINE_ORDERS_URLS", orders.to_owned()),
+        ("FAULTLINE_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("FAULTLINE_RATE_LIMIT_BURST", "1000000".to_owned()),
+    ]
+}
+
+fn read_machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown".to_owned(), |m| m.trim().to_owned());
+    Machine {
+        // Not available_parallelism: this process may be pinned to one core already.
+        nproc: cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count()
+            .max(1),
+        cpu_model,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        load_average_start: load_average(),
+        load_average_end: String::new(),
+        other_containers: 0,
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn running_containers() -> usize {
+    tokio::process::Command::new("docker")
+        .args(["ps", "-q"])
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
+async fn spans_received(client: &reqwest::Client, sink: SocketAddr) -> Option<u64> {
+    let text = client
+        .get(format!("http://{sink}/spans"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.trim().parse().ok()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Runs every benchmark and returns the results.
+pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let plan = &options.plan;
+    let pin = options.pinning;
+    let work = options.work_dir.as_path();
+    let mut machine = read_machine();
+    machine.other_containers = running_containers().await;
+    let client = http_client()?;
+    let mut warnings = Vec::new();
+
+    progress("starting PostgreSQL");
+    let postgres = Postgres::start(pin.server).await?;
+    progress("starting the OTLP sink");
+    let (sink, sink_ready) = ChildProcess::start(
+        &Spawn::serve("otlp-sink", &["otlp-sink"]).on_cpu(pin.client),
+        work,
+    )
+    .await?;
+    let sink_ready = sink_ready.unwrap_or_default();
+    let otlp = format!("http://{}", sink_ready.addr("grpc")?);
+    let sink_http = sink_ready.addr("http")?;
+
+    progress("starting a catalog and a gateway per telemetry variant");
+    let mut gateways = BTreeMap::new();
+    for telemetry in Telemetry::ALL {
+        let pair = start_variant(
+            telemetry,
+            telemetry.name(),
+            &postgres,
+            &otlp,
+            pin.server,
+            work,
+        )
+        .await?;
+        gateways.insert(telemetry, pair);
+    }
+    for (catalog, gateway) in gateways.values_mut() {
+        wait_ready(&client, catalog).await?;
+        wait_ready(&client, gateway).await?;
+    }
+    let mut body = Vec::new();
+    for (catalog, gateway) in gateways.values() {
+        body = listing(&client, &gateway.http).await?;
+        listing(&client, &catalog.http).await?;
+    }
+    let body_file = work.join("products.json");
+    std::fs::write(&body_file, &body).map_err(|source| BenchError::Write {
+        path: body_file.clone(),
+        source,
+    })?;
+
+    progress("starting the bare server and the fault proxy");
+    let body_arg = body_file.to_string_lossy().into_owned();
+    let (bare, bare_ready) = ChildProcess::start(
+        &Spawn::serve("bare", &["bare", "--body-file", &body_arg]).on_cpu(pin.server),
+        work,
+    )
+    .await?;
+    let bare_addr = bare_ready.unwrap_or_default().addr("http")?;
+    let upstream = bare_addr.to_string();
+    let (proxy, proxy_ready) = ChildProcess::start(
+        &Spawn::serve("proxy", &["proxy", "--upstream", &upstream]).on_cpu(pin.server),
+        work,
+    )
+    .await?;
+    let proxy_addr = proxy_ready.unwrap_or_default().addr("proxy")?;
+    progress("starting a gateway that answers from its cache");
+    let cached = start_cached(&client, &postgres, &otlp, pin.server, work).await?;
+    let fleet = Fleet {
+        gateways,
+        bare: (bare, url(bare_addr)?),
+        proxy: (proxy, url(proxy_addr)?),
+        cached,
+    };
+    if listing(&client, &fleet.proxy.1).await? != body
+        || listing(&client, &fleet.bare.1).await? != body
+    {
+        return Err(BenchError::Measurement(
+            "the bare server or the proxy did not answer the listing's bytes".to_owned(),
+        ));
+    }
+
+    let closed = Load {
+        mode: Mode::Closed,
+        duration: plan.closed,
+        concurrency: plan.concurrency,
+        mix: LIST_ONLY,
+    };
+    let closed_warmup = Load {
+        duration: plan.warmup,
+        ..closed
+    };
+
+    progress("calibrating: the telemetry-off peak");
+    let off = fleet
+        .target(TargetKind::Variant(Telemetry::Off), &postgres, &sink)
+        .ok_or_else(|| BenchError::Measurement("no telemetry-off target".to_owned()))?;
+    measure::warm_up(
+        off.url,
+        &Load {
+            duration: plan.warmup * 2,
+            ..closed
+        },
+    )
+    .await?;
+    let peak = measure::measure(&off, &closed).await?;
+    if !(peak.throughput.is_finite() && peak.throughput > 0.0) {
+        return Err(BenchError::Measurement(format!(
+            "the telemetry-off read path answered nothing during calibration: {peak:?}"
+        )));
+    }
+    let rates = Rates {
+        instrumentation: (peak.throughput * plan.load_fraction).max(10.0).round(),
+        proxy: plan.proxy_rate,
+    };
+    progress(&format!(
+        "telemetry-off peak {:.0} req/s; figure 1's fixed rate {:.0} req/s",
+        peak.throughput, rates.instrumentation
+    ));
+
+    let spans_before = spans_received(&client, sink_http).await.unwrap_or(0);
+    let mut exported_requests = 0u64;
+    let kinds = TargetKind::all();
+    let mut rounds = Vec::new();
+    for index in 0..plan.rounds {
+        let mut round = Round {
+            index,
+            ..Round::default()
+        };
+        let mut order = kinds.clone();
+        order.rotate_left(index % kinds.len());
+        for kind in order {
+            let name = kind.name();
+            round.order.push(name.to_owned());
+            let target = fleet
+                .target(kind, &postgres, &sink)
+                .ok_or_else(|| BenchError::Measurement(format!("no target {name}")))?;
+            measure::warm_up(target.url, &closed_warmup).await?;
+            let sample = measure::measure(&target, &closed).await?;
+            let mut sent = sample.requests;
+            round.closed.insert(name.to_owned(), sample);
+            if matches!(kind, TargetKind::Bare | TargetKind::Proxy) {
+                let one = Load {
+                    concurrency: 1,
+                    duration: plan.open,
+                    ..closed
+                };
+                measure::warm_up(
+                    target.url,
+                    &Load {
+                        duration: plan.warmup,
+                        ..one
+                    },
+                )
+                .await?;
+                let sample = measure::measure(&target, &one).await?;
+                round.sequential.insert(name.to_owned(), sample);
+            }
+            let Some(rate) = kind.open_rate(&rates) else {
+                continue;
+            };
+            let open = Load {
+                mode: Mode::Open { rate },
+                duration: plan.open,
+                concurrency: plan.open_concurrency,
+                mix: LIST_ONLY,
+            };
+            measure::warm_up(
+                target.url,
+                &Load {
+                    duration: plan.warmup,
+                    ..open
+                },
+            )
+            .await?;
+            let sample = measure::measure(&target, &open).await?;
+            sent += sample.requests;
+            round.open.insert(name.to_owned(), sample);
+            if let TargetKind::Variant(t) = kind
+                && t.exports()
+            {
+                exported_requests += sent;
+            }
+        }
+        progress(&format!("round {}/{} done", index + 1, plan.rounds));
+        rounds.push(round);
+    }
+    // Warm-ups sent requests too; the sink counted their spans. Count them.
+    exported_requests += warmup_requests(&rounds, plan, &rates);
+    tokio::time::sleep(EXPORT_DELAY).await;
+    let spans = spans_received(&client, sink_http)
+        .await
+        .map(|n| n - spans_before.min(n));
+    #[allow(clippy::cast_precision_loss)]
+    let spans_per_request = spans
+        .filter(|_| exported_requests > 0)
+        .map(|n| n as f64 / exported_requests as f64);
+    drop(fleet);
+
+    progress("footprint: the five roles and PostgreSQL");
+    let footprint = footprint(&client, &postgres, &otlp, &sink, plan, pin, work).await?;
+
+    let figures = Figures {
+        instrumentation: instrumentation(&rounds, spans_per_request),
+        hot_path: hot_path(&rounds),
+        proxy: proxy_figure(&rounds),
+        footprint,
+    };
+    let absolute = absolute(&rounds);
+    warnings.extend(check(&rounds, &absolute, pin));
+    let goals = goals(&figures, &rates);
+    machine.load_average_end = load_average();
+    Ok(Results {
+        schema: SCHEMA,
+        command: options.command.clone(),
+        quick: options.quick,
+        started_at,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        machine,
+        plan: plan.clone(),
+        pinning: pin,
+        rates,
+        figures,
+        goals,
+        absolute,
+        rounds,
+        warnings,
+    })
+}
+
+/// An estimate of the requests the warm-ups sent to the exporting variants:
+/// closed warm-ups at the measured closed rate, open ones at the fixed rate.
+fn warmup_requests(rounds: &[Round], plan: &Plan, rates: &Rates) -> u64 {
+    let mut total = 0.0;
+    for round in rounds {
+        for t in Telemetry::ALL.iter().filter(|t| t.exports()) {
+            if let Some(sample) = round.closed.get(t.name()) {
+                total += sample.throughput * plan.warmup.as_secs_f64();
+            }
+            total += rates.instrumentation * plan.warmup.as_secs_f64();
+        }
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let total = total.round() as u64;
+    total
+}
+
+fn per_round(rounds: &[Round], f: impl Fn(&Round) -> Option<f64>) -> Option<Summary> {
+    let values: Vec<f64> = rounds.iter().filter_map(f).collect();
+    Summary::of(&values)
+}
+
+fn closed(round: &Round, name: &str) -> Option<Sample> {
+    round.closed.get(name).cloned()
+}
+
+fn open(round: &Round, name: &str) -> Option<Sample> {
+    round.open.get(name).cloned()
+}
+
+/// Server CPU per request, PostgreSQL included when measured.
+fn cpu_per_request(sample: &Sample) -> f64 {
+    sample.server_cpu_us_per_request + sample.postgres_cpu_us_per_request.unwrap_or(0.0)
+}
+
+fn instrumentation(rounds: &[Round], spans_per_request: Option<f64>) -> Instrumentation {
+    let mut throughput_ratio = BTreeMap::new();
+    let mut p99_ratio = BTreeMap::new();
+    let mut cpu_ratio = BTreeMap::new();
+    for t in Telemetry::ALL.iter().filter(|t| **t != Telemetry::Off) {
+        let name = t.name();
+        throughput_ratio.insert(
+            name.to_owned(),
+            per_round(rounds, |r| {
+                Some(ratio(
+                    closed(r, name)?.throughput,
+                    closed(r, "off")?.throughput,
+                ))
+            }),
+        );
+        p99_ratio.insert(
+            name.to_owned(),
+            per_round(rounds, |r| {
+                Some(ratio(open(r, name)?.p99_ms, open(r, "off")?.p99_ms))
+            }),
+        );
+        cpu_ratio.insert(
+            name.to_owned(),
+            per_round(rounds, |r| {
+                Some(ratio(
+                    closed(r, name)?.server_cpu_us_per_request,
+                    closed(r, "off")?.server_cpu_us_per_request,
+                ))
+            }),
+        );
+    }
+    Instrumentation {
+        throughput_ratio,
+        p99_ratio,
+        cpu_ratio,
+        spans_per_request,
+    }
+}
+
+fn hot_path(rounds: &[Round]) -> HotPath {
+    HotPath {
+        throughput_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "full")?.throughput,
+                closed(r, "bare")?.throughput,
+            ))
+        }),
+        off_throughput_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "off")?.throughput,
+                closed(r, "bare")?.throughput,
+            ))
+        }),
+        cpu_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                cpu_per_request(&closed(r, "bare")?),
+                cpu_per_request(&closed(r, "full")?),
+            ))
+        }),
+        cached_throughput_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "cached")?.throughput,
+                closed(r, "bare")?.throughput,
+            ))
+        }),
+        cached_cpu_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "bare")?.server_cpu_us_per_request,
+                closed(r, "cached")?.server_cpu_us_per_request,
+            ))
+        }),
+    }
+}
+
+fn proxy_figure(rounds: &[Round]) -> ProxyFigure {
+    let added = |f: fn(&Sample) -> f64| {
+        per_round(rounds, move |r| {
+            Some((f(&open(r, "proxy")?) - f(&open(r, "bare")?)) * 1000.0)
+        })
+    };
+    ProxyFigure {
+        throughput_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "proxy")?.throughput,
+                closed(r, "bare")?.throughput,
+            ))
+        }),
+        added_p50_us: added(|s| s.p50_ms),
+        added_p50_sequential_us: per_round(rounds, |r| {
+            let proxied = r.sequential.get("proxy")?.p50_ms;
+            let direct = r.sequential.get("bare")?.p50_ms;
+            Some((proxied - direct) * 1000.0)
+        }),
+        added_p99_us: added(|s| s.p99_ms),
+        cpu_ratio: per_round(rounds, |r| {
+            Some(ratio(
+                closed(r, "bare")?.server_cpu_us_per_request,
+                closed(r, "proxy")?.server_cpu_us_per_request,
+            ))
+        }),
+    }
+}
+
+/// The median of each number of each sample, over the rounds.
+fn median_sample(samples: &[&Sample]) -> Option<Sample> {
+    if samples.is_empty() {
+        return None;
+    }
+    let med = |f: fn(&Sample) -> f64| {
+        let values: Vec<f64> = samples.iter().map(|s| f(s)).collect();
+        Summary::of(&values).map_or(f64::NAN, |s| s.median)
+    };
+    let postgres: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.postgres_cpu_us_per_request)
+        .collect();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let count = |f: fn(&Sample) -> u64| samples.iter().map(|s| f(s)).sum::<u64>();
+    Some(Sample {
+        throughput: med(|s| s.throughput),
+        p50_ms: med(|s| s.p50_ms),
+        p99_ms: med(|s| s.p99_ms),
+        requests: count(|s| s.requests),
+        errors: count(|s| s.errors),
+        dropped: count(|s| s.dropped),
+        loadgen_cpu: med(|s| s.loadgen_cpu),
+        helper_cpu: med(|s| s.helper_cpu),
+        server_cpu: med(|s| s.server_cpu),
+        server_cpu_us_per_request: med(|s| s.server_cpu_us_per_request),
+        postgres_cpu_us_per_request: Summary::of(&postgres).map(|s| s.median),
+        cpu_us_per_request_by_process: samples[0]
+            .cpu_us_per_request_by_process
+            .keys()
+            .map(|name| {
+                let values: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| s.cpu_us_per_request_by_process.get(name).copied())
+                    .collect();
+                (
+                    name.clone(),
+                    Summary::of(&values).map_or(f64::NAN, |s| s.median),
+                )
+            })
+            .collect(),
+    })
+}
+
+fn absolute(rounds: &[Round]) -> BTreeMap<String, Absolute> {
+    TargetKind::all()
+        .into_iter()
+        .map(|kind| {
+            let name = kind.name();
+            let closed: Vec<&Sample> = rounds.iter().filter_map(|r| r.closed.get(name)).collect();
+            let open: Vec<&Sample> = rounds.iter().filter_map(|r| r.open.get(name)).collect();
+            let sequential: Vec<&Sample> = rounds
+                .iter()
+                .filter_map(|r| r.sequential.get(name))
+                .collect();
+            (
+                name.to_owned(),
+                Absolute {
+                    closed: median_sample(&closed),
+                    open: median_sample(&open),
+                    sequential: median_sample(&sequential),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Warnings about what limits the trust in the numbers.
+fn check(rounds: &[Round], absolute: &BTreeMap<String, Absolute>, pin: Pinning) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, a) in absolute {
+        if let Some(closed) = &a.closed
+            && pin.client.is_some()
+            && closed.loadgen_cpu + closed.helper_cpu > SATURATED
+        {
+            warnings.push(format!(
+                "{name}: the client core was {:.0}% busy (load generator {:.2}, OTLP sink {:.2} \
+                 cores) at peak: the closed-loop throughput of {name} is partly the client's \
+                 ceiling; the CPU-per-request ratios are not affected",
+                (closed.loadgen_cpu + closed.helper_cpu) * 100.0,
+                closed.loadgen_cpu,
+                closed.helper_cpu
+            ));
+        }
+    }
+    let errors: u64 = rounds
+        .iter()
+        .flat_map(|r| r.closed.values().chain(r.open.values()))
+        .map(|s| s.errors)
+        .sum();
+    let dropped: u64 = rounds
+        .iter()
+        .flat_map(|r| r.open.values())
+        .map(|s| s.dropped)
+        .sum();
+    if errors > 0 {
+        warnings.push(format!(
+            "{errors} request(s) failed during the measurements"
+        ));
+    }
+    if dropped > 0 {
+        warnings.push(format!(
+            "{dropped} open-loop request(s) were dropped (every slot busy): the server fell behind the fixed rate"
+        ));
+    }
+    warnings
+}
+
+fn median_of(summary: Option<&Summary>) -> Option<f64> {
+    summary.map(|s| s.median)
+}
+
+fn goals(f: &Figures, rates: &Rates) -> Vec<Goal> {
+    let i = &f.instrumentation;
+    vec![
+        Goal::at_least(
+            "1",
+            "throughput, full ÷ off",
+            median_of(i.throughput_ratio.get("full").and_then(Option::as_ref)),
+            0.95,
+        ),
+        Goal::at_most(
+            "1",
+            &p99_label(rates.instrumentation, "full"),
+            median_of(i.p99_ratio.get("full").and_then(Option::as_ref)),
+            1.10,
+        ),
+        Goal::at_least(
+            "2",
+            "throughput, read path (telemetry full) ÷ bare axum",
+            median_of(f.hot_path.throughput_ratio.as_ref()),
+            0.50,
+        ),
+        Goal::at_least(
+            "3",
+            "throughput, proxied ÷ direct",
+            median_of(f.proxy.throughput_ratio.as_ref()),
+            0.85,
+        ),
+        Goal::at_most(
+            "3",
+            &added_label(rates.proxy, "p50"),
+            median_of(f.proxy.added_p50_us.as_ref()),
+            100.0,
+        ),
+        Goal::at_most(
+            "4",
+            "core stack RSS, under load (MB)",
+            Some(f.footprint.total.load_mb),
+            512.0,
+        ),
+    ]
+}
+
+const MB: f64 = 1e6;
+
+#[allow(clippy::cast_precision_loss)]
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / MB
+}
+
+/// Figure 4: the five roles with telemetry as deployed, and PostgreSQL.
+async fn footprint(
+    client: &reqwest::Client,
+    postgres: &Postgres,
+    otlp: &str,
+    sink: &ChildProcess,
+    plan: &Plan,
+    pin: Pinning,
+    work: &Path,
+) -> Result<Footprint, BenchError> {
+    let telemetry = Telemetry::Full.env(otlp);
+    let cpu = pin.server;
+    let with = |extra: Vec<(&'static str, String)>| {
+        let mut env = telemetry.clone();
+        env.extend(extra);
+        env
+    };
+    let db = || ("DATABASE_URL", postgres.url.clone());
+    let payments = start_role("payments", "payments", &with(vec![]), cpu, work).await?;
+    let catalog = start_role("catalog", "catalog", &with(vec![db()]), cpu, work).await?;
+    let bare = |u: &Url| u.as_str().trim_end_matches('/').to_owned();
+    let orders = start_role(
+        "orders",
+        "orders",
+        &with(vec![
+            db(),
+            ("FAULTLINE_CATALOG_URLS", bare(&catalog.http)),
+            ("FAULTLINE_PAYMENTS_URLS", bare(&payments.http)),
+        ]),
+        cpu,
+        work,
+    )
+    .await?;
+    let worker = start_role(
+        "worker",
+        "worker",
+        &with(vec![
+            db(),
+            ("FAULTLINE_CATALOG_URLS", bare(&catalog.http)),
+            ("FAULTLINE_PAYMENTS_URLS", bare(&payments.http)),
+        ]),
+        cpu,
+        work,
+    )
+    .await?;
+    let gateway = start_role(
+        "gateway",
+        "gateway",
+        &with(gateway_env(&catalog.http, &bare(&orders.http))),
+        cpu,
+        work,
+    )
+    .await?;
+    let mut roles = vec![gateway, catalog, orders, payments, worker];
+    for role in &mut roles {
+        wait_ready(client, role).await?;
+    }
+    listing(client, &roles[0].http).await?;
+    tokio::time::sleep(plan.settle).await;
+
+    let rss = |roles: &[Role]| -> Result<Vec<u64>, BenchError> {
+        roles
+            .iter()
+            .map(|r| {
+                r.process.rss_bytes().ok_or_else(|| {
+                    BenchError::Measurement(format!("cannot read the RSS of {}", r.process.name()))
+                })
+            })
+            .collect()
+    };
+    let idle = rss(&roles)?;
+    let postgres_idle = postgres.memory_bytes().await?;
+
+    let mut peak = idle.clone();
+    let mut postgres_peak = postgres_idle;
+    let load = Load {
+        mode: Mode::Closed,
+        duration: plan.footprint_load,
+        concurrency: plan.concurrency,
+        mix: Mix::default(),
+    };
+    let servers: Vec<&ChildProcess> = roles.iter().map(|r| &r.process).collect();
+    let target = Target {
+        url: &roles[0].http,
+        servers,
+        postgres: Some(postgres),
+        helpers: vec![sink],
+    };
+    let done = AtomicBool::new(false);
+    let run_load = async {
+        let result = measure::measure(&target, &load).await;
+        done.store(true, Ordering::Relaxed);
+        result
+    };
+    let sample_rss = async {
+        while !done.load(Ordering::Relaxed) {
+            if let Ok(now) = rss(&roles) {
+                for (p, n) in peak.iter_mut().zip(now) {
+                    *p = (*p).max(n);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let sample_postgres = async {
+        while !done.load(Ordering::Relaxed) {
+            if let Ok(now) = postgres.memory_bytes().await {
+                postgres_peak = postgres_peak.max(now);
+            }
+        }
+    };
+    let (load_sample, (), ()) = tokio::join!(run_load, sample_rss, sample_postgres);
+    let load_sample = load_sample?;
+
+    let names = ["gateway", "catalog", "orders", "payments", "worker"];
+    let role_memory: BTreeMap<String, Memory> = names
+        .iter()
+        .zip(idle.iter().zip(&peak))
+        .map(|(name, (i, p))| {
+            (
+                (*name).to_owned(),
+                Memory {
+                    idle_mb: mb(*i),
+                    load_mb: mb(*p),
+                },
+            )
+        })
+        .collect();
+    let postgres_memory = Memory {
+        idle_mb: mb(postgres_idle),
+        load_mb: mb(postgres_peak),
+    };
+    let total = Memory {
+        idle_mb: role_memory.values().map(|m| m.idle_mb).sum::<f64>() + postgres_memory.idle_mb,
+        load_mb: role_memory.values().map(|m| m.load_mb).sum::<f64>() + postgres_memory.load_mb,
+    };
+    Ok(Footprint {
+        roles: role_memory,
+        postgres: postgres_memory,
+        total,
+        load: Some(load_sample),
+    })
+}

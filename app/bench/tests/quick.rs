@@ -1,0 +1,112 @@
+//! `faultline-bench --quick` end to end: every benchmark runs briefly and the
+//! JSON has all four figures with sane values. No timing is asserted.
+//!
+//! Needs Docker and the local PostgreSQL image: without them it fails and
+//! says what to do; it never passes by skipping.
+
+use std::process::Command;
+
+use faultline_tests::docker::{require_docker, require_images};
+use faultline_tests::images;
+use serde_json::Value;
+
+fn finite(value: &Value, path: &str) -> anyhow::Result<f64> {
+    let number = value.pointer(path).and_then(Value::as_f64);
+    let Some(number) = number else {
+        anyhow::bail!(
+            "{path} is missing or not a number: {:?}",
+            value.pointer(path)
+        );
+    };
+    anyhow::ensure!(number.is_finite(), "{path} = {number}");
+    Ok(number)
+}
+
+fn positive(value: &Value, path: &str) -> anyhow::Result<f64> {
+    let number = finite(value, path)?;
+    anyhow::ensure!(number > 0.0, "{path} = {number}, expected > 0");
+    Ok(number)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
+    let docker = require_docker().await?;
+    require_images(&docker, &[images::POSTGRES]).await?;
+
+    let dir = std::env::temp_dir().join(format!("faultline-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let json_path = dir.join("bench.json");
+    let markdown_path = dir.join("bench.md");
+    let output = tokio::task::spawn_blocking({
+        let (json_path, markdown_path, dir) =
+            (json_path.clone(), markdown_path.clone(), dir.clone());
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_faultline-bench"))
+                .arg("--quick")
+                .arg("--json")
+                .arg(&json_path)
+                .arg("--markdown")
+                .arg(&markdown_path)
+                .arg("--work-dir")
+                .arg(dir.join("work"))
+                .output()
+        }
+    })
+    .await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        output.status.success(),
+        "faultline-bench --quick failed ({}):\n{stderr}",
+        output.status
+    );
+
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
+    assert_eq!(results["schema"], 1);
+    assert_eq!(results["quick"], true);
+
+    // 1. Instrumentation: each part against telemetry off.
+    for variant in ["full", "traces", "metrics", "logs"] {
+        positive(
+            &results,
+            &format!("/figures/instrumentation/throughput_ratio/{variant}/median"),
+        )?;
+        positive(
+            &results,
+            &format!("/figures/instrumentation/p99_ratio/{variant}/median"),
+        )?;
+    }
+    // 2. Hot path against bare axum.
+    positive(&results, "/figures/hot_path/throughput_ratio/median")?;
+    positive(&results, "/figures/hot_path/cpu_ratio/median")?;
+    // 3. The fault proxy against a direct connection. The added latency is a
+    //    difference of two noisy numbers: finite, but its sign is not asserted.
+    positive(&results, "/figures/proxy/throughput_ratio/median")?;
+    finite(&results, "/figures/proxy/added_p50_us/median")?;
+    // 4. Footprint: every role and PostgreSQL, idle and under load.
+    for role in ["gateway", "catalog", "orders", "payments", "worker"] {
+        positive(
+            &results,
+            &format!("/figures/footprint/roles/{role}/idle_mb"),
+        )?;
+        positive(
+            &results,
+            &format!("/figures/footprint/roles/{role}/load_mb"),
+        )?;
+    }
+    positive(&results, "/figures/footprint/postgres/idle_mb")?;
+    positive(&results, "/figures/footprint/total/load_mb")?;
+
+    let goals = results["goals"].as_array().map_or(0, Vec::len);
+    assert_eq!(goals, 6, "one entry per goal of the issue");
+    let markdown = std::fs::read_to_string(&markdown_path)?;
+    for figure in [
+        "1 instrumentation",
+        "2 hot path",
+        "3 fault proxy",
+        "4 footprint",
+    ] {
+        assert!(markdown.contains(figure), "{figure} missing:\n{markdown}");
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
