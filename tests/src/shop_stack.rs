@@ -94,7 +94,10 @@ impl ShopStack {
         };
         let host = |role: &str| network.host(role);
 
-        let mut payments_env = options.payments_env.clone();
+        // No random declines unless a test asks: a declined checkout would make
+        // tests that expect an order flaky (the default ratio is 2%).
+        let mut payments_env = vec![("FAULTLINE_PAYMENTS_DECLINE_RATIO", "0".to_owned())];
+        payments_env.extend(options.payments_env.clone());
         payments_env.push(("OTEL_SERVICE_NAME", "payments".into()));
         let payments =
             Shop::start(&network, &host("payments"), "payments", &with(payments_env)).await?;

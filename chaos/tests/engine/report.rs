@@ -157,17 +157,3 @@ async fn png_is_written_and_not_blank() {
             .contains("run.svg")
     );
 }
-
-/// Renders a report at a realistic time scale (about 20 s) into
-/// `$FAULTLINE_KEEP_REPORT`, to look at: `FAULTLINE_KEEP_REPORT=/tmp/r
-/// cargo nextest run -p faultline-chaos --run-ignored only -E 'test(demo_report)'`.
-#[tokio::test]
-#[ignore = "writes a demo report for people to look at"]
-async fn demo_report() {
-    let dir = std::path::PathBuf::from(
-        std::env::var_os("FAULTLINE_KEEP_REPORT").expect("FAULTLINE_KEEP_REPORT"),
-    );
-    let journal = journal_at(20.0).await.unwrap();
-    journal.save(&dir.join("synthetic.json")).unwrap();
-    report::write(&journal, &dir, "synthetic").unwrap();
-}
