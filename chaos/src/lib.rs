@@ -12,7 +12,6 @@
 //! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`.
 //! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
-//! - [`signal`]: shutdown signals for the `faultline` binary.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
 pub mod actions;
@@ -25,7 +24,6 @@ pub mod probes;
 pub mod proxy;
 pub mod report;
 pub mod runner;
-pub mod signal;
 pub mod testing;
 
 pub use environment::Environment;

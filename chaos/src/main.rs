@@ -80,7 +80,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
             let telemetry =
                 faultline_telemetry::Telemetry::init("faultline-proxy", env!("CARGO_PKG_VERSION"))
                     .context("cannot set up telemetry")?;
-            let result = args.run(faultline_chaos::signal::shutdown()).await;
+            let result = args.run(faultline_signal::shutdown()).await;
             telemetry.shutdown();
             result?;
             Ok(0)

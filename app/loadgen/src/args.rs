@@ -173,21 +173,7 @@ pub async fn run_cli(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
 
 /// Cancels on Ctrl-C or SIGTERM (what `docker stop` sends).
 async fn cancel_on_signal(cancel: CancellationToken) {
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    faultline_signal::shutdown().await;
     cancel.cancel();
 }
 

@@ -110,7 +110,7 @@ async fn serve(config: RoleConfig) -> anyhow::Result<()> {
     tracing::info!(role = config.name(), ?config, "starting");
     let result = async {
         let app = Application::build(config).await.context("cannot start")?;
-        app.run_until_stopped(crate::shutdown::signal()).await?;
+        app.run_until_stopped(faultline_signal::shutdown()).await?;
         Ok(())
     }
     .await;

@@ -21,7 +21,6 @@ pub mod probe;
 pub mod problem;
 pub mod resilience;
 pub mod roles;
-pub mod shutdown;
 pub mod startup;
 
 pub use startup::{Application, RoleConfig};

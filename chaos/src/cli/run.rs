@@ -138,7 +138,7 @@ fn watch_signals(cancel: CancellationToken, colour: bool) {
     tokio::spawn(async move {
         let mut count = 0;
         loop {
-            faultline_chaos::signal::shutdown().await;
+            faultline_signal::shutdown().await;
             count += 1;
             match count {
                 1 => {

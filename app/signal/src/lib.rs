@@ -1,10 +1,12 @@
-//! Shutdown signals.
+//! The shutdown signal every faultline binary waits for: SIGTERM (what
+//! `docker stop` and Kubernetes send) or Ctrl-C (SIGINT), whichever comes
+//! first.
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+/// Resolves on SIGTERM or Ctrl-C, whichever comes first, and logs which.
 ///
-/// If a handler cannot be installed, that signal is logged and ignored
-/// rather than stopping the service at once.
-pub async fn signal() {
+/// A signal whose handler cannot be installed is logged and ignored rather
+/// than stopping the process at once.
+pub async fn shutdown() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for Ctrl-C");
