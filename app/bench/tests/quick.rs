@@ -78,6 +78,12 @@ async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
     // 2. Hot path against bare axum.
     positive(&results, "/figures/hot_path/throughput_ratio/median")?;
     positive(&results, "/figures/hot_path/cpu_ratio/median")?;
+    positive(&results, "/figures/hot_path/off_throughput_ratio/median")?;
+    positive(
+        &results,
+        "/figures/hot_path/read_path_throughput_ratio/median",
+    )?;
+    positive(&results, "/figures/hot_path/read_path_cpu_ratio/median")?;
     // 3. The fault proxy against a direct connection. The added latency is a
     //    difference of two noisy numbers: finite, but its sign is not asserted.
     positive(&results, "/figures/proxy/throughput_ratio/median")?;

@@ -151,9 +151,14 @@ pub struct GatewayConfig {
     /// Requests a client may send at once above its rate.
     #[arg(long, env = "FAULTLINE_RATE_LIMIT_BURST", default_value = "50")]
     pub rate_limit_burst: std::num::NonZeroU32,
-    /// Catalog answers kept to serve, marked stale, while the catalog is down.
-    #[arg(long, env = "FAULTLINE_STALE_CACHE_ENTRIES", default_value_t = 1000)]
-    pub stale_cache_entries: usize,
+    /// Catalog answers kept: served fresh within the TTL, and marked stale
+    /// while the catalog is down.
+    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_ENTRIES", default_value_t = 1000)]
+    pub catalog_cache_entries: usize,
+    /// How long a catalog answer is served from the cache without asking the
+    /// catalog (`0s`: always ask; the stale fallback works either way).
+    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub catalog_cache_ttl: Duration,
 }
 
 /// Products, stock and reservations.

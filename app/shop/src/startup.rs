@@ -180,7 +180,7 @@ impl Application {
             RoleConfig::Gateway(c) => {
                 rate_limit = Some(RateLimit::new(c.rate_limit_per_second, c.rate_limit_burst));
                 let state = gateway::GatewayState {
-                    stale: gateway::StaleCatalog::new(c.stale_cache_entries),
+                    cache: gateway::CatalogCache::new(c.catalog_cache_entries, c.catalog_cache_ttl),
                     catalog: upstream(
                         "catalog",
                         &c.catalog_urls,
@@ -440,7 +440,8 @@ fn register_metrics(config: &RoleConfig) {
         }
         RoleConfig::Payments(_) => payments::describe_metrics(),
         RoleConfig::Worker(_) => worker::describe_metrics(),
-        RoleConfig::Gateway(_) | RoleConfig::Catalog(_) => {}
+        RoleConfig::Gateway(_) => gateway::cache::describe_metrics(),
+        RoleConfig::Catalog(_) => {}
     }
 }
 

@@ -29,13 +29,20 @@ impl Telemetry {
     /// OTLP. Call it inside a Tokio runtime.
     pub fn init(service: &str, version: &'static str) -> Result<Self, InitError> {
         let provider = traces::provider(service, version)?;
+        // Parents come from the tracing span tree and propagation reads
+        // `Span::context()`, so the OTel context need not be made current on
+        // every poll (the layer's largest cost: see BENCHMARKS.md), and spans
+        // carry their duration, not busy/idle time.
         let otel = tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(&provider))
-            .with_error_records_to_exceptions(true);
+            .with_error_records_to_exceptions(true)
+            .with_context_activation(false)
+            .with_tracked_inactivity(false);
         let json = crate::switches::enabled(crate::switches::LOGS)
             .map_err(LogsError::from)?
             .then(|| {
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(logs::NoSpanFields)
                     .event_format(JsonWithTraceIds)
                     .with_writer(std::io::stdout)
             });

@@ -82,6 +82,23 @@ where
     }
 }
 
+/// Formats no span fields. [`JsonWithTraceIds`] reads only the event's own
+/// fields and the span's name and ids, so rendering every span's fields into
+/// a string when it opens (the fmt layer's default) would be wasted work on
+/// every request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl Visit for JsonVisitor<'_> {

@@ -119,6 +119,38 @@ async fn the_payments_latency_experiment_passes() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catalog_down_experiment_passes() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_catalog_down",
+        StackOptions {
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let journal = run("catalog-down", "catalog_down", &stack).await?;
+    assert_passed(&journal);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_stopped_experiment_passes() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_worker_stopped",
+        StackOptions {
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let journal = run("worker-stopped", "worker_stopped", &stack).await?;
+    assert_passed(&journal);
+    Ok(())
+}
+
 /// The harness can tell good from bad: with the payment step allowed 5 s
 /// instead of 300 ms, checkouts wait for the slow provider, and the
 /// experiment must fail on its checkout-latency probe.

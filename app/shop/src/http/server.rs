@@ -3,6 +3,11 @@
 //! that sheds load; the request's deadline (its own timeout, or the caller's
 //! shorter budget); injected faults when the fault admin API is on; and a body
 //! limit.
+//!
+//! The server span already names the route, so handlers that only read or
+//! forward are instrumented at `debug` (`RUST_LOG=debug` shows them); those
+//! that do the business (checkout, reserve, authorize) are at `info`, with the
+//! ids they work on.
 
 use std::time::{Duration, Instant};
 

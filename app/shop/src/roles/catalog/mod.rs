@@ -38,7 +38,7 @@ pub(crate) fn unavailable(err: &sqlx::Error) -> Problem {
         .with_detail("the database is unavailable; retry later")
 }
 
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn list_products(State(state): State<CatalogState>) -> Result<Response, Problem> {
     let products = store::list_products(&state.pool)
         .await
@@ -46,7 +46,7 @@ async fn list_products(State(state): State<CatalogState>) -> Result<Response, Pr
     Ok(axum::Json(ProductList { products }).into_response())
 }
 
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn get_product(
     State(state): State<CatalogState>,
     ApiPath(id): ApiPath<i64>,

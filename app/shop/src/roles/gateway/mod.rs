@@ -2,6 +2,7 @@
 //! upstream a list of replica endpoints, and answers a fast 503 problem when an
 //! upstream cannot. `/openapi.json` documents the API.
 
+pub mod cache;
 pub mod openapi;
 
 use axum::Router;
@@ -15,77 +16,46 @@ use crate::http::client::UpstreamResponse;
 use crate::http::{ApiBytes, ApiPath, Upstream, UpstreamError};
 use crate::problem::Problem;
 use crate::roles::orders::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use cache::{CachedAnswer, CatalogCache};
 
 /// What the gateway handlers share.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     pub catalog: Upstream,
     pub orders: Upstream,
-    /// The last good catalog answers, served marked stale while the catalog is down.
-    pub stale: StaleCatalog,
+    /// Catalog answers: served fresh within the TTL, stale while the catalog fails.
+    pub cache: CatalogCache,
 }
 
 /// The header marking a degraded answer.
 pub const X_DEGRADED: HeaderName = HeaderName::from_static("x-degraded");
 
-/// A catalog answer kept for when the catalog is down.
-#[derive(Debug, Clone)]
-struct CachedAnswer {
-    content_type: Option<axum::http::HeaderValue>,
-    body: bytes::Bytes,
-}
-
-/// A bounded cache of the last good catalog answers, by path.
-#[derive(Clone)]
-pub struct StaleCatalog {
-    cache: std::sync::Arc<quick_cache::sync::Cache<String, CachedAnswer>>,
-}
-
-impl std::fmt::Debug for StaleCatalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaleCatalog")
-            .field("entries", &self.cache.len())
-            .finish()
-    }
-}
-
-impl StaleCatalog {
-    /// Keeps at most `entries` answers (the list and product details).
-    pub fn new(entries: usize) -> Self {
-        metrics::counter!("degraded_responses_total", "reason" => "stale_catalog").absolute(0);
-        Self {
-            cache: std::sync::Arc::new(quick_cache::sync::Cache::new(entries.max(1))),
-        }
-    }
-}
-
-/// GETs `path` from the catalog; when the catalog fails, answers from the
-/// stale cache (marked `X-Degraded: stale-catalog`), else a fast 503.
+/// GETs `path`: from the cache while its answer is fresh, else from the
+/// catalog; when the catalog fails, from the stale cache (marked
+/// `X-Degraded: stale-catalog`), else a fast 503.
 async fn catalog_read(state: &GatewayState, path: String) -> Response {
+    if let Some(fresh) = state.cache.fresh(&path) {
+        return cached_response(fresh);
+    }
     let result = state.catalog.get(&path, HeaderMap::new()).await;
     match &result {
         Ok(answer) if answer.status.is_success() => {
-            state.stale.cache.insert(
+            state.cache.store(
                 path,
-                CachedAnswer {
-                    content_type: answer.headers.get(header::CONTENT_TYPE).cloned(),
-                    body: answer.body.clone(),
-                },
+                CachedAnswer::new(
+                    answer.headers.get(header::CONTENT_TYPE).cloned(),
+                    answer.body.clone(),
+                ),
             );
             forward(result)
         }
         Ok(answer) if !answer.status.is_server_error() => forward(result),
-        _ => match state.stale.cache.get(&path) {
+        _ => match state.cache.stale(&path) {
             Some(cached) => {
                 metrics::counter!("degraded_responses_total", "reason" => "stale_catalog")
                     .increment(1);
                 tracing::info!(path, "catalog unavailable: serving the stale copy");
-                let mut response = (StatusCode::OK, cached.body).into_response();
-                if let Some(content_type) = cached.content_type {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, content_type);
-                }
+                let mut response = cached_response(cached);
                 response.headers_mut().insert(
                     X_DEGRADED,
                     axum::http::HeaderValue::from_static("stale-catalog"),
@@ -95,6 +65,16 @@ async fn catalog_read(state: &GatewayState, path: String) -> Response {
             None => forward(result),
         },
     }
+}
+
+fn cached_response(cached: CachedAnswer) -> Response {
+    let mut response = (StatusCode::OK, cached.body).into_response();
+    if let Some(content_type) = cached.content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    response
 }
 
 /// The public API.
@@ -152,12 +132,12 @@ fn upstream_of(err: &UpstreamError) -> &'static str {
 #[utoipa::path(
     get, path = "/api/products", tag = "shop",
     responses(
-        (status = 200, description = "The products; `X-Degraded: stale-catalog` when served from the gateway's cache while the catalog is down", body = ProductList),
+        (status = 200, description = "The products; `X-Degraded: stale-catalog` when served from the gateway's cache while the catalog is down; otherwise up to `FAULTLINE_CATALOG_CACHE_TTL` old", body = ProductList),
         (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn list_products(State(state): State<GatewayState>) -> Response {
     catalog_read(&state, "/api/products".to_owned()).await
 }
@@ -173,7 +153,7 @@ async fn list_products(State(state): State<GatewayState>) -> Response {
         (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64>) -> Response {
     catalog_read(&state, format!("/api/products/{id}")).await
 }
@@ -197,7 +177,7 @@ async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64
         (status = 503, description = "A dependency is unavailable; retry with the same key", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn create_order(
     State(state): State<GatewayState>,
     headers: HeaderMap,
@@ -221,7 +201,7 @@ async fn create_order(
         (status = 503, description = "Orders is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn get_order(
     State(state): State<GatewayState>,
     ApiPath(id): ApiPath<uuid::Uuid>,
@@ -232,27 +212,4 @@ async fn get_order(
             .get(&format!("/api/orders/{id}"), HeaderMap::new())
             .await,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stale_cache_keeps_what_it_was_given() {
-        let stale = StaleCatalog::new(1000);
-        for path in ["/api/products", "/api/products/1"] {
-            stale.cache.insert(
-                path.to_owned(),
-                CachedAnswer {
-                    content_type: None,
-                    body: bytes::Bytes::from_static(b"{}"),
-                },
-            );
-        }
-        for _ in 0..100 {
-            assert!(stale.cache.get("/api/products").is_some());
-        }
-        assert!(stale.cache.get("/api/products/1").is_some());
-    }
 }

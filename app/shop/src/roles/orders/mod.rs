@@ -81,7 +81,7 @@ fn database_unavailable(err: &sqlx::Error) -> Problem {
     unavailable("the database is unavailable; retry later with the same Idempotency-Key")
 }
 
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 async fn get_order(
     State(state): State<OrdersState>,
     ApiPath(id): ApiPath<uuid::Uuid>,
