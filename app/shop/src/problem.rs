@@ -41,7 +41,8 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND).with_detail(format!("no resource at {path}"))
     }
 
-    fn status_code(&self) -> StatusCode {
+    /// The HTTP status the problem is answered with.
+    pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }

@@ -3,8 +3,9 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::problem::Problem;
 
@@ -17,12 +18,12 @@ where
     axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
-    type Rejection = Problem;
+    type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(problem_for(&rejection)),
+            Err(rejection) => Err(body_rejection(problem_for(&rejection))),
         }
     }
 }
@@ -68,14 +69,43 @@ impl<S> FromRequest<S> for ApiBytes
 where
     S: Send + Sync,
 {
-    type Rejection = Problem;
+    type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match bytes::Bytes::from_request(request, state).await {
             Ok(body) => Ok(Self(body)),
-            Err(rejection) => {
-                Err(Problem::new(rejection.status()).with_detail(rejection.body_text()))
-            }
+            Err(rejection) => Err(body_rejection(
+                Problem::new(rejection.status()).with_detail(rejection.body_text()),
+            )),
         }
+    }
+}
+
+/// The response to a body that could not be taken. An oversize body was left
+/// unread, so the server closes the connection after answering: saying so
+/// (`Connection: close`) keeps the client from sending its next request on a
+/// connection that is about to go away.
+fn body_rejection(problem: Problem) -> Response {
+    let too_large = problem.status_code() == StatusCode::PAYLOAD_TOO_LARGE;
+    let mut response = problem.into_response();
+    if too_large {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversize_body_closes_the_connection() {
+        let response = body_rejection(Problem::new(StatusCode::PAYLOAD_TOO_LARGE));
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let response = body_rejection(Problem::new(StatusCode::BAD_REQUEST));
+        assert!(response.headers().get(header::CONNECTION).is_none());
     }
 }
