@@ -79,6 +79,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let docker = require_docker().await?;
     require_images(&docker, &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE]).await?;
     let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let fault_admin_ports = (free_port()?, free_port()?);
     let demo = Demo {
         project: format!(
             "faultline-demo-{}",
@@ -89,6 +90,14 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             ("FAULTLINE_PROMETHEUS_PORT", ports.1.to_string()),
             ("FAULTLINE_ALERTMANAGER_PORT", ports.2.to_string()),
             ("FAULTLINE_PROXY_PORT", ports.3.to_string()),
+            (
+                "FAULTLINE_CATALOG_FAULT_ADMIN_PORT",
+                fault_admin_ports.0.to_string(),
+            ),
+            (
+                "FAULTLINE_ORDERS_FAULT_ADMIN_PORT",
+                fault_admin_ports.1.to_string(),
+            ),
         ],
     };
     // `up -d demo` starts the dependencies first and waits for their health.

@@ -30,6 +30,16 @@ fn environment(stack: &ShopStack) -> anyhow::Result<Environment> {
     if let Some(proxy) = &stack.proxy {
         env.set("proxy_api", &proxy.api_url)?;
     }
+    // Replica 1 of each role, as the compose demo publishes them.
+    let first_replicas = [
+        ("catalog", Some(&stack.catalog)),
+        ("orders", stack.orders.first()),
+    ];
+    for (service, shop) in first_replicas {
+        if let Some(url) = shop.and_then(|shop| shop.fault_admin_url.as_ref()) {
+            env.set(&format!("fault_admin.{service}"), url)?;
+        }
+    }
     // Containers of this test only, picked by the same labels as in compose.
     env.set("docker.project", "")?;
     env.set("docker.labels.org.faultline.network", stack.network.name())?;
@@ -147,6 +157,40 @@ async fn the_worker_stopped_experiment_passes() -> anyhow::Result<()> {
     )
     .await?;
     let journal = run("worker-stopped", "worker_stopped", &stack).await?;
+    assert_passed(&journal);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_db_connections_held_experiment_passes() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_db_connections_held",
+        StackOptions {
+            fault_admin: true,
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let journal = run("db-connections-held", "db_connections_held", &stack).await?;
+    assert_passed(&journal);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_leak_experiment_passes() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_memory_leak",
+        StackOptions {
+            fault_admin: true,
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let journal = run("memory-leak", "memory_leak", &stack).await?;
     assert_passed(&journal);
     Ok(())
 }
