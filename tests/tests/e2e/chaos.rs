@@ -95,104 +95,69 @@ fn assert_passed(journal: &Journal) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_kill_replica_experiment_passes() -> anyhow::Result<()> {
+/// Starts a stack with Prometheus and `options`, runs
+/// `chaos/experiments/<name>.toml` against it, and requires it to pass with
+/// every expected alert seen.
+async fn passes(name: &str, options: StackOptions) -> anyhow::Result<()> {
     preflight(FOUNDATION_IMAGES).await?;
+    let test = name.replace('-', "_");
     let stack = ShopStack::start(
-        "chaos_kill_replica",
+        &format!("chaos_{test}"),
         StackOptions {
-            orders_replicas: 3,
             prometheus: true,
-            ..StackOptions::default()
+            ..options
         },
     )
     .await?;
-    let journal = run("kill-replica", "kill_replica", &stack).await?;
+    let journal = run(name, &test, &stack).await?;
     assert_passed(&journal);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kill_replica_experiment_passes() -> anyhow::Result<()> {
+    let options = StackOptions {
+        orders_replicas: 3,
+        ..StackOptions::default()
+    };
+    passes("kill-replica", options).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_payments_latency_experiment_passes() -> anyhow::Result<()> {
-    preflight(FOUNDATION_IMAGES).await?;
-    let stack = ShopStack::start(
-        "chaos_payments_latency",
-        StackOptions {
-            payments_through_proxy: true,
-            prometheus: true,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
-    let journal = run("payments-latency", "payments_latency", &stack).await?;
-    assert_passed(&journal);
-    Ok(())
+    let options = StackOptions {
+        payments_through_proxy: true,
+        ..StackOptions::default()
+    };
+    passes("payments-latency", options).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_catalog_down_experiment_passes() -> anyhow::Result<()> {
-    preflight(FOUNDATION_IMAGES).await?;
-    let stack = ShopStack::start(
-        "chaos_catalog_down",
-        StackOptions {
-            prometheus: true,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
-    let journal = run("catalog-down", "catalog_down", &stack).await?;
-    assert_passed(&journal);
-    Ok(())
+    passes("catalog-down", StackOptions::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_stopped_experiment_passes() -> anyhow::Result<()> {
-    preflight(FOUNDATION_IMAGES).await?;
-    let stack = ShopStack::start(
-        "chaos_worker_stopped",
-        StackOptions {
-            prometheus: true,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
-    let journal = run("worker-stopped", "worker_stopped", &stack).await?;
-    assert_passed(&journal);
-    Ok(())
+    passes("worker-stopped", StackOptions::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_db_connections_held_experiment_passes() -> anyhow::Result<()> {
-    preflight(FOUNDATION_IMAGES).await?;
-    let stack = ShopStack::start(
-        "chaos_db_connections_held",
-        StackOptions {
-            fault_admin: true,
-            prometheus: true,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
-    let journal = run("db-connections-held", "db_connections_held", &stack).await?;
-    assert_passed(&journal);
-    Ok(())
+    let options = StackOptions {
+        fault_admin: true,
+        ..StackOptions::default()
+    };
+    passes("db-connections-held", options).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_memory_leak_experiment_passes() -> anyhow::Result<()> {
-    preflight(FOUNDATION_IMAGES).await?;
-    let stack = ShopStack::start(
-        "chaos_memory_leak",
-        StackOptions {
-            fault_admin: true,
-            prometheus: true,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
-    let journal = run("memory-leak", "memory_leak", &stack).await?;
-    assert_passed(&journal);
-    Ok(())
+    let options = StackOptions {
+        fault_admin: true,
+        ..StackOptions::default()
+    };
+    passes("memory-leak", options).await
 }
 
 /// The harness can tell good from bad: with the payment step allowed 5 s
