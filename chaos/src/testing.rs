@@ -199,13 +199,35 @@ impl Probe for SwitchProbe {
     }
 }
 
-/// Alerts the test sets: `set(&[("A", "firing")])`.
-#[derive(Debug, Clone, Default)]
-pub struct FakeAlerts(Arc<Mutex<Vec<ActiveAlert>>>);
+/// Alerts the test sets: `set(&[("A", "firing")])`. It counts how often the
+/// runner asked, so a test can move its alerts on after the runner has seen
+/// them ([`FakeAlerts::polled`]) instead of after a guessed delay.
+#[derive(Debug, Clone)]
+pub struct FakeAlerts {
+    alerts: Arc<Mutex<Vec<ActiveAlert>>>,
+    polls: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for FakeAlerts {
+    fn default() -> Self {
+        Self {
+            alerts: Arc::default(),
+            polls: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
 
 impl FakeAlerts {
+    /// Waits until the runner has asked for the alerts `more` more times.
+    pub async fn polled(&self, more: u64) {
+        let mut polls = self.polls.subscribe();
+        let target = *polls.borrow_and_update() + more;
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = polls.wait_for(|n| *n >= target).await;
+    }
+
     pub fn set(&self, alerts: &[(&str, &str)]) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = alerts
+        *self.alerts.lock().unwrap_or_else(PoisonError::into_inner) = alerts
             .iter()
             .map(|(name, state)| ActiveAlert {
                 name: (*name).to_owned(),
@@ -219,11 +241,13 @@ impl FakeAlerts {
 #[async_trait::async_trait]
 impl AlertSource for FakeAlerts {
     async fn active_alerts(&self) -> Result<Vec<ActiveAlert>, ProbeError> {
-        Ok(self
-            .0
+        let alerts = self
+            .alerts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone())
+            .clone();
+        self.polls.send_modify(|n| *n += 1);
+        Ok(alerts)
     }
 }
 

@@ -12,15 +12,10 @@ use faultline_chaos::testing::{
     Behaviour, CallLog, FakeAlerts, FakeFault, SwitchProbe, SyntheticLoad,
 };
 
-async fn journal() -> Result<Journal, tokio::time::error::Elapsed> {
-    journal_at(1.0).await
-}
-
 /// A run with synthetic load whose latency rises while the fault is in, and
-/// an alert that goes pending, fires, then resolves; `scale` stretches time
-/// (1.0: the method lasts 0.9 s).
-async fn journal_at(scale: f64) -> Result<Journal, tokio::time::error::Elapsed> {
-    let ms = move |ms: u64| Duration::from_millis((ms as f64 * scale) as u64);
+/// an alert that goes pending, fires, then resolves; the method lasts 0.9 s.
+async fn journal() -> Result<Journal, tokio::time::error::Elapsed> {
+    let ms = Duration::from_millis;
     let log = CallLog::default();
     let mut plan = Plan::new("Synthetic latency fault");
     plan.settings.probe_interval = Duration::from_millis(20);
@@ -43,8 +38,7 @@ async fn journal_at(scale: f64) -> Result<Journal, tokio::time::error::Elapsed> 
     plan.load = Some(Arc::new(SyntheticLoad {
         window: ms(50),
         requests_per_window: 40,
-        shape: Arc::new(move |t| {
-            let t = t / scale;
+        shape: Arc::new(|t| {
             // Latency climbs while the fault is in, errors spike at its start.
             if (0.35..0.8).contains(&t) {
                 let climb = ((t - 0.35) / 0.15).min(1.0);
@@ -67,13 +61,16 @@ async fn journal_at(scale: f64) -> Result<Journal, tokio::time::error::Elapsed> 
         within: ms(5000),
         labels: Default::default(),
     }];
+    // The alert's life, paced by the runner's polls (every 20 ms): pending
+    // once the fault is in, firing after the runner has seen it pending a few
+    // times, resolved after it has seen it firing a dozen times.
     tokio::spawn(async move {
         injected.notified().await;
-        tokio::time::sleep(ms(60)).await;
+        alerts.polled(3).await;
         alerts.set(&[("DependencyLatencyRising", "pending")]);
-        tokio::time::sleep(ms(150)).await;
+        alerts.polled(7).await;
         alerts.set(&[("DependencyLatencyRising", "firing")]);
-        tokio::time::sleep(ms(250)).await;
+        alerts.polled(12).await;
         alerts.set(&[]);
     });
     let bindings = Bindings {
