@@ -311,6 +311,21 @@ impl ChildProcess {
         ))
     }
 
+    /// Asks it to stop (SIGTERM, as `docker stop` would) and waits up to
+    /// `grace` for it to exit; true when it did. A shop role flushes its
+    /// spans on the way out.
+    pub async fn terminate(&mut self, grace: Duration) -> bool {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        sent && matches!(
+            tokio::time::timeout(grace, self.child.wait()).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -33,9 +33,8 @@ use crate::stats::{Summary, ratio};
 /// How long a shop role gets to report ready (migrations included).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The default batch span processor exports every 5 s: wait that long before
-/// counting what the sink received.
-const EXPORT_DELAY: Duration = Duration::from_secs(6);
+/// How long a server gets to flush its spans and exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// A load generator using more than this share of its core is probably what
 /// limits the throughput.
@@ -185,6 +184,24 @@ struct Fleet {
     proxy: (ChildProcess, Url),
     cached: BTreeMap<Telemetry, (Role, Role)>,
     cached_sink: ChildProcess,
+}
+
+impl Fleet {
+    /// Stops the servers of figure 1's exporting variants, gateways first,
+    /// and waits for each to exit.
+    async fn stop_exporters(&mut self, grace: Duration) -> Result<(), BenchError> {
+        for (telemetry, (catalog, gateway)) in &mut self.gateways {
+            if !telemetry.exports() {
+                continue;
+            }
+            for role in [gateway, catalog] {
+                if !role.process.terminate(grace).await {
+                    return Err(role.process.failure("did not stop after SIGTERM").await);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The telemetry variants of the cached gateway.
@@ -479,7 +496,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         }
         cached.insert(telemetry, (catalog, gateway));
     }
-    let fleet = Fleet {
+    let mut fleet = Fleet {
         gateways,
         bare: (bare, url(bare_addr)?),
         proxy: (proxy, url(proxy_addr)?),
@@ -601,7 +618,10 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     }
     // Warm-ups sent requests too; the sink counted their spans. Count them.
     exported_requests += warmup_requests(&rounds, plan, &rates);
-    tokio::time::sleep(EXPORT_DELAY).await;
+    // Every exporting server flushes its spans when it stops (the batch
+    // processor would otherwise hold the last ones for up to 5 s): once they
+    // have all exited, the sink's count is final.
+    fleet.stop_exporters(STOP_GRACE).await?;
     let spans = spans_received(&client, sink_http)
         .await
         .map(|n| n - spans_before.min(n));
