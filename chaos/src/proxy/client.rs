@@ -13,6 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+// reqwest keeps the useful part, such as "connection refused", in the causes.
+use crate::actions::error_chain;
+
 use super::model::{
     ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Toxic, ToxicUpdate, VersionInfo,
 };
@@ -27,9 +30,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ClientError {
     #[error("invalid control API URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("cannot build the HTTP client: {}", causes(.0))]
+    #[error("cannot build the HTTP client: {}", error_chain(.0))]
     Build(reqwest::Error),
-    #[error("{method} {url} failed: {}", causes(.error))]
+    #[error("{method} {url} failed: {}", error_chain(.error))]
     Request {
         method: Method,
         url: String,
@@ -48,22 +51,6 @@ pub enum ClientError {
         url: String,
         error: serde_json::Error,
     },
-}
-
-/// An error and its causes, joined with ": " (reqwest keeps the useful part,
-/// such as "connection refused", in the causes).
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 impl ClientError {
