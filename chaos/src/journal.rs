@@ -194,6 +194,17 @@ pub struct AlertSeen {
     pub transitions: Vec<AlertTransition>,
 }
 
+/// An alert series that fired during the run although the experiment
+/// neither expects nor allows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnexpectedAlert {
+    pub alert: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When it first fired, seconds since the start of the run.
+    pub first_firing_s: f64,
+}
+
 /// The recovery phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryRecord {
@@ -300,6 +311,10 @@ pub struct Journal {
     pub expected_alerts: Vec<AlertExpectationRecord>,
     #[serde(default)]
     pub alerts_seen: Vec<AlertSeen>,
+    /// Alerts that fired although neither expected nor allowed: each fails
+    /// the run.
+    #[serde(default)]
+    pub unexpected_alerts: Vec<UnexpectedAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,6 +53,10 @@ pub struct Experiment {
     /// Alerts that must reach a state within a time.
     #[serde(default)]
     pub expected_alerts: Vec<ExpectedAlert>,
+    /// Alerts that may fire as true side effects of the faults. Any other
+    /// alert that fires during the run (Watchdog aside) fails it.
+    #[serde(default)]
+    pub allowed_alerts: Vec<AllowedAlert>,
 }
 
 /// Timing knobs of the run loop.
@@ -641,6 +645,10 @@ pub enum Invariant {
 #[serde(deny_unknown_fields)]
 pub struct InvariantProbe {
     pub invariant: Invariant,
+    /// The fewest acknowledged orders the load must have seen for the
+    /// invariant to mean anything (default 1: zero orders fail it).
+    #[serde(default = "one")]
+    pub min_acknowledged: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
 }
@@ -694,3 +702,19 @@ pub struct ExpectedAlert {
 fn firing() -> ExpectedState {
     ExpectedState::Firing
 }
+
+/// `[[allowed_alerts]]`: an alert that may fire during the run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedAlert {
+    pub alert: String,
+    /// Only series carrying these labels (default: every series).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Why it is a true side effect of the faults.
+    pub reason: String,
+}
+
+/// The alert that fires whatever happens (a dead man's switch): never
+/// unexpected.
+pub const WATCHDOG_ALERT: &str = "Watchdog";

@@ -201,6 +201,31 @@ impl Experiment {
                 ));
             }
         }
+        for (i, allowed) in self.allowed_alerts.iter().enumerate() {
+            let path = root.clone().key("allowed_alerts").index(i);
+            if allowed.alert.trim().is_empty() {
+                return Err((path.key("alert"), "must not be empty".into()));
+            }
+            if allowed.reason.trim().is_empty() {
+                return Err((
+                    path.key("reason"),
+                    "say why this alert is a true side effect of the faults".into(),
+                ));
+            }
+            if self
+                .expected_alerts
+                .iter()
+                .any(|e| e.alert == allowed.alert)
+            {
+                return Err((
+                    path.key("alert"),
+                    format!(
+                        "{} is expected already: an expected alert need not be allowed",
+                        allowed.alert
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }

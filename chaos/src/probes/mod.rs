@@ -102,6 +102,18 @@ pub struct ProbeContext {
     pub phase_start_unix_ms: u64,
     /// The load generator's final report, once the load has stopped.
     pub report: Option<Arc<Report>>,
+    /// When the first fault was injected, once it was.
+    pub fault_start_unix_ms: Option<u64>,
+}
+
+impl ProbeContext {
+    /// Whole seconds since the first fault (at least 1), as a PromQL range:
+    /// what `$__fault_range` stands for in a query.
+    pub fn fault_range(&self, now_unix_ms: u64) -> Option<String> {
+        let start = self.fault_start_unix_ms?;
+        let seconds = now_unix_ms.saturating_sub(start).div_ceil(1000).max(1);
+        Some(format!("{seconds}s"))
+    }
 }
 
 /// A probe.

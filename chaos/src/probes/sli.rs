@@ -50,9 +50,11 @@ pub fn compute(
     };
     match metric {
         SliMetric::Requests => Some(as_f64(count)),
-        SliMetric::Errors => (!windows.is_empty()).then(|| as_f64(sum(|s| s.errors))),
-        SliMetric::RateLimited => (!windows.is_empty()).then(|| as_f64(sum(|s| s.rate_limited))),
-        SliMetric::Degraded => (!windows.is_empty()).then(|| as_f64(sum(|s| s.degraded))),
+        // Counts over routes that got no request are no data, not zero: "0
+        // errors" on a route nobody called proves nothing.
+        SliMetric::Errors => (count > 0).then(|| as_f64(sum(|s| s.errors))),
+        SliMetric::RateLimited => (count > 0).then(|| as_f64(sum(|s| s.rate_limited))),
+        SliMetric::Degraded => (count > 0).then(|| as_f64(sum(|s| s.degraded))),
         SliMetric::ErrorRatio => (count > 0).then(|| as_f64(sum(|s| s.errors)) / as_f64(count)),
         SliMetric::SuccessRatio => {
             (count > 0).then(|| 1.0 - as_f64(sum(|s| s.errors)) / as_f64(count))

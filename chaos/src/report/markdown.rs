@@ -242,6 +242,22 @@ pub fn render(journal: &Journal, plot: Option<&str>) -> String {
             );
         }
     }
+    if !journal.unexpected_alerts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Unexpected alerts\n\nThese fired although the experiment neither expects nor allows them; each fails the run.\n\n| alert | labels | first fired (s) |\n|---|---|---:|"
+        );
+        for a in &journal.unexpected_alerts {
+            let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} |",
+                a.alert,
+                cell(&labels.join(", ")),
+                a.first_firing_s
+            );
+        }
+    }
     if !journal.alerts_seen.is_empty() {
         let _ = writeln!(
             out,

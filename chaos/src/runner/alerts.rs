@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunEvent;
 use super::record::Recorder;
-use crate::experiment::{ExpectedAlert, ExpectedState};
-use crate::journal::{AlertExpectationRecord, AlertSeen, AlertTransition};
+use crate::experiment::{AllowedAlert, ExpectedAlert, ExpectedState, WATCHDOG_ALERT};
+use crate::journal::{AlertExpectationRecord, AlertSeen, AlertTransition, UnexpectedAlert};
 use crate::probes::prometheus::{ActiveAlert, AlertSource};
 
 type SeriesKey = (String, BTreeMap<String, String>);
@@ -181,12 +181,14 @@ pub fn decide(
             .rev()
             .find(|t| t.at_s <= anchor)
             .map_or("inactive", |t| t.state.as_str());
-        let candidate = if expect.state != ExpectedState::Resolved && reached(before) {
-            Some((
-                anchor,
-                "already in that state when the fault started".to_owned(),
-            ))
-        } else if expect.state == ExpectedState::Resolved {
+        if expect.state != ExpectedState::Resolved && reached(before) {
+            // A rule that fires without the fault proves nothing about it.
+            return Decision::Failed(format!(
+                "already {before} before the fault started{}",
+                describe_labels(&s.labels)
+            ));
+        }
+        let candidate = if expect.state == ExpectedState::Resolved {
             // Resolved: it must have fired, and then gone after the rollbacks.
             let fired = s.transitions.iter().any(|t| t.state == "firing");
             s.transitions
@@ -229,6 +231,60 @@ pub fn decide(
         )),
         None => Decision::Undecided,
     }
+}
+
+fn describe_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!(" ({{{}}})", pairs.join(", "))
+    }
+}
+
+fn matches(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The alert series that fired during the run although the experiment
+/// neither expects nor allows them (Watchdog aside), each with the time it
+/// first fired.
+pub fn unexpected(
+    seen: &[AlertSeen],
+    expected: &[ExpectedAlert],
+    allowed: &[AllowedAlert],
+) -> Vec<UnexpectedAlert> {
+    seen.iter()
+        .filter(|s| s.alert != WATCHDOG_ALERT)
+        .filter(|s| {
+            !expected
+                .iter()
+                .any(|e| e.alert == s.alert && matches(&s.labels, &e.labels))
+                && !allowed
+                    .iter()
+                    .any(|a| a.alert == s.alert && matches(&s.labels, &a.labels))
+        })
+        .filter_map(|s| {
+            s.transitions
+                .iter()
+                .find(|t| t.state == "firing")
+                .map(|t| UnexpectedAlert {
+                    alert: s.alert.clone(),
+                    labels: s.labels.clone(),
+                    first_firing_s: t.at_s,
+                })
+        })
+        .collect()
+}
+
+/// One line for the verdict's reasons.
+pub fn unexpected_reason(alert: &UnexpectedAlert) -> String {
+    format!(
+        "alert {}{} fired at {:.1} s, but the experiment neither expects nor allows it",
+        alert.alert,
+        describe_labels(&alert.labels),
+        alert.first_firing_s
+    )
 }
 
 /// The journal record of a decided (or, at the end, undecided) expectation.
@@ -350,5 +406,95 @@ mod tests {
             decide(&expect(ExpectedState::Firing, 60), &[], none, 2.0, 0.0),
             Decision::Undecided
         ));
+    }
+    #[test]
+    fn an_alert_firing_before_the_fault_fails_its_expectation() {
+        let log = AlertLog::default();
+        log.observe(&[alert("A", "firing")], 0.5);
+        log.observe(&[alert("A", "firing")], 5.0);
+        let anchors = Anchors {
+            fault_start_s: Some(1.0),
+            rollback_end_s: Some(15.0),
+        };
+        let decision = decide(
+            &expect(ExpectedState::Firing, 10),
+            &log.seen(),
+            anchors,
+            30.0,
+            0.0,
+        );
+        let Decision::Failed(reason) = decision else {
+            panic!("{decision:?}");
+        };
+        assert!(
+            reason.contains("already firing before the fault"),
+            "{reason}"
+        );
+        // Pending before the fault fails a pending expectation too.
+        let log = AlertLog::default();
+        log.observe(&[alert("A", "pending")], 0.5);
+        log.observe(&[alert("A", "firing")], 3.0);
+        assert!(matches!(
+            decide(
+                &expect(ExpectedState::Pending, 10),
+                &log.seen(),
+                anchors,
+                30.0,
+                0.0
+            ),
+            Decision::Failed(_)
+        ));
+        // But pending before, firing after, meets a firing expectation.
+        assert_eq!(
+            decide(
+                &expect(ExpectedState::Firing, 10),
+                &log.seen(),
+                anchors,
+                30.0,
+                0.0
+            ),
+            Decision::Met {
+                at_s: 3.0,
+                note: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn alerts_neither_expected_nor_allowed_are_unexpected() {
+        let log = AlertLog::default();
+        let mut other = alert("B", "firing");
+        other.labels.insert("job".into(), "orders".into());
+        log.observe(
+            &[
+                alert("A", "firing"),
+                other.clone(),
+                alert("Watchdog", "firing"),
+                alert("C", "pending"),
+            ],
+            2.0,
+        );
+        let seen = log.seen();
+        let expected = [expect(ExpectedState::Firing, 10)];
+        let found = unexpected(&seen, &expected, &[]);
+        // C was only pending; Watchdog always fires; A is expected.
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].alert, "B");
+        assert_eq!(found[0].first_firing_s, 2.0);
+        assert!(unexpected_reason(&found[0]).contains("job=\"orders\""));
+        let allow = |labels: &[(&str, &str)]| AllowedAlert {
+            alert: "B".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            reason: "a side effect".into(),
+        };
+        assert!(unexpected(&seen, &expected, &[allow(&[])]).is_empty());
+        assert!(unexpected(&seen, &expected, &[allow(&[("job", "orders")])]).is_empty());
+        assert_eq!(
+            unexpected(&seen, &expected, &[allow(&[("job", "catalog")])]).len(),
+            1
+        );
     }
 }

@@ -158,6 +158,7 @@ impl Compiler<'_> {
             ProbeKind::Invariant(probe) => Arc::new(InvariantCheck {
                 pool: self.database(what, probe.database.as_ref())?,
                 invariant: probe.invariant,
+                min_acknowledged: probe.min_acknowledged,
             }),
         })
     }
@@ -324,7 +325,7 @@ pub fn compile(
             })
         })
         .collect::<Result<Vec<_>, CompileError>>()?;
-    let alerts = if experiment.expected_alerts.is_empty() {
+    let alerts = if experiment.expected_alerts.is_empty() && experiment.allowed_alerts.is_empty() {
         None
     } else {
         Some(compiler.alert_source("expected_alerts")?)
@@ -349,6 +350,7 @@ pub fn compile(
         recovery: compiler.probes("recovery", &experiment.recovery.probes)?,
         after: compiler.probes("after", &experiment.after)?,
         expected_alerts: experiment.expected_alerts.clone(),
+        allowed_alerts: experiment.allowed_alerts.clone(),
         alerts,
     })
 }

@@ -91,11 +91,27 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
     let start_s = clock.now_s();
     let start = clock.instant(start_s);
     let end = start + plan.method_duration;
-    let cx = run.cx(start_s);
+    let mut cx = run.cx(start_s);
+    // Probes that must pass "eventually" look for the fault's effect: they
+    // are due from the first injection, and see only what came after it.
+    let mut fault_cx = cx.clone();
+    let first_fault_at = plan
+        .faults
+        .iter()
+        .map(|f| f.at)
+        .min()
+        .unwrap_or(Duration::ZERO);
     let mut result = MethodResult::default();
     let events = schedule(run);
     let mut next_event = 0;
-    let mut next_due: Vec<Instant> = plan.during.iter().map(|_| start).collect();
+    let mut next_due: Vec<Instant> = plan
+        .during
+        .iter()
+        .map(|p| match p.must {
+            Must::Always => start,
+            Must::Eventually => start + first_fault_at,
+        })
+        .collect();
     let mut in_flight: Vec<bool> = plan.during.iter().map(|_| false).collect();
     let mut passed_once: Vec<bool> = plan.during.iter().map(|_| false).collect();
     // An always-probe that finds no data yet (no load window in the phase so
@@ -110,9 +126,15 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
         while next_event < events.len() && start + events[next_event].at <= now {
             let event = events[next_event];
             next_event += 1;
+            let injected_before = result.first_injection_s.is_some();
             if let Err(reason) = act(run, event, &mut result).await {
                 result.end = MethodEnd::Aborted(reason);
                 return result;
+            }
+            if let (false, Some(fault_start_s)) = (injected_before, result.first_injection_s) {
+                let _ = run.fault_start_s.set(fault_start_s);
+                cx = run.cx(start_s);
+                fault_cx = run.cx(fault_start_s);
             }
         }
         // Due probes.
@@ -126,7 +148,10 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
             in_flight[index] = true;
             next_due[index] = now + probe.every;
             let probe_ref = probe.probe.clone();
-            let cx = cx.clone();
+            let cx = match probe.must {
+                Must::Always => cx.clone(),
+                Must::Eventually => fault_cx.clone(),
+            };
             let timeout = plan
                 .settings
                 .probe_timeout

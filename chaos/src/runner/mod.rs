@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::load::LoadSource;
 use crate::actions::{Action, ActionError, Fault};
 use crate::environment::Environment;
-use crate::experiment::{ExpectedAlert, Experiment, ExperimentError, Must, Settings};
+use crate::experiment::{AllowedAlert, ExpectedAlert, Experiment, ExperimentError, Must, Settings};
 use crate::journal::*;
 use crate::ledger::Ledger;
 use crate::platform::Platform;
@@ -96,6 +96,8 @@ pub struct Plan {
     pub recovery: Vec<PlannedProbe>,
     pub after: Vec<PlannedProbe>,
     pub expected_alerts: Vec<ExpectedAlert>,
+    /// Alerts that may fire besides the expected ones.
+    pub allowed_alerts: Vec<AllowedAlert>,
     pub alerts: Option<Arc<dyn AlertSource>>,
 }
 
@@ -122,6 +124,7 @@ impl Plan {
             recovery: Vec::new(),
             after: Vec::new(),
             expected_alerts: Vec::new(),
+            allowed_alerts: Vec::new(),
             alerts: None,
         }
     }
@@ -294,6 +297,8 @@ pub(crate) struct Run {
     pub cancel: CancellationToken,
     pub ledger: Arc<Ledger>,
     pub active: ActiveSet,
+    /// When the first fault was injected (seconds since the start).
+    pub fault_start_s: std::sync::OnceLock<f64>,
 }
 
 impl Run {
@@ -302,6 +307,10 @@ impl Run {
             timeline: self.timeline.clone(),
             phase_start_unix_ms: self.recorder.clock.unix_ms_at(phase_start_s),
             report: None,
+            fault_start_unix_ms: self
+                .fault_start_s
+                .get()
+                .map(|s| self.recorder.clock.unix_ms_at(*s)),
         }
     }
 
@@ -576,6 +585,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         cancel: bindings.cancel.clone(),
         ledger,
         active: ActiveSet::default(),
+        fault_start_s: std::sync::OnceLock::new(),
     };
     let plan = &run.plan;
     let mut verdicts = Verdicts::default();
@@ -597,7 +607,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
     let alert_log = AlertLog::default();
     let alert_stop = CancellationToken::new();
     let alert_source = bindings.alerts.clone().or_else(|| plan.alerts.clone());
-    let watcher = alert_source.map(|source| {
+    let watcher = alert_source.clone().map(|source| {
         tokio::spawn(alerts::watch(
             source,
             plan.settings.alert_poll_interval,
@@ -636,8 +646,31 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
                 if !before.steady_state_met {
                     verdicts.fail("the steady state did not hold before the faults".to_owned());
                 }
-                let met = before.steady_state_met;
+                let mut met = before.steady_state_met;
                 steady_states.before = Some(before);
+                // The alerts as they stand right before the faults: an
+                // expected alert already firing then proves nothing.
+                if met && let Some(source) = &alert_source {
+                    let timeout = plan.settings.probe_timeout;
+                    let read = tokio::time::timeout(timeout, source.active_alerts()).await;
+                    match read {
+                        Ok(Ok(active)) => {
+                            alert_log.observe(&active, recorder.clock.now_s());
+                        }
+                        Ok(Err(err)) => {
+                            met = false;
+                            verdicts
+                                .fail(format!("cannot read the alerts before the faults: {err}"));
+                        }
+                        Err(_) => {
+                            met = false;
+                            verdicts.fail(format!(
+                                "cannot read the alerts before the faults: no answer within {}",
+                                crate::experiment::duration::render(timeout)
+                            ));
+                        }
+                    }
+                }
                 if met {
                     method_ran = true;
                 }
@@ -858,8 +891,20 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
     }
 
     alert_stop.cancel();
+    let watched = watcher.is_some();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
+    }
+    let alerts_seen = alert_log.seen();
+    let unexpected_alerts = if watched {
+        alerts::unexpected(&alerts_seen, &plan.expected_alerts, &plan.allowed_alerts)
+    } else {
+        Vec::new()
+    };
+    if !verdicts.interrupted {
+        for alert in &unexpected_alerts {
+            verdicts.fail(alerts::unexpected_reason(alert));
+        }
     }
 
     let (status, verdict) = if verdicts.interrupted {
@@ -894,7 +939,8 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         phases,
         fault_window,
         expected_alerts: expectations,
-        alerts_seen: alert_log.seen(),
+        alerts_seen,
+        unexpected_alerts,
         recovery,
         load: load_record,
         failed_requests,

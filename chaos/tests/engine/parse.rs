@@ -256,3 +256,47 @@ proptest! {
         let _ = parse(&text);
     }
 }
+
+#[test]
+fn allowed_alerts_need_a_reason_and_must_not_repeat_an_expected_one() {
+    let allowed = |body: &str| {
+        format!(
+            "{MINIMAL}\n[[expected_alerts]]\nalert = \"Expected\"\nwithin = \"10s\"\n\n[[allowed_alerts]]\n{body}\n"
+        )
+    };
+    let ok = parse(&allowed(
+        "alert = \"TargetDown\"\nlabels = { job = \"orders\" }\nreason = \"the killed replica cannot be scraped\"",
+    ))
+    .unwrap();
+    assert_eq!(ok.allowed_alerts.len(), 1);
+    assert_eq!(ok.allowed_alerts[0].labels["job"], "orders");
+
+    let (message, field, _) = error(&allowed("alert = \"TargetDown\"")).unwrap();
+    assert_eq!(field, "allowed_alerts[0].reason", "{message}");
+    let (message, field, _) = error(&allowed("alert = \"TargetDown\"\nreason = \" \"")).unwrap();
+    assert_eq!(field, "allowed_alerts[0].reason", "{message}");
+    let (message, field, _) = error(&allowed("alert = \"Expected\"\nreason = \"both\"")).unwrap();
+    assert_eq!(field, "allowed_alerts[0].alert");
+    assert!(message.contains("expected already"), "{message}");
+}
+
+#[test]
+fn invariants_require_a_minimum_of_acknowledged_orders() {
+    let text = format!(
+        "{MINIMAL}\n[[after]]\nname = \"orders\"\ntype = \"invariant\"\ninvariant = \"acknowledged_orders_exist_once\"\n"
+    );
+    let default = parse(&text).unwrap();
+    let ProbeKind::Invariant(probe) = &default.after[0].kind else {
+        panic!("an invariant");
+    };
+    assert_eq!(probe.min_acknowledged, 1, "zero orders never pass");
+    let explicit = parse(&text.replace(
+        "invariant = \"acknowledged_orders_exist_once\"",
+        "invariant = \"acknowledged_orders_exist_once\"\nmin_acknowledged = 50",
+    ))
+    .unwrap();
+    let ProbeKind::Invariant(probe) = &explicit.after[0].kind else {
+        panic!("an invariant");
+    };
+    assert_eq!(probe.min_acknowledged, 50);
+}

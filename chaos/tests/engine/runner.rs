@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_chaos::actions::UndoRecord;
-use faultline_chaos::experiment::{ExpectedAlert, ExpectedState, Must, Settings};
+use faultline_chaos::experiment::{AllowedAlert, ExpectedAlert, ExpectedState, Must, Settings};
 use faultline_chaos::journal::{ActivityStatus, Status, Verdict};
 use faultline_chaos::runner::{
     Bindings, LedgerDir, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe, run_plan,
@@ -624,4 +624,94 @@ async fn dropping_the_run_on_a_multi_threaded_runtime_rolls_back_too() {
         () = injected.notified() => {}
     }
     assert_rolled_back(&log, &["a", "b"]);
+}
+
+fn expect_firing(alert: &str) -> ExpectedAlert {
+    ExpectedAlert {
+        alert: alert.into(),
+        state: ExpectedState::Firing,
+        within: Duration::from_secs(10),
+        labels: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn an_expected_alert_already_firing_before_the_fault_fails_the_run() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let mut plan = plan(&log, &ok, &ok);
+    let alerts = FakeAlerts::default();
+    // A rule that fires whatever happens: it must not pass as detection.
+    alerts.set(&[("AlwaysFiring", "firing")]);
+    plan.alerts = Some(Arc::new(alerts));
+    plan.expected_alerts = vec![expect_firing("AlwaysFiring")];
+    let journal = run(plan, bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
+    assert!(!journal.expected_alerts[0].met);
+    assert!(
+        journal
+            .reasons
+            .iter()
+            .any(|r| r.contains("AlwaysFiring") && r.contains("already firing before the fault")),
+        "{:?}",
+        journal.reasons
+    );
+}
+
+#[tokio::test]
+async fn an_alert_neither_expected_nor_allowed_fails_the_run() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let alerts = FakeAlerts::default();
+    let with_alerts = |allowed: Vec<AllowedAlert>| {
+        let mut plan = plan(&log, &ok, &ok);
+        plan.alerts = Some(Arc::new(alerts.clone()));
+        plan.allowed_alerts = allowed;
+        plan
+    };
+    alerts.set(&[("Watchdog", "firing"), ("SideEffect", "firing")]);
+    let journal = run(with_alerts(Vec::new()), bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
+    assert_eq!(
+        journal.unexpected_alerts.len(),
+        1,
+        "Watchdog is never unexpected"
+    );
+    assert_eq!(journal.unexpected_alerts[0].alert, "SideEffect");
+    assert!(
+        journal.reasons.iter().any(|r| r.contains("SideEffect")),
+        "{:?}",
+        journal.reasons
+    );
+    let allowed = AllowedAlert {
+        alert: "SideEffect".into(),
+        labels: Default::default(),
+        reason: "a true side effect".into(),
+    };
+    let journal = run(with_alerts(vec![allowed]), bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
+    assert!(journal.unexpected_alerts.is_empty());
+}
+
+#[tokio::test]
+async fn eventually_probes_are_due_from_the_first_injection() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let mut plan = plan(&log, &ok, &ok);
+    plan.faults = vec![fault(FakeFault::new("late", &log), 200, Some(100))];
+    plan.during = vec![during("effect seen", &ok, Must::Eventually)];
+    let journal = run(plan, bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
+    let fault_start = journal.fault_window.as_ref().unwrap().start_s;
+    let first = journal
+        .steady_states
+        .during
+        .iter()
+        .find(|a| a.activity.name == "effect seen")
+        .unwrap();
+    assert!(
+        first.start_s >= fault_start,
+        "evaluated at {} s, before the fault at {fault_start} s",
+        first.start_s
+    );
 }

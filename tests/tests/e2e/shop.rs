@@ -409,10 +409,22 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
         Some(&"orders"),
         "the worker continues the order's trace"
     );
+    // And links to the very span that wrote the event: the orders span the
+    // worker continues, in this checkout's trace.
     assert_eq!(
-        worker.links.len(),
-        1,
-        "and links to the span that wrote the event"
+        worker.links,
+        vec![(trace_id.clone(), worker.parent_span_id.clone())],
+        "the worker's span links to the orders span that wrote the event"
+    );
+    let writer = spans
+        .iter()
+        .find(|s| s.span_id == worker.parent_span_id)
+        .context("the writer span is in the trace")?;
+    ensure!(
+        writer.service == "orders" && writer.trace_id == trace_id,
+        "the link points at {} span {:?}, not at the checkout's orders span",
+        writer.service,
+        writer.name
     );
     let db_span = find("catalog", "UPDATE products")?;
     assert_eq!(
