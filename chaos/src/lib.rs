@@ -10,11 +10,13 @@
 //! - [`platform`]: container actions behind a [`platform::Platform`] trait
 //!   (Docker today).
 //! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
+//! - [`coverage`]: the detection coverage table of a set of journals.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`.
 //! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
 pub mod actions;
+pub mod coverage;
 pub mod environment;
 pub mod experiment;
 pub mod journal;

@@ -5,6 +5,7 @@
 )]
 
 pub mod cleanup;
+pub mod coverage;
 pub mod list;
 pub mod report;
 pub mod run;
