@@ -11,6 +11,8 @@
 //!   (Docker today).
 //! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
 //! - [`coverage`]: the detection coverage table of a set of journals.
+//! - [`evidence`]: the raw series behind the alerts that fired, and the
+//!   promtool test that replays them offline.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`.
 //! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
@@ -18,6 +20,7 @@
 pub mod actions;
 pub mod coverage;
 pub mod environment;
+pub mod evidence;
 pub mod experiment;
 pub mod journal;
 pub mod ledger;

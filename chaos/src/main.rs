@@ -27,6 +27,7 @@ Examples:
   faultline report faultline-journals/kill-replica-<run>.json
   faultline cleanup
   faultline coverage target/chaos-reports/
+  faultline regress <journal>.json --rules alerts/compressed/*.rules.yml --out x.test.yml
   faultline proxy --listen 0.0.0.0:8474
 
 Exit codes: 0 passed, 1 the hypothesis failed, 2 error."
@@ -50,6 +51,8 @@ enum Command {
     Cleanup(cli::cleanup::CleanupArgs),
     /// The detection coverage table (Markdown) of a set of journals.
     Coverage(cli::coverage::CoverageArgs),
+    /// A promtool unit test that replays the evidence of a journal.
+    Regress(cli::regress::RegressArgs),
     /// Run the fault proxy: TCP proxies with toxics, driven by a
     /// Toxiproxy-compatible HTTP API.
     Proxy(ProxyArgs),
@@ -80,6 +83,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Report(args) => args.run(),
         Command::Cleanup(args) => args.run().await,
         Command::Coverage(args) => args.run(),
+        Command::Regress(args) => args.run(),
         Command::Proxy(args) => {
             let telemetry =
                 faultline_telemetry::Telemetry::init("faultline-proxy", env!("CARGO_PKG_VERSION"))

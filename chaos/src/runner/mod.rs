@@ -857,6 +857,14 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         }
     }
 
+    let evidence = crate::evidence::gather(
+        plan,
+        &expectations,
+        &alert_log.seen(),
+        recorder.clock.start_unix_ms(),
+        &run.cancel,
+    )
+    .await;
     alert_stop.cancel();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
@@ -898,6 +906,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         recovery,
         load: load_record,
         failed_requests,
+        evidence,
     };
     recorder.emit(RunEvent::Note(format!("verdict: {}", verdict.as_str())));
     journal

@@ -47,7 +47,9 @@ fn run_of_a_missing_file_is_an_error() {
 
 #[test]
 fn help_has_examples() {
-    for sub in ["run", "validate", "list", "report", "cleanup", "coverage"] {
+    for sub in [
+        "run", "validate", "list", "report", "cleanup", "coverage", "regress",
+    ] {
         let output = faultline().args([sub, "--help"]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("Examples:"), "{sub}: {stdout}");
@@ -144,6 +146,102 @@ fn coverage_prints_or_writes_the_table() {
     assert!(stderr.contains("no *.journal.json"), "{stderr}");
     assert!(
         stderr.contains(&empty.path().display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn regress_writes_a_promtool_test_next_to_its_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alerts/a.rules.yml");
+    std::fs::create_dir_all(rules.parent().unwrap()).unwrap();
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: m > 1\n    for: 2s\n",
+    )
+    .unwrap();
+    let mut journal = journal_with_alert("chaos/experiments/a.toml", "A", 3.0);
+    journal["evidence"] = serde_json::json!({
+        "step_s": 1.0,
+        "start_unix_ms": 1_000,
+        "alerts": [{"alert": "A", "labels": {"job": "x"}, "firing_at_s": 6.5, "metrics": ["m"]}],
+        "series": [{"labels": {"__name__": "m", "job": "x"},
+                    "values": [0.0, 0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, null]}],
+    });
+    let path = dir.path().join("a.journal.json");
+    std::fs::write(&path, journal.to_string()).unwrap();
+
+    let out = dir.path().join("regress/a.test.yml");
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("rule_files:\n- ../alerts/a.rules.yml\n"),
+        "{text}"
+    );
+    assert!(text.contains("values: 0+0x1 2+0x6"), "{text}");
+    assert!(text.contains("eval_time: 8s"), "{text}");
+
+    // Without --out: on stdout, rule files relative to the current directory.
+    let output = faultline()
+        .current_dir(dir.path())
+        .args(["regress", "a.journal.json", "--rules", "alerts/a.rules.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("- alerts/a.rules.yml\n"));
+
+    // An alert the rule files do not define; a missing rule file; no evidence.
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a.journal.json: evidence.alerts: A defined in none of")
+            && stderr.contains("a.rules.yml"),
+        "{stderr}"
+    );
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .args(["--rules", "/nonexistent/x.rules.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/x.rules.yml"));
+    journal.as_object_mut().unwrap().remove("evidence");
+    std::fs::write(&path, journal.to_string()).unwrap();
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a.journal.json") && stderr.contains("no evidence"),
         "{stderr}"
     );
 }
