@@ -260,6 +260,49 @@ pub struct FailedRequestRecord {
     pub at_s: f64,
 }
 
+/// The raw series behind the alerts that fired: enough to replay them
+/// offline (`faultline regress` writes a promtool test from it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Seconds between two values of a series.
+    pub step_s: f64,
+    /// The time of every series' first value (the start of the run).
+    pub start_unix_ms: u64,
+    /// The alert series that fired, as expected.
+    pub alerts: Vec<EvidenceAlert>,
+    /// Every series of the raw metrics those alerts read.
+    pub series: Vec<EvidenceSeries>,
+    /// What could not be gathered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// An alert series that fired during the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceAlert {
+    pub alert: String,
+    /// The series' labels, `alertname` excluded.
+    pub labels: BTreeMap<String, String>,
+    /// When it was first seen firing, seconds since the evidence's start.
+    pub firing_at_s: f64,
+    /// When it was next seen inactive, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at_s: Option<f64>,
+    /// The raw metrics its expression reads, through recording rules.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+}
+
+/// One raw series, sampled every `step_s` from the evidence's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceSeries {
+    /// With `__name__`.
+    pub labels: BTreeMap<String, String>,
+    /// One per step; `None` where the series had no value (NaN and
+    /// infinities also come back as `None` from JSON).
+    pub values: Vec<Option<f64>>,
+}
+
 /// What ran, from the experiment file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentInfo {
@@ -321,6 +364,10 @@ pub struct Journal {
     pub load: Option<LoadRecord>,
     #[serde(default)]
     pub failed_requests: Vec<FailedRequestRecord>,
+    /// The raw series behind the expected alerts that fired, from
+    /// Prometheus; `None` without a Prometheus or when none fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
 }
 
 /// Why a journal could not be read or written.

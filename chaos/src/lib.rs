@@ -10,12 +10,17 @@
 //! - [`platform`]: container actions behind a [`platform::Platform`] trait
 //!   (Docker today).
 //! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
+//! - [`coverage`]: the detection coverage table of a set of journals.
+//! - [`evidence`]: the raw series behind the alerts that fired, and the
+//!   promtool test that replays them offline.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`.
 //! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
 pub mod actions;
+pub mod coverage;
 pub mod environment;
+pub mod evidence;
 pub mod experiment;
 pub mod journal;
 pub mod ledger;

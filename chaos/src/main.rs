@@ -26,6 +26,8 @@ Examples:
   faultline run chaos/experiments/kill-replica.toml --report reports/
   faultline report faultline-journals/kill-replica-<run>.json
   faultline cleanup
+  faultline coverage target/chaos-reports/
+  faultline regress <journal>.json --rules alerts/compressed/*.rules.yml --out x.test.yml
   faultline proxy --listen 0.0.0.0:8474
 
 Exit codes: 0 passed, 1 the hypothesis failed, 2 error."
@@ -47,6 +49,10 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Undo the faults that killed runs left behind.
     Cleanup(cli::cleanup::CleanupArgs),
+    /// The detection coverage table (Markdown) of a set of journals.
+    Coverage(cli::coverage::CoverageArgs),
+    /// A promtool unit test that replays the evidence of a journal.
+    Regress(cli::regress::RegressArgs),
     /// Run the fault proxy: TCP proxies with toxics, driven by a
     /// Toxiproxy-compatible HTTP API.
     Proxy(ProxyArgs),
@@ -76,6 +82,8 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::List(args) => args.run(),
         Command::Report(args) => args.run(),
         Command::Cleanup(args) => args.run().await,
+        Command::Coverage(args) => args.run(),
+        Command::Regress(args) => args.run(),
         Command::Proxy(args) => {
             let telemetry =
                 faultline_telemetry::Telemetry::init("faultline-proxy", env!("CARGO_PKG_VERSION"))

@@ -5,7 +5,9 @@
 )]
 
 pub mod cleanup;
+pub mod coverage;
 pub mod list;
+pub mod regress;
 pub mod report;
 pub mod run;
 pub mod style;

@@ -1,4 +1,5 @@
-//! A small client for Prometheus' HTTP API: instant queries and active alerts.
+//! A small client for Prometheus' HTTP API: instant and range queries, rules
+//! and active alerts.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,26 @@ pub struct ActiveAlert {
     /// `pending` or `firing`.
     pub state: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// One series of a range query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeSeries {
+    /// With `__name__`, when the query selects raw series.
+    pub labels: BTreeMap<String, String>,
+    /// `(unix seconds, value)`, in time order.
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// A rule Prometheus has loaded (`/api/v1/rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedRule {
+    /// The alert's name, or the series a recording rule records.
+    pub name: String,
+    /// Its expression.
+    pub query: String,
+    /// An alerting rule (else a recording rule).
+    pub alerting: bool,
 }
 
 /// Where alerts are read from (Prometheus, or a fake in tests).
@@ -51,6 +72,28 @@ struct VectorItem {
     #[serde(default)]
     metric: BTreeMap<String, String>,
     value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct MatrixItem {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+#[derive(Deserialize)]
+struct RuleGroupItem {
+    #[serde(default)]
+    rules: Vec<RuleItem>,
+}
+
+#[derive(Deserialize)]
+struct RuleItem {
+    name: String,
+    query: String,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +175,67 @@ impl PrometheusClient {
                 "unsupported result type {other:?} (use an instant vector or a scalar)"
             ))),
         }
+    }
+
+    /// Runs a range query from `start` to `end` (unix seconds) every `step_s`.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step_s: f64,
+    ) -> Result<Vec<RangeSeries>, ProbeError> {
+        let (start, end, step) = (
+            format!("{start:.3}"),
+            format!("{end:.3}"),
+            format!("{step_s}"),
+        );
+        let data = self
+            .get(
+                "/api/v1/query_range",
+                &[
+                    ("query", query),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", &step),
+                ],
+            )
+            .await?;
+        if data.get("resultType").and_then(Value::as_str) != Some("matrix") {
+            return Err(ProbeError::Prometheus(format!(
+                "unexpected answer to a range query: {:?}",
+                data.get("resultType")
+            )));
+        }
+        let items: Vec<MatrixItem> = serde_json::from_value(data["result"].clone())
+            .map_err(|err| ProbeError::Prometheus(format!("unexpected answer: {err}")))?;
+        Ok(items
+            .into_iter()
+            .map(|item| RangeSeries {
+                labels: item.metric,
+                samples: item
+                    .values
+                    .iter()
+                    .map(|(t, value)| (*t, number(value)))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Every rule loaded, alerting and recording (`/api/v1/rules`).
+    pub async fn rules(&self) -> Result<Vec<LoadedRule>, ProbeError> {
+        let data = self.get("/api/v1/rules", &[]).await?;
+        let groups: Vec<RuleGroupItem> = serde_json::from_value(data["groups"].clone())
+            .map_err(|err| ProbeError::Prometheus(format!("unexpected answer: {err}")))?;
+        Ok(groups
+            .into_iter()
+            .flat_map(|group| group.rules)
+            .map(|rule| LoadedRule {
+                alerting: rule.kind == "alerting",
+                name: rule.name,
+                query: rule.query,
+            })
+            .collect())
     }
 
     /// The pending and firing alerts (`/api/v1/alerts`).

@@ -890,6 +890,14 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         }
     }
 
+    let evidence = crate::evidence::gather(
+        plan,
+        &expectations,
+        &alert_log.seen(),
+        recorder.clock.start_unix_ms(),
+        &run.cancel,
+    )
+    .await;
     alert_stop.cancel();
     let watched = watcher.is_some();
     if let Some(watcher) = watcher {
@@ -944,6 +952,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         recovery,
         load: load_record,
         failed_requests,
+        evidence,
     };
     recorder.emit(RunEvent::Note(format!("verdict: {}", verdict.as_str())));
     journal

@@ -47,7 +47,9 @@ fn run_of_a_missing_file_is_an_error() {
 
 #[test]
 fn help_has_examples() {
-    for sub in ["run", "validate", "list", "report", "cleanup"] {
+    for sub in [
+        "run", "validate", "list", "report", "cleanup", "coverage", "regress",
+    ] {
         let output = faultline().args([sub, "--help"]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("Examples:"), "{sub}: {stdout}");
@@ -64,4 +66,182 @@ fn cleanup_with_nothing_left_behind() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to clean up"));
+}
+
+/// A journal as `faultline run` writes it, with one met firing expectation.
+fn journal_with_alert(path: &str, alert: &str, fired_after_s: f64) -> serde_json::Value {
+    serde_json::json!({
+        "schema": 1,
+        "faultline_version": "0.1.0",
+        "run_id": "1-abc",
+        "experiment": {"title": "t", "path": path},
+        "environment": {},
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-01T00:01:00Z",
+        "start_unix_ms": 1_000,
+        "duration": 60.0,
+        "status": "completed",
+        "deviated": false,
+        "verdict": "passed",
+        "steady_states": {},
+        "run": [],
+        "rollbacks": [],
+        "expected_alerts": [{
+            "alert": alert, "state": "firing", "within_s": 30.0, "met": true,
+            "at_s": fired_after_s + 5.0, "detection_time_s": fired_after_s,
+        }],
+    })
+}
+
+#[test]
+fn coverage_prints_or_writes_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("e2e");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("kill.journal.json"),
+        journal_with_alert(
+            "chaos/experiments/kill-replica.toml",
+            "ReplicasBelowDesired",
+            6.0,
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let output = faultline()
+        .arg("coverage")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("| ReplicasBelowDesired | t (`kill-replica`) | 6.0 s | — | 0 | passed |"),
+        "{stdout}"
+    );
+
+    let out = dir.path().join("reports/coverage.md");
+    let output = faultline()
+        .arg("coverage")
+        .arg(sub.join("kill.journal.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("ReplicasBelowDesired")
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = faultline()
+        .arg("coverage")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no *.journal.json"), "{stderr}");
+    assert!(
+        stderr.contains(&empty.path().display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn regress_writes_a_promtool_test_next_to_its_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alerts/a.rules.yml");
+    std::fs::create_dir_all(rules.parent().unwrap()).unwrap();
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: m > 1\n    for: 2s\n",
+    )
+    .unwrap();
+    let mut journal = journal_with_alert("chaos/experiments/a.toml", "A", 3.0);
+    journal["evidence"] = serde_json::json!({
+        "step_s": 1.0,
+        "start_unix_ms": 1_000,
+        "alerts": [{"alert": "A", "labels": {"job": "x"}, "firing_at_s": 6.5, "metrics": ["m"]}],
+        "series": [{"labels": {"__name__": "m", "job": "x"},
+                    "values": [0.0, 0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, null]}],
+    });
+    let path = dir.path().join("a.journal.json");
+    std::fs::write(&path, journal.to_string()).unwrap();
+
+    let out = dir.path().join("regress/a.test.yml");
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("rule_files:\n- ../alerts/a.rules.yml\n"),
+        "{text}"
+    );
+    assert!(text.contains("values: 0+0x1 2+0x6"), "{text}");
+    assert!(text.contains("eval_time: 8s"), "{text}");
+
+    // Without --out: on stdout, rule files relative to the current directory.
+    let output = faultline()
+        .current_dir(dir.path())
+        .args(["regress", "a.journal.json", "--rules", "alerts/a.rules.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("- alerts/a.rules.yml\n"));
+
+    // An alert the rule files do not define; a missing rule file; no evidence.
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a.journal.json: evidence.alerts: A defined in none of")
+            && stderr.contains("a.rules.yml"),
+        "{stderr}"
+    );
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .args(["--rules", "/nonexistent/x.rules.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/x.rules.yml"));
+    journal.as_object_mut().unwrap().remove("evidence");
+    std::fs::write(&path, journal.to_string()).unwrap();
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let output = faultline()
+        .arg("regress")
+        .arg(&path)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a.journal.json") && stderr.contains("no evidence"),
+        "{stderr}"
+    );
 }

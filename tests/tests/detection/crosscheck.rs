@@ -455,3 +455,146 @@ fn the_alerts_readme_lists_every_alert() -> Result<()> {
     );
     Ok(())
 }
+
+/// The repository paths a Markdown text names that start with `prefix` and
+/// end with `suffix` (`chaos/experiments/` … `.toml`), `../` stripped.
+fn named_paths(text: &str, prefix: &str, suffix: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_./-".contains(c)))
+        .map(|token| token.trim_start_matches("../").trim_start_matches("./"))
+        .filter(|token| token.starts_with(prefix) && token.ends_with(suffix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn named_paths_are_found_in_code_spans_and_links() {
+    let text = "Run `faultline run chaos/experiments/kill-replica.toml`, see\n\
+                [the test](../tests/tests/detection/routing.rs) and chaos/experiments/<name>.toml.";
+    assert_eq!(
+        named_paths(text, "chaos/experiments/", ".toml"),
+        BTreeSet::from(["chaos/experiments/kill-replica.toml".to_owned()])
+    );
+    assert_eq!(
+        named_paths(text, "tests/", ".rs"),
+        BTreeSet::from(["tests/tests/detection/routing.rs".to_owned()])
+    );
+}
+
+#[test]
+fn every_experiment_a_runbook_names_exists() -> Result<()> {
+    let root = assets::repo_root();
+    let mut missing = Vec::new();
+    for runbook in assets::runbooks()? {
+        for path in named_paths(&runbook.text, "chaos/experiments/", ".toml") {
+            if !root.join(&path).is_file() {
+                missing.push(format!("{} names {path}", runbook.repo_path));
+            }
+        }
+    }
+    ensure!(
+        missing.is_empty(),
+        "runbooks name experiments that do not exist:\n  {}",
+        missing.join("\n  ")
+    );
+    Ok(())
+}
+
+/// The alerts each experiment asserts `firing` (`[[expected_alerts]]`, whose
+/// `state` defaults to firing), by alert, with the files asserting them.
+fn asserted_firing() -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut asserted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in assets::files_in("chaos/experiments", ".toml")? {
+        let experiment: toml::Table = file
+            .text
+            .parse()
+            .with_context(|| format!("{} is not TOML", file.repo_path))?;
+        let expected = match experiment.get("expected_alerts") {
+            None => continue,
+            Some(toml::Value::Array(expected)) => expected,
+            Some(_) => anyhow::bail!("{}: expected_alerts is not an array", file.repo_path),
+        };
+        for (index, expect) in expected.iter().enumerate() {
+            let field = |name: &str| expect.get(name).and_then(toml::Value::as_str);
+            let alert = field("alert").with_context(|| {
+                format!(
+                    "{}: expected_alerts[{index}].alert is missing",
+                    file.repo_path
+                )
+            })?;
+            if field("state").unwrap_or("firing") == "firing" {
+                asserted
+                    .entry(alert.to_owned())
+                    .or_default()
+                    .insert(file.repo_path.clone());
+            }
+        }
+    }
+    Ok(asserted)
+}
+
+#[test]
+fn every_alert_is_proven_firing_by_an_experiment_or_a_test_its_runbook_names() -> Result<()> {
+    let root = assets::repo_root();
+    let sources = assets::rule_files("alerts")?;
+    let asserted = asserted_firing()?;
+    let runbooks = assets::runbooks()?;
+    let mut unproven = Vec::new();
+    let alerts: BTreeSet<&str> = assets::alerts(&sources)
+        .iter()
+        .map(|(_, rule)| rule.name())
+        .filter(|name| *name != "Watchdog")
+        .collect();
+    for alert in alerts {
+        if asserted.contains_key(alert) {
+            continue;
+        }
+        let runbook = runbooks
+            .iter()
+            .find(|r| r.name == format!("{alert}.md"))
+            .map_or("", |r| r.text.as_str());
+        let tests = named_paths(runbook, "tests/", ".rs");
+        let proven_by_test = tests.iter().any(|path| {
+            std::fs::read_to_string(root.join(path)).is_ok_and(|text| text.contains(alert))
+        });
+        if !proven_by_test {
+            unproven.push(if tests.is_empty() {
+                format!("{alert}: no experiment asserts it firing, and runbooks/{alert}.md names no test under tests/")
+            } else {
+                format!(
+                    "{alert}: no experiment asserts it firing, and none of the tests runbooks/{alert}.md names ({}) exists and mentions it",
+                    tests.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            });
+        }
+    }
+    ensure!(
+        unproven.is_empty(),
+        "every alert but the Watchdog must be proven live: a chaos experiment with \
+         [[expected_alerts]] alert = \"<Alert>\", state = \"firing\", or a test under tests/ \
+         that its runbook names. Unproven:\n  {}",
+        unproven.join("\n  ")
+    );
+    Ok(())
+}
+
+#[test]
+fn the_chaos_engine_reads_the_same_metric_names_as_the_rules_lexer() -> Result<()> {
+    let mut problems = Vec::new();
+    for dir in ["alerts", "alerts/compressed"] {
+        for file in assets::rule_files(dir)? {
+            for rule in file.rules.rules() {
+                let ours = metric_names(&rule.expr)?;
+                let chaos = faultline_chaos::evidence::metric_names(&rule.expr);
+                if ours != chaos {
+                    problems.push(format!(
+                        "{} {}: faultline_tests reads {ours:?}, faultline_chaos {chaos:?}",
+                        file.file.repo_path,
+                        rule.name()
+                    ));
+                }
+            }
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
