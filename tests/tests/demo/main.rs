@@ -105,7 +105,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let http = faultline_tests::http_client()?;
     let prometheus = PrometheusClient::new(format!("http://127.0.0.1:{}", ports.1), http.clone());
 
-    // Every target up: each replica of each role, the proxy and Prometheus.
+    // Every target up: each replica of each role, the proxy, Prometheus and
+    // Alertmanager.
     let wanted: BTreeSet<&str> = [
         "gateway",
         "catalog",
@@ -114,6 +115,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         "worker",
         "proxy",
         "prometheus",
+        "alertmanager",
     ]
     .into();
     eventually("every scrape target to be up", UP_WITHIN, || async {
@@ -129,7 +131,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             .filter_map(|t| t.labels.get("job").map(String::as_str))
             .collect();
         ensure!(jobs == wanted, "jobs {jobs:?}");
-        ensure!(targets.len() == 10, "{} targets", targets.len());
+        ensure!(targets.len() == 11, "{} targets", targets.len());
         Ok(())
     })
     .await?;

@@ -1,7 +1,8 @@
-//! Live: the whole shop in containers, a fault proxy, and Prometheus scraping
-//! every role each second with the compressed rules loaded, under load from
-//! the load generator. Every dashboard query must return data, every rule
-//! must evaluate without error, and no page may fire on a healthy shop.
+//! Live: the whole shop in containers, a fault proxy, Alertmanager, and
+//! Prometheus scraping every role, itself and Alertmanager each second with
+//! the compressed rules loaded, under load from the load generator. Every
+//! dashboard query must return data, every rule must evaluate without error,
+//! and no page may fire on a healthy shop.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use faultline_tests::eventually;
-use faultline_tests::images::{FAULTLINE, POSTGRES, PROMETHEUS};
+use faultline_tests::images::{ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS};
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, log_to_stderr, prometheus_config};
 use serde::Deserialize;
@@ -29,6 +30,29 @@ const DATA_WITHIN: Duration = Duration::from_secs(45);
 const PROXY_API_PORT: u16 = 8474;
 /// The port of the proxy the test creates (in front of catalog).
 const PROXIED_PORT: u16 = 18080;
+/// Alertmanager's port.
+const ALERTMANAGER_PORT: u16 = 9093;
+
+/// Alertmanager with the demo's routing (compose/alertmanager/alertmanager.yml,
+/// whose receivers send nothing), for its own metrics on the overview.
+async fn start_alertmanager(network: &Network) -> Result<(ContainerAsync<GenericImage>, String)> {
+    let host = network.host("alertmanager");
+    let config = std::fs::read(assets::repo_root().join("compose/alertmanager/alertmanager.yml"))
+        .context("read compose/alertmanager/alertmanager.yml")?;
+    let container = GenericImage::new(ALERTMANAGER.name, ALERTMANAGER.tag)
+        .with_exposed_port(ContainerPort::Tcp(ALERTMANAGER_PORT))
+        .with_wait_for(WaitFor::message_on_stderr("Listening on"))
+        .with_network(network.name())
+        .with_container_name(&host)
+        .with_labels(network.labels())
+        .with_log_consumer(log_to_stderr(&host))
+        .with_copy_to("/etc/alertmanager/alertmanager.yml", config)
+        .with_startup_timeout(Duration::from_secs(30))
+        .start()
+        .await
+        .context("start Alertmanager")?;
+    Ok((container, format!("{host}:{ALERTMANAGER_PORT}")))
+}
 
 /// `faultline proxy` in a container, with one proxy in front of catalog.
 async fn start_proxy(
@@ -142,7 +166,7 @@ async fn unhealthy_rules(http: &reqwest::Client, base_url: &str) -> Result<Vec<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Result<()> {
-    preflight(&[POSTGRES, PROMETHEUS, FAULTLINE]).await?;
+    preflight(&[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE]).await?;
     let started = Instant::now();
     // The fault admin API on, as in a chaos run: fault_active is rendered.
     let stack = ShopStack::start(
@@ -155,6 +179,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     .await?;
     let (proxy, proxy_target) =
         start_proxy(&stack.network, &format!("{}:8080", stack.catalog.host)).await?;
+    let (_alertmanager, alertmanager_target) = start_alertmanager(&stack.network).await?;
 
     // Each role is its own job, named after it, as alerts/README.md requires.
     let target = |shop: &faultline_tests::stack::Shop| format!("{}:9000", shop.host);
@@ -166,6 +191,9 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
         ("worker", vec![target(&stack.worker)]),
     ];
     jobs.push(("proxy", vec![proxy_target]));
+    // The monitoring pipeline watches itself (alerts/monitoring.rules.yml).
+    jobs.push(("prometheus", vec!["localhost:9090".to_owned()]));
+    jobs.push(("alertmanager", vec![alertmanager_target]));
     let mut config = prometheus_config(Duration::from_secs(1), &jobs);
     config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
     let rules: Vec<(String, String)> = assets::files_in("alerts/compressed", ".rules.yml")?

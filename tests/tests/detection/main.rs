@@ -8,6 +8,8 @@
 //! - [`crosscheck`]: no container needed.
 //! - [`promtool`]: unit tests, `check rules`, every query parses.
 //! - [`live`]: every dashboard query returns data from the running shop.
+//! - [`routing`]: Alertmanager routes and inhibits as compose configures it,
+//!   and the alerts on the monitoring pipeline itself fire live.
 //!
 //! The container tests need Docker and the local images (`compose/build-images`).
 //! Without them they fail, saying what is missing; they never skip.
@@ -17,6 +19,7 @@ mod compressed;
 mod crosscheck;
 mod live;
 mod promtool;
+mod routing;
 
 use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::images::LocalImage;
