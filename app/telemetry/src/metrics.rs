@@ -64,6 +64,7 @@ impl Metrics {
         let handle = recorder.handle();
         if crate::switches::enabled(crate::switches::METRICS)? {
             metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+            crate::span_export::describe_metrics();
         }
         let process = metrics_process::Collector::default();
         process.describe();
