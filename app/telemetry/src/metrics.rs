@@ -68,15 +68,19 @@ impl Metrics {
         }
         let process = metrics_process::Collector::default();
         process.describe();
+        crate::cgroup::describe_metrics();
+        crate::cgroup::record_memory_limit();
         Ok(Self {
             handle,
             process: Arc::new(process),
         })
     }
 
-    /// Renders the Prometheus text exposition, refreshing the process metrics first.
+    /// Renders the Prometheus text exposition, refreshing the process metrics
+    /// (and the cgroup's memory limit) first.
     pub fn render(&self) -> String {
         self.process.collect();
+        crate::cgroup::record_memory_limit();
         self.handle.render()
     }
 
