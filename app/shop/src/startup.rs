@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::http::client::UpstreamPolicy;
 use crate::http::server::ServerPolicy;
 use crate::http::{self, Upstream};
+use crate::outbox;
 use crate::problem;
 use crate::resilience::{self, rate_limit::RateLimit};
 use crate::roles::{catalog, gateway, orders, payments, worker};
@@ -266,6 +267,13 @@ impl Application {
                     })
                 }),
             );
+        }
+        if let (RoleConfig::Orders(_), Some(pool)) = (&config, pool.clone()) {
+            // The outbox's age, visible here too while no worker runs.
+            let health = health.clone();
+            background.push(Box::new(move |stop| {
+                tokio::spawn(outbox::report_oldest_age(pool, health, stop))
+            }));
         }
         let serve = config.serve().clone();
         let faults = serve.fault_admin_addr.map(|_| Faults::new(pool.clone()));
