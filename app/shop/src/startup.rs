@@ -16,8 +16,8 @@ use url::Url;
 
 use crate::admin::{self, AdminState};
 use crate::config::{
-    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, ServeConfig,
-    WorkerConfig,
+    CatalogConfig, ClientConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig,
+    ServeConfig, WorkerConfig,
 };
 use crate::db::{self, DbConfigError};
 use crate::faults::{self, Faults};
@@ -59,6 +59,16 @@ impl RoleConfig {
             Self::Orders(c) => &c.serve,
             Self::Payments(c) => &c.serve,
             Self::Worker(c) => &c.serve,
+        }
+    }
+
+    /// How the role calls other services; `None` for roles that call none.
+    pub fn client(&self) -> Option<&ClientConfig> {
+        match self {
+            Self::Gateway(c) => Some(&c.client),
+            Self::Orders(c) => Some(&c.client),
+            Self::Worker(c) => Some(&c.client),
+            Self::Catalog(_) | Self::Payments(_) => None,
         }
     }
 
@@ -167,13 +177,17 @@ impl Application {
         // One TLS provider for the whole process (ring, as sqlx and bollard use);
         // an error means one is installed already, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             // Replicas are on the same network: a connection that takes longer
             // than this is to a replica that is gone, which gets ejected.
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(StartupError::Client)?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        if !config.client().is_none_or(|c| c.upstream_keepalive) {
+            // FAULTLINE_UPSTREAM_KEEPALIVE=off: no idle connection is kept,
+            // so every call opens its own.
+            client = client.pool_max_idle_per_host(0);
+        }
+        let client = client.build().map_err(StartupError::Client)?;
         let mut background: Vec<Background> = Vec::new();
         let mut upstreams: Vec<Upstream> = Vec::new();
         let mut rate_limit = None;
