@@ -80,6 +80,10 @@ pub const SHOP_HTTP_PORT: u16 = 8080;
 pub const SHOP_ADMIN_PORT: u16 = 9000;
 /// The fault admin API's port, when a test turns it on.
 pub const SHOP_FAULT_ADMIN_PORT: u16 = 9100;
+/// Every shop container's memory limit: 128 MiB, the `mem_limit` of every shop
+/// service in compose/docker-compose.yml. The shop exports it as
+/// `process_resident_memory_limit_bytes`.
+pub const SHOP_MEMORY_LIMIT_BYTES: i64 = 128 * 1024 * 1024;
 
 /// A faultline shop service in a container.
 #[derive(Debug)]
@@ -96,8 +100,8 @@ pub struct Shop {
 }
 
 impl Shop {
-    /// Starts `faultline-shop <role>` as `host` with `env`; returns once it
-    /// listens (not once it is ready). `host.docker.internal` resolves to the
+    /// Starts `faultline-shop <role>` as `host` with `env`, limited to
+    /// [`SHOP_MEMORY_LIMIT_BYTES`]; returns once it listens (not once it is ready). `host.docker.internal` resolves to the
     /// Docker host, where the test process runs its OTLP receiver.
     pub async fn start(
         network: &Network,
@@ -133,6 +137,9 @@ impl Shop {
             .with_label(SERVICE_LABEL, role)
             .with_label(REPLICA_LABEL, replica.to_string())
             .with_log_consumer(log_to_stderr(host))
+            .with_host_config_modifier(|host_config| {
+                host_config.memory = Some(SHOP_MEMORY_LIMIT_BYTES);
+            })
             .with_startup_timeout(Duration::from_secs(30));
         for (name, value) in env {
             request = request.with_env_var(*name, value.clone());

@@ -105,20 +105,36 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// How long outbound calls may take.
+/// How outbound calls are made.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientConfig {
     /// The timeout of one call to another service.
     /// A retry on another endpoint still fits in a client's 2 s budget.
     #[arg(long, env = "FAULTLINE_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
+
+    /// Keep connections to other services open for the next call (on), or
+    /// open a new connection per call (off), so that a fault proxy's
+    /// per-connection faults (resets, say) hit every call.
+    #[arg(long, env = "FAULTLINE_UPSTREAM_KEEPALIVE", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub upstream_keepalive: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             upstream_timeout: Duration::from_secs(1),
+            upstream_keepalive: true,
         }
+    }
+}
+
+/// `on`, `true`, `1` are on; `off`, `false`, `0` are off; any case.
+pub fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err("use on or off".to_owned()),
     }
 }
 
@@ -280,6 +296,42 @@ mod tests {
             shown.contains("postgres://shop:***@db:5432/shop"),
             "{shown}"
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct ClientCli {
+        #[command(flatten)]
+        client: ClientConfig,
+    }
+
+    fn parse_client(args: &[&str]) -> Result<ClientConfig, clap::Error> {
+        use clap::Parser as _;
+        ClientCli::try_parse_from(std::iter::once("shop").chain(args.iter().copied()))
+            .map(|cli| cli.client)
+    }
+
+    #[test]
+    fn on_and_off_in_any_case() {
+        for on in ["on", "ON", "true", "1", " On "] {
+            assert_eq!(parse_on_off(on), Ok(true), "{on}");
+        }
+        for off in ["off", "Off", "false", "0"] {
+            assert_eq!(parse_on_off(off), Ok(false), "{off}");
+        }
+        assert!(parse_on_off("of").is_err());
+        assert!(parse_on_off("").is_err());
+    }
+
+    #[test]
+    fn keepalive_is_on_by_default_and_the_flag_turns_it_off() {
+        assert!(parse_client(&[]).unwrap().upstream_keepalive);
+        assert!(ClientConfig::default().upstream_keepalive);
+        let off = parse_client(&["--upstream-keepalive", "off"]).unwrap();
+        assert!(!off.upstream_keepalive);
+        let on = parse_client(&["--upstream-keepalive=on"]).unwrap();
+        assert!(on.upstream_keepalive);
+        let err = parse_client(&["--upstream-keepalive", "sometimes"]).unwrap_err();
+        assert!(err.to_string().contains("use on or off"), "{err}");
     }
 
     #[test]

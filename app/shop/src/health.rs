@@ -55,6 +55,11 @@ impl Health {
         self.migrated.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the schema is in place (always, for roles without a database).
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::SeqCst)
+    }
+
     /// From now on, readiness fails: the service is shutting down.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod outbox;
 pub mod probe;
 pub mod problem;
 pub mod resilience;

@@ -16,8 +16,8 @@ use url::Url;
 
 use crate::admin::{self, AdminState};
 use crate::config::{
-    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, ServeConfig,
-    WorkerConfig,
+    CatalogConfig, ClientConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig,
+    ServeConfig, WorkerConfig,
 };
 use crate::db::{self, DbConfigError};
 use crate::faults::{self, Faults};
@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::http::client::UpstreamPolicy;
 use crate::http::server::ServerPolicy;
 use crate::http::{self, Upstream};
+use crate::outbox;
 use crate::problem;
 use crate::resilience::{self, rate_limit::RateLimit};
 use crate::roles::{catalog, gateway, orders, payments, worker};
@@ -58,6 +59,16 @@ impl RoleConfig {
             Self::Orders(c) => &c.serve,
             Self::Payments(c) => &c.serve,
             Self::Worker(c) => &c.serve,
+        }
+    }
+
+    /// How the role calls other services; `None` for roles that call none.
+    pub fn client(&self) -> Option<&ClientConfig> {
+        match self {
+            Self::Gateway(c) => Some(&c.client),
+            Self::Orders(c) => Some(&c.client),
+            Self::Worker(c) => Some(&c.client),
+            Self::Catalog(_) | Self::Payments(_) => None,
         }
     }
 
@@ -154,6 +165,24 @@ fn upstream(
     upstream
 }
 
+/// The one client every outbound call goes through. Without `keepalive`
+/// (`FAULTLINE_UPSTREAM_KEEPALIVE=off`) no idle connection is kept, so every
+/// call opens its own.
+fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
+    // One TLS provider for the whole process (ring, as sqlx and bollard use);
+    // an error means one is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        // Replicas are on the same network: a connection that takes longer
+        // than this is to a replica that is gone, which gets ejected.
+        .connect_timeout(CONNECT_TIMEOUT);
+    if !keepalive {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build()
+}
+
 impl Application {
     /// Binds both listeners, prepares the (lazy) database pool and the role.
     ///
@@ -163,16 +192,8 @@ impl Application {
         let metrics = Metrics::install()?;
         let role = config.name();
         register_metrics(&config);
-        // One TLS provider for the whole process (ring, as sqlx and bollard use);
-        // an error means one is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Replicas are on the same network: a connection that takes longer
-            // than this is to a replica that is gone, which gets ejected.
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(StartupError::Client)?;
+        let keepalive = config.client().is_none_or(|c| c.upstream_keepalive);
+        let client = http_client(keepalive).map_err(StartupError::Client)?;
         let mut background: Vec<Background> = Vec::new();
         let mut upstreams: Vec<Upstream> = Vec::new();
         let mut rate_limit = None;
@@ -266,6 +287,13 @@ impl Application {
                     })
                 }),
             );
+        }
+        if let (RoleConfig::Orders(_), Some(pool)) = (&config, pool.clone()) {
+            // The outbox's age, visible here too while no worker runs.
+            let health = health.clone();
+            background.push(Box::new(move |stop| {
+                tokio::spawn(outbox::report_oldest_age(pool, health, stop))
+            }));
         }
         let serve = config.serve().clone();
         let faults = serve.fault_admin_addr.map(|_| Faults::new(pool.clone()));
@@ -501,5 +529,68 @@ async fn run_upkeep(metrics: Metrics, stop: CancellationToken) {
             _ = every.tick() => metrics.run_upkeep(),
             () = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP/1.1 server that answers every request with an empty 200 and
+    /// counts the connections it accepted.
+    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 1024];
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..read]);
+                        if request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            request.clear();
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn connections_for_three_calls(keepalive: bool) -> usize {
+        let (addr, accepted) = counting_server().await;
+        let client = http_client(keepalive).unwrap();
+        for _ in 0..3 {
+            let response = client.get(format!("http://{addr}/")).send().await.unwrap();
+            assert!(response.status().is_success());
+            response.bytes().await.unwrap();
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn with_keepalive_calls_share_a_connection() {
+        assert_eq!(connections_for_three_calls(true).await, 1);
+    }
+
+    #[tokio::test]
+    async fn without_keepalive_every_call_opens_a_connection() {
+        assert_eq!(connections_for_three_calls(false).await, 3);
     }
 }

@@ -4,15 +4,21 @@
 //! - [`Telemetry::init`]: JSON logs with trace ids, and OTLP traces (`OTEL_*`).
 //! - [`propagation`]: W3C trace context in HTTP headers and stored carriers.
 //! - [`metrics`]: the process-wide Prometheus recorder and its rendering.
+//! - [`cgroup`]: the container's memory limit
+//!   (`process_resident_memory_limit_bytes`).
+//! - [`span_export`]: counts the spans exported and dropped
+//!   (`otel_sdk_exporter_span_exported_total`).
 //! - [`catalog`]: the metric catalog (`metrics.toml`), the one list of names.
 //! - [`switches`]: `FAULTLINE_METRICS=off` and `FAULTLINE_LOGS=off`, to measure
 //!   what each part costs.
 
 pub mod catalog;
+pub mod cgroup;
 pub mod init;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod span_export;
 pub mod switches;
 pub mod traces;
 

@@ -64,18 +64,23 @@ impl Metrics {
         let handle = recorder.handle();
         if crate::switches::enabled(crate::switches::METRICS)? {
             metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+            crate::span_export::describe_metrics();
         }
         let process = metrics_process::Collector::default();
         process.describe();
+        crate::cgroup::describe_metrics();
+        crate::cgroup::record_memory_limit();
         Ok(Self {
             handle,
             process: Arc::new(process),
         })
     }
 
-    /// Renders the Prometheus text exposition, refreshing the process metrics first.
+    /// Renders the Prometheus text exposition, refreshing the process metrics
+    /// (and the cgroup's memory limit) first.
     pub fn render(&self) -> String {
         self.process.collect();
+        crate::cgroup::record_memory_limit();
         self.handle.render()
     }
 

@@ -7,12 +7,17 @@
 //! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`;
 //! - `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` export nothing;
 //!   spans still get ids, so logs and propagation keep working.
+//!
+//! Every export is counted in `otel_sdk_exporter_span_exported_total` (see
+//! [`crate::span_export`]).
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::span_export::CountingSpanExporter;
 
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,8 @@ pub fn provider(
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()?;
+    // Counted, so that spans lost to an unreachable collector show in /metrics.
+    let exporter = CountingSpanExporter::new(exporter);
     Ok(builder.with_batch_exporter(exporter).build())
 }
 

@@ -62,6 +62,8 @@ pub fn describe_metrics() {
         metrics::counter!("orders_total", "status" => status).absolute(0);
     }
     metrics::counter!("degraded_responses_total", "reason" => "payment_pending").absolute(0);
+    // Set by a background task (`outbox::report_oldest_age`), once measured.
+    crate::outbox::describe_metrics();
 }
 
 /// The orders API.

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::db::timed;
 use crate::domain::{Authorization, AuthorizationRequest, OrderId};
 use crate::http::Upstream;
+use crate::outbox;
 
 /// How often the backlog gauges are refreshed.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,11 +58,7 @@ enum HandleError {
 /// Describes the worker metrics once.
 pub fn describe_metrics() {
     metrics::describe_gauge!("outbox_backlog_events", "Outbox events not processed yet.");
-    metrics::describe_gauge!(
-        "outbox_oldest_event_age_seconds",
-        metrics::Unit::Seconds,
-        "Age of the oldest unprocessed outbox event; 0 when the outbox is empty."
-    );
+    outbox::describe_metrics();
     metrics::describe_counter!(
         "outbox_events_processed_total",
         "Outbox events handled by the worker, by kind and outcome (processed, retry)."
@@ -375,21 +372,11 @@ async fn report_backlog(pool: PgPool, stop: CancellationToken) {
             _ = every.tick() => {}
             () = stop.cancelled() => return,
         }
-        let row: Result<(i64, f64), sqlx::Error> = timed(
-            "SELECT",
-            "outbox",
-            sqlx::query_as(
-                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
-                 FROM outbox WHERE processed_at IS NULL",
-            )
-            .fetch_one(&pool),
-        )
-        .await;
-        match row {
-            Ok((count, oldest)) => {
+        match outbox::backlog(&pool).await {
+            Ok(backlog) => {
                 #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!("outbox_backlog_events").set(count as f64);
-                metrics::gauge!("outbox_oldest_event_age_seconds").set(oldest);
+                metrics::gauge!("outbox_backlog_events").set(backlog.events as f64);
+                metrics::gauge!(outbox::OLDEST_EVENT_AGE).set(backlog.oldest_age_seconds);
             }
             Err(err) => tracing::debug!(error = %err, "cannot measure the outbox backlog"),
         }
