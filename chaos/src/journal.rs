@@ -176,6 +176,12 @@ pub struct AlertExpectationRecord {
     pub detection_time_s: Option<f64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// With `before`: the alert it had to lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// With `before`: how long before that alert this one reached its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_time_s: Option<f64>,
 }
 
 /// A state change of one alert series.

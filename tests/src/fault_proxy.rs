@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::core::{ContainerPort, Host, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -36,6 +36,8 @@ impl FaultProxy {
             .with_container_name(host)
             .with_labels(network.labels())
             .with_label(SERVICE_LABEL, "proxy")
+            // For links to a server the test process runs (an OTLP receiver).
+            .with_host("host.docker.internal", Host::HostGateway)
             .with_log_consumer(log_to_stderr(host))
             .with_startup_timeout(Duration::from_secs(30))
             .start()

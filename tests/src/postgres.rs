@@ -31,7 +31,18 @@ impl Postgres {
     /// fsync is off: a test database need not survive a power cut, and killing
     /// the server process loses nothing either way (the OS keeps the writes).
     pub async fn start(network: &Network, host: &str) -> anyhow::Result<Self> {
-        let container = GenericImage::new(images::POSTGRES.name, images::POSTGRES.tag)
+        Self::start_on(network, host, None).await
+    }
+
+    /// Like [`Postgres::start`], on a fixed host port when `host_port` is
+    /// given: Docker gives a restarted container a new random port, so a test
+    /// that kills and restarts PostgreSQL needs one that stays.
+    pub async fn start_on(
+        network: &Network,
+        host: &str,
+        host_port: Option<u16>,
+    ) -> anyhow::Result<Self> {
+        let mut request = GenericImage::new(images::POSTGRES.name, images::POSTGRES.tag)
             .with_exposed_port(ContainerPort::Tcp(PORT))
             .with_wait_for(WaitFor::message_on_stderr(
                 "database system is ready to accept connections",
@@ -40,8 +51,15 @@ impl Postgres {
             .with_network(network.name())
             .with_container_name(host)
             .with_labels(network.labels())
+            // Chaos experiments pick it by service, as in compose.
+            .with_label(crate::stack::SERVICE_LABEL, "postgres")
+            .with_label(crate::stack::REPLICA_LABEL, "1")
             .with_log_consumer(log_to_stderr(host))
-            .with_startup_timeout(Duration::from_secs(60))
+            .with_startup_timeout(Duration::from_secs(60));
+        if let Some(port) = host_port {
+            request = request.with_mapped_port(port, ContainerPort::Tcp(PORT));
+        }
+        let container = request
             .start()
             .await
             .with_context(|| format!("cannot start PostgreSQL container {host}"))?;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::fault_proxy::FaultProxy;
+use crate::otlp::OtlpReceiver;
 use crate::postgres::{Postgres, TestDatabase};
 use crate::stack::{Network, Prometheus, Shop, prometheus_config};
 
@@ -28,6 +29,18 @@ pub struct StackOptions {
     /// Put the fault proxy between orders and payments (a proxy named
     /// `payments`, as in the compose demo).
     pub payments_through_proxy: bool,
+    /// Put the fault proxy between the gateway and orders replica 1 (a proxy
+    /// named `orders`).
+    pub orders_through_proxy: bool,
+    /// Put the fault proxy between the gateway and catalog (a proxy named
+    /// `catalog`); orders still calls catalog directly.
+    pub catalog_through_proxy: bool,
+    /// Run an OTLP receiver in the test process and have every role export
+    /// its spans to it through the fault proxy (a proxy named `otlp`).
+    pub otlp_through_proxy: bool,
+    /// Publish PostgreSQL on a fixed host port, so that the test process
+    /// reaches it again after an experiment kills and restarts it.
+    pub postgres_fixed_port: bool,
     /// Run Prometheus, scraping every role (each its own job) every second,
     /// with the compressed alert rules of `alerts/compressed`.
     pub prometheus: bool,
@@ -43,6 +56,10 @@ impl Default for StackOptions {
             gateway_env: Vec::new(),
             orders_env: Vec::new(),
             payments_through_proxy: false,
+            orders_through_proxy: false,
+            catalog_through_proxy: false,
+            postgres_fixed_port: false,
+            otlp_through_proxy: false,
             prometheus: false,
         }
     }
@@ -60,23 +77,64 @@ pub struct ShopStack {
     pub orders: Vec<Shop>,
     pub worker: Shop,
     pub gateway: Shop,
-    /// The fault proxy, when `payments_through_proxy` asked for it.
+    /// The fault proxy, when a `*_through_proxy` option asked for it.
     pub proxy: Option<FaultProxy>,
+    /// The OTLP receiver, with `otlp_through_proxy`.
+    pub otlp: Option<OtlpReceiver>,
     /// Prometheus, when asked for.
     pub prometheus: Option<Prometheus>,
 }
 
 /// The port of the proxied payments link inside the network.
 pub const PAYMENTS_PROXY_PORT: u16 = 18080;
+/// The port of the proxied gateway → orders link inside the network.
+pub const ORDERS_PROXY_PORT: u16 = 18081;
+/// The port of the proxied gateway → catalog link inside the network.
+pub const CATALOG_PROXY_PORT: u16 = 18082;
+/// The port of the proxied link to the test's OTLP receiver.
+pub const OTLP_PROXY_PORT: u16 = 18083;
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
 
 impl ShopStack {
     /// Starts every role and waits until all are ready.
     pub async fn start(test: &str, options: StackOptions) -> anyhow::Result<Self> {
         let network = Network::new(test);
-        let postgres = Postgres::start(&network, &network.host("postgres")).await?;
+        let fixed_port = if options.postgres_fixed_port {
+            Some(free_port()?)
+        } else {
+            None
+        };
+        let postgres = Postgres::start_on(&network, &network.host("postgres"), fixed_port).await?;
         let database = postgres.create_database("shop").await?;
         let database_url = postgres.url_in_network(&database.name);
         let mut common: Vec<(&str, String)> = vec![("OTEL_BSP_SCHEDULE_DELAY", "200".into())];
+        let proxy = if options.payments_through_proxy
+            || options.orders_through_proxy
+            || options.catalog_through_proxy
+            || options.otlp_through_proxy
+        {
+            Some(FaultProxy::start(&network, &network.host("proxy")).await?)
+        } else {
+            None
+        };
+        let mut otlp = None;
+        if let (true, Some(proxy)) = (options.otlp_through_proxy, &proxy) {
+            let receiver = OtlpReceiver::start().await?;
+            let upstream = format!("host.docker.internal:{}", receiver.port());
+            let link = proxy.add("otlp", OTLP_PROXY_PORT, &upstream).await?;
+            common.push(("OTEL_TRACES_EXPORTER", "otlp".into()));
+            common.push(("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{link}")));
+            // A receiver that is gone must show as failed exports within
+            // seconds, not after the default 10 s timeout.
+            common.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()));
+            otlp = Some(receiver);
+        }
         if options.fault_admin {
             common.push(("FAULTLINE_FAULT_ADMIN_ADDR", "0.0.0.0:9100".into()));
         }
@@ -115,16 +173,13 @@ impl ShopStack {
             ("FAULTLINE_PAYMENTS_URLS", payments.url_in_network()),
         ];
         let mut orders_env = upstreams.clone();
-        let mut proxy = None;
-        if options.payments_through_proxy {
-            let started = FaultProxy::start(&network, &host("proxy")).await?;
+        if let (true, Some(proxy)) = (options.payments_through_proxy, &proxy) {
             let upstream = format!("{}:8080", payments.host);
-            let link = started
+            let link = proxy
                 .add("payments", PAYMENTS_PROXY_PORT, &upstream)
                 .await?;
             orders_env.retain(|(name, _)| *name != "FAULTLINE_PAYMENTS_URLS");
             orders_env.push(("FAULTLINE_PAYMENTS_URLS", format!("http://{link}")));
-            proxy = Some(started);
         }
         orders_env.push(("DATABASE_URL", database_url.clone()));
         orders_env.extend(options.orders_env.clone());
@@ -142,16 +197,32 @@ impl ShopStack {
                 .await?,
             );
         }
-        let orders_urls = orders
-            .iter()
-            .map(Shop::url_in_network)
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut orders_urls: Vec<String> = orders.iter().map(Shop::url_in_network).collect();
+        if let (true, Some(proxy), Some(first)) =
+            (options.orders_through_proxy, &proxy, orders.first())
+        {
+            let link = proxy
+                .add("orders", ORDERS_PROXY_PORT, &format!("{}:8080", first.host))
+                .await?;
+            orders_urls[0] = format!("http://{link}");
+        }
+        let orders_urls = orders_urls.join(",");
+        let mut catalog_url = catalog.url_in_network();
+        if let (true, Some(proxy)) = (options.catalog_through_proxy, &proxy) {
+            let link = proxy
+                .add(
+                    "catalog",
+                    CATALOG_PROXY_PORT,
+                    &format!("{}:8080", catalog.host),
+                )
+                .await?;
+            catalog_url = format!("http://{link}");
+        }
         let mut worker_env = upstreams;
         worker_env.push(("DATABASE_URL", database_url.clone()));
         let worker = Shop::start(&network, &host("worker"), "worker", &with(worker_env)).await?;
         let mut gateway_env = vec![
-            ("FAULTLINE_CATALOG_URLS", catalog.url_in_network()),
+            ("FAULTLINE_CATALOG_URLS", catalog_url),
             ("FAULTLINE_ORDERS_URLS", orders_urls),
         ];
         gateway_env.extend(options.gateway_env.clone());
@@ -179,7 +250,10 @@ impl ShopStack {
                 .iter()
                 .map(|(path, text)| (path.as_str(), text.clone()))
                 .collect();
-            Some(Prometheus::start(&network, &host("prometheus"), &config, &files).await?)
+            let prometheus =
+                Prometheus::start(&network, &host("prometheus"), &config, &files).await?;
+            wait_quiet(&prometheus).await?;
+            Some(prometheus)
         } else {
             None
         };
@@ -193,6 +267,7 @@ impl ShopStack {
             worker,
             gateway,
             proxy,
+            otlp,
             prometheus,
         })
     }
@@ -216,6 +291,44 @@ impl ShopStack {
             .connect(&self.database.url)
             .await?)
     }
+}
+
+/// Waits until Prometheus has scraped every target and no alert but the
+/// Watchdog is pending or firing: until then, its first evaluations see roles
+/// with no sample yet (MetricsAbsent goes pending), and an experiment started
+/// then would count that start-up as an effect of its faults.
+async fn wait_quiet(prometheus: &Prometheus) -> anyhow::Result<()> {
+    crate::eventually(
+        "Prometheus to scrape every target",
+        READY_WITHIN,
+        || async {
+            let targets = prometheus.client.targets().await?;
+            let down: Vec<&str> = targets
+                .iter()
+                .filter(|t| t.health != "up")
+                .map(|t| t.scrape_url.as_str())
+                .collect();
+            anyhow::ensure!(
+                !targets.is_empty() && down.is_empty(),
+                "not up yet: {down:?}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    crate::eventually("no alert but the Watchdog", READY_WITHIN, || async {
+        let active: Vec<String> = prometheus
+            .client
+            .alerts()
+            .await?
+            .into_iter()
+            .filter_map(|a| a.labels.get("alertname").cloned())
+            .filter(|name| name != "Watchdog")
+            .collect();
+        anyhow::ensure!(active.is_empty(), "still active: {active:?}");
+        Ok(())
+    })
+    .await
 }
 
 /// The compressed rule files, as (path in the Prometheus container, text).

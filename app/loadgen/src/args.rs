@@ -94,6 +94,10 @@ pub struct LoadgenArgs {
     #[arg(long, env = "FAULTLINE_LOADGEN_MAX_FAILED_KEPT", default_value_t = 50)]
     pub max_failed_kept: usize,
 
+    /// Sent as X-Client-Id on every request (the gateway rate-limits per client).
+    #[arg(long, env = "FAULTLINE_LOADGEN_CLIENT_ID")]
+    pub client_id: Option<String>,
+
     /// Print the report as JSON on stdout instead of the summary table.
     #[arg(long, env = "FAULTLINE_LOADGEN_JSON")]
     pub json: bool,
@@ -133,6 +137,7 @@ impl LoadgenArgs {
             window: self.window,
             keep_windows: self.timeline,
             max_failed_kept: self.max_failed_kept,
+            client_id: self.client_id.clone(),
         }
     }
 }

@@ -112,6 +112,7 @@ pub(crate) struct Exchange {
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
+    client_id: Option<String>,
 }
 
 /// Installs rustls' ring provider once, so https targets work too.
@@ -134,7 +135,11 @@ impl Http {
             .user_agent(concat!("faultline-loadgen/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let base = config.target.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { client, base })
+        Ok(Self {
+            client,
+            base,
+            client_id: config.client_id.clone(),
+        })
     }
 
     /// Sends `request` and reads the whole answer. Latency counts from
@@ -149,6 +154,9 @@ impl Http {
             )
             .header("traceparent", trace.traceparent())
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(client_id) = &self.client_id {
+            builder = builder.header("x-client-id", client_id);
+        }
         if let Some(key) = request.idempotency_key {
             builder = builder.header("idempotency-key", key.to_string());
         }

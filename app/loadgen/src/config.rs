@@ -60,6 +60,9 @@ pub struct Config {
     pub keep_windows: bool,
     /// How many failed requests the report keeps (the first ones).
     pub max_failed_kept: usize,
+    /// Sent as `X-Client-Id` on every request, so that the gateway's
+    /// per-client rate limit tells this load from another's.
+    pub client_id: Option<String>,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             window: Duration::from_secs(1),
             keep_windows: false,
             max_failed_kept: 50,
+            client_id: None,
         }
     }
 

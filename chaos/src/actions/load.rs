@@ -52,6 +52,7 @@ impl Loadgen {
             config.retry_ratio = ratio;
         }
         config.max_failed_kept = 200;
+        config.client_id = spec.client_id.clone();
         config
             .validate()
             .map_err(|err| LoadConfigError::Mix(err.to_string()))?;

@@ -314,6 +314,8 @@ mod tests {
             at_s: None,
             detection_time_s: None,
             note: String::new(),
+            before: None,
+            lead_time_s: None,
         }
     }
 

@@ -133,6 +133,9 @@ pub struct LoadSpec {
     /// Probability that a checkout is re-sent with the same Idempotency-Key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_ratio: Option<f64>,
+    /// Sent as `X-Client-Id`: the gateway rate-limits per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 fn default_load_target() -> String {
@@ -479,9 +482,12 @@ pub struct HttpProbe {
     /// Accepted statuses; default 200.
     #[serde(default = "default_status")]
     pub status: Statuses,
-    /// Headers the answer must carry, with their values.
+    /// Headers the answer must carry, with their values (`"*"`: any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Headers sent with the request (`X-Client-Id`, say).
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, String>,
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
@@ -697,6 +703,11 @@ pub struct ExpectedAlert {
     pub within: Duration,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Another expected alert this one must reach its state strictly before
+    /// (a leading indicator before the SLO alert); the journal records the
+    /// lead time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 fn firing() -> ExpectedState {

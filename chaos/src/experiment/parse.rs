@@ -200,6 +200,21 @@ impl Experiment {
                     "must not be empty".into(),
                 ));
             }
+            if let Some(other) = &alert.before {
+                let comparable = self
+                    .expected_alerts
+                    .iter()
+                    .any(|e| &e.alert == other && e.alert != alert.alert && e.state == alert.state);
+                if !comparable || alert.state == ExpectedState::Resolved {
+                    return Err((
+                        root.clone().key("expected_alerts").index(i).key("before"),
+                        format!(
+                            "{other} must be another expected alert with the same state ({:?}, firing or pending)",
+                            alert.state
+                        ),
+                    ));
+                }
+            }
         }
         for (i, allowed) in self.allowed_alerts.iter().enumerate() {
             let path = root.clone().key("allowed_alerts").index(i);

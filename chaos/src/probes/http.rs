@@ -14,7 +14,10 @@ pub struct HttpCheck {
     pub method: reqwest::Method,
     pub url: String,
     pub status: Statuses,
+    /// Expected answer headers; the value `"*"` accepts any value.
     pub headers: BTreeMap<String, String>,
+    /// Sent with the request.
+    pub request_headers: BTreeMap<String, String>,
     pub body_contains: Option<String>,
 }
 
@@ -25,19 +28,18 @@ impl Probe for HttpCheck {
     }
 
     async fn check(&self, _cx: &ProbeContext) -> Result<Observation, ProbeError> {
-        let response = self
-            .http
-            .request(self.method.clone(), &self.url)
-            .send()
-            .await
-            .map_err(|err| {
-                ProbeError::Http(format!(
-                    "{} {}: {}",
-                    self.method,
-                    self.url,
-                    error_chain(&err)
-                ))
-            })?;
+        let mut request = self.http.request(self.method.clone(), &self.url);
+        for (name, value) in &self.request_headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|err| {
+            ProbeError::Http(format!(
+                "{} {}: {}",
+                self.method,
+                self.url,
+                error_chain(&err)
+            ))
+        })?;
         let status = response.status().as_u16();
         let mut problems = Vec::new();
         if !self.status.accepts(status) {
@@ -50,7 +52,11 @@ impl Probe for HttpCheck {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            if actual.as_deref() != Some(expected.as_str()) {
+            let accepted = match actual.as_deref() {
+                Some(value) => expected == "*" || value == expected,
+                None => false,
+            };
+            if !accepted {
                 problems.push(format!(
                     "header {name} is {actual:?}, expected {expected:?}"
                 ));

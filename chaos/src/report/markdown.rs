@@ -228,6 +228,16 @@ pub fn render(journal: &Journal, plot: Option<&str>) -> String {
             "\n## Expected alerts\n\n| alert | state | within (s) | | detection (s) | note |\n|---|---|---:|---|---:|---|"
         );
         for e in &journal.expected_alerts {
+            let lead = match (&e.before, e.lead_time_s) {
+                (Some(other), Some(lead)) => format!("{lead:.1} s before {other}"),
+                (Some(other), None) => format!("must lead {other}"),
+                _ => String::new(),
+            };
+            let note = [e.note.as_str(), lead.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} | {} | {} | {} |",
@@ -238,7 +248,7 @@ pub fn render(journal: &Journal, plot: Option<&str>) -> String {
                 e.detection_time_s
                     .map(|t| format!("{t:.1}"))
                     .unwrap_or_else(|| "—".into()),
-                cell(&e.note)
+                cell(&note)
             );
         }
     }

@@ -316,7 +316,44 @@ pub fn record(
         at_s,
         detection_time_s: at_s.zip(anchor).map(|(at, anchor)| (at - anchor).max(0.0)),
         note,
+        before: expect.before.clone(),
+        lead_time_s: None,
     }
+}
+
+/// Checks the `before` orderings among decided expectations, filling in
+/// their lead times; returns a reason for each one broken. An ordering whose
+/// either side was not met is left to that expectation's own failure.
+pub fn check_order(records: &mut [AlertExpectationRecord]) -> Vec<String> {
+    let reached: Vec<(String, String, Option<f64>)> = records
+        .iter()
+        .map(|r| (r.alert.clone(), r.state.clone(), r.at_s.filter(|_| r.met)))
+        .collect();
+    let mut reasons = Vec::new();
+    for record in records.iter_mut() {
+        let (Some(other), Some(at_s)) = (record.before.clone(), record.at_s) else {
+            continue;
+        };
+        if !record.met {
+            continue;
+        }
+        let Some(other_at_s) = reached
+            .iter()
+            .find(|(alert, state, _)| *alert == other && *state == record.state)
+            .and_then(|(_, _, at)| *at)
+        else {
+            continue;
+        };
+        let lead = other_at_s - at_s;
+        record.lead_time_s = Some(lead);
+        if lead <= 0.0 {
+            reasons.push(format!(
+                "alert {} was {} {:.1} s after {other}, but must lead it",
+                record.alert, record.state, -lead
+            ));
+        }
+    }
+    reasons
 }
 
 #[cfg(test)]
@@ -337,6 +374,7 @@ mod tests {
             state,
             within: Duration::from_secs(within_s),
             labels: BTreeMap::new(),
+            before: None,
         }
     }
 
@@ -496,5 +534,34 @@ mod tests {
             unexpected(&seen, &expected, &[allow(&[("job", "catalog")])]).len(),
             1
         );
+    }
+    #[test]
+    fn a_leading_alert_must_reach_its_state_first() {
+        let anchors = Anchors {
+            fault_start_s: Some(0.0),
+            rollback_end_s: Some(50.0),
+        };
+        let mut leading = expect(ExpectedState::Firing, 60);
+        leading.before = Some("B".into());
+        let mut slo = expect(ExpectedState::Firing, 60);
+        slo.alert = "B".into();
+        let met = |at_s: f64| Decision::Met {
+            at_s,
+            note: String::new(),
+        };
+        let mut records = vec![
+            record(&leading, &met(12.0), anchors),
+            record(&slo, &met(20.0), anchors),
+        ];
+        assert!(check_order(&mut records).is_empty());
+        assert_eq!(records[0].lead_time_s, Some(8.0));
+        let mut records = vec![
+            record(&leading, &met(25.0), anchors),
+            record(&slo, &met(20.0), anchors),
+        ];
+        let reasons = check_order(&mut records);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("must lead"), "{reasons:?}");
+        assert_eq!(records[0].lead_time_s, Some(-5.0));
     }
 }

@@ -129,6 +129,11 @@ impl Compiler<'_> {
                 url: self.text(what, &probe.url)?,
                 status: probe.status.clone(),
                 headers: probe.headers.clone(),
+                request_headers: probe
+                    .request_headers
+                    .iter()
+                    .map(|(name, value)| Ok((name.clone(), self.text(what, value)?)))
+                    .collect::<Result<_, CompileError>>()?,
                 body_contains: probe.body_contains.clone(),
             }),
             ProbeKind::Promql(probe) => Arc::new(PromqlCheck {
@@ -325,10 +330,15 @@ pub fn compile(
             })
         })
         .collect::<Result<Vec<_>, CompileError>>()?;
-    let alerts = if experiment.expected_alerts.is_empty() && experiment.allowed_alerts.is_empty() {
-        None
-    } else {
+    // Alerts are watched whenever they can be: an experiment that expects
+    // none still fails on any alert that fires (Watchdog aside).
+    let alerts = if !experiment.expected_alerts.is_empty() || !experiment.allowed_alerts.is_empty()
+    {
         Some(compiler.alert_source("expected_alerts")?)
+    } else if bindings.alerts.is_some() || env.prometheus.is_some() {
+        Some(compiler.alert_source("alerts")?)
+    } else {
+        None
     };
     Ok(Plan {
         info: ExperimentInfo {

@@ -790,6 +790,11 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
                 }
                 expectations.push(record);
             }
+            if !verdicts.interrupted {
+                for reason in alerts::check_order(&mut expectations) {
+                    verdicts.fail(reason);
+                }
+            }
         }
     }
 

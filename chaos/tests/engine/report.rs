@@ -60,6 +60,7 @@ async fn journal() -> Result<Journal, tokio::time::error::Elapsed> {
         state: ExpectedState::Firing,
         within: ms(5000),
         labels: Default::default(),
+        before: None,
     }];
     // The alert's life, paced by the runner's polls (every 20 ms): pending
     // once the fault is in, firing after the runner has seen it pending a few

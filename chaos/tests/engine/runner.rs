@@ -470,12 +470,14 @@ async fn expected_alerts_get_detection_times() {
             state: ExpectedState::Firing,
             within: Duration::from_secs(10),
             labels: Default::default(),
+            before: None,
         },
         ExpectedAlert {
             alert: "NeverFires".into(),
             state: ExpectedState::Firing,
             within: Duration::from_millis(500),
             labels: Default::default(),
+            before: None,
         },
     ];
     let b = FakeFault::new("b", &log);
@@ -632,6 +634,7 @@ fn expect_firing(alert: &str) -> ExpectedAlert {
         state: ExpectedState::Firing,
         within: Duration::from_secs(10),
         labels: Default::default(),
+        before: None,
     }
 }
 

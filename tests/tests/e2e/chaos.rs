@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use faultline_chaos::journal::ActivityStatus;
 use faultline_chaos::runner::{Bindings, run_experiment};
 use faultline_chaos::{Environment, Journal, Verdict};
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
@@ -48,9 +49,25 @@ fn environment(stack: &ShopStack) -> anyhow::Result<Environment> {
     Ok(env)
 }
 
+/// Where the reports of the runs that prove detection go; the coverage table
+/// is made of these.
+const REPORTS: &str = "target/chaos-reports";
+/// Where negative controls (runs that must fail) report: not in the table.
+const NEGATIVE_REPORTS: &str = "target/chaos-negative-controls";
+
 /// Runs `chaos/experiments/<name>.toml` and writes its report under
 /// `target/chaos-reports/<test>/`.
 async fn run(name: &str, test: &str, stack: &ShopStack) -> anyhow::Result<Journal> {
+    run_into(REPORTS, name, test, stack).await
+}
+
+/// Like [`run`], reporting under `base/<test>/`.
+async fn run_into(
+    base: &str,
+    name: &str,
+    test: &str,
+    stack: &ShopStack,
+) -> anyhow::Result<Journal> {
     let path = repo_root()
         .join("chaos/experiments")
         .join(format!("{name}.toml"));
@@ -61,10 +78,14 @@ async fn run(name: &str, test: &str, stack: &ShopStack) -> anyhow::Result<Journa
     let journal = run_experiment(path, bindings)
         .await
         .with_context(|| format!("experiment {name} could not start"))?;
-    let reports = repo_root().join("target/chaos-reports").join(test);
+    let all_reports = repo_root().join(base);
+    let reports = all_reports.join(test);
     std::fs::create_dir_all(&reports)?;
     journal.save(&reports.join(format!("{name}.journal.json")))?;
     let files = faultline_chaos::report::write(&journal, &reports, name)?;
+    if base == REPORTS {
+        write_coverage(&all_reports)?;
+    }
     eprintln!(
         "{name}: {:?} in {:.0} s; reasons: {:?}; report: {}",
         journal.verdict,
@@ -78,7 +99,26 @@ async fn run(name: &str, test: &str, stack: &ShopStack) -> anyhow::Result<Journa
             expectation.alert, expectation.state, expectation.met, expectation.detection_time_s
         );
     }
+    for unexpected in &journal.unexpected_alerts {
+        eprintln!(
+            "  unexpected: {} {:?} at {:.1} s",
+            unexpected.alert, unexpected.labels, unexpected.first_firing_s
+        );
+    }
     Ok(journal)
+}
+
+/// The detection coverage table of every journal the container tests have
+/// written so far, as `target/chaos-reports/coverage.md`. Each chaos test
+/// rewrites it after its run, so the last one to finish leaves the table of
+/// the whole suite. Written to a temporary file, then renamed: a reader
+/// never sees half a table.
+fn write_coverage(reports: &Path) -> anyhow::Result<()> {
+    let coverage = faultline_chaos::coverage::Coverage::from_dir(reports)?;
+    let temporary = reports.join(format!(".coverage-{}.md", std::process::id()));
+    std::fs::write(&temporary, coverage.render_markdown())?;
+    std::fs::rename(&temporary, reports.join("coverage.md"))?;
+    Ok(())
 }
 
 fn assert_passed(journal: &Journal) {
@@ -176,13 +216,201 @@ async fn the_payments_latency_experiment_fails_with_resilience_turned_off() -> a
         },
     )
     .await?;
-    let journal = run("payments-latency", "payments_latency_broken", &stack).await?;
+    let journal = run_into(
+        NEGATIVE_REPORTS,
+        "payments-latency",
+        "payments_latency_broken",
+        &stack,
+    )
+    .await?;
     assert_eq!(journal.verdict, Verdict::Failed, "{:#?}", journal.reasons);
     assert!(journal.deviated);
-    let reasons = journal.reasons.join("\n");
+    // It must fail for the right reason: the checkout-latency probe measured
+    // a p99 over its 500 ms bound (not "no data", not another probe).
+    let probe = "checkout p99 under 500 ms";
+    let failed = journal
+        .steady_states
+        .during
+        .iter()
+        .find(|a| a.activity.name == probe && a.status == ActivityStatus::Failed)
+        .with_context(|| format!("the probe {probe:?} never failed: {:#?}", journal.reasons))?;
+    let measured = failed.output["value"]
+        .as_f64()
+        .with_context(|| format!("no measured value in {:?}", failed.output))?;
     assert!(
-        reasons.contains("checkout p99") && !reasons.contains("no data"),
-        "the journal should name the checkout latency probe, measured: {reasons}"
+        measured > 500.0,
+        "the probe failed, but its p99 was {measured} ms: {failed:#?}"
+    );
+    assert!(
+        journal
+            .reasons
+            .iter()
+            .any(|r| r.contains(probe) && !r.contains("no data")),
+        "the verdict names the probe: {:#?}",
+        journal.reasons
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postgres_restart_experiment_passes() -> anyhow::Result<()> {
+    let options = StackOptions {
+        postgres_fixed_port: true,
+        ..StackOptions::default()
+    };
+    passes("postgres-restart", options).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_resets_experiment_passes() -> anyhow::Result<()> {
+    let options = StackOptions {
+        orders_through_proxy: true,
+        // Every call takes its own chance of a reset (see the experiment).
+        gateway_env: vec![("FAULTLINE_UPSTREAM_KEEPALIVE", "off".into())],
+        ..StackOptions::default()
+    };
+    passes("connection-resets", options).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_surge_experiment_passes() -> anyhow::Result<()> {
+    passes("load-surge", StackOptions::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latency_ramp_experiment_passes_with_the_leading_alert_first() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_latency_ramp",
+        StackOptions {
+            catalog_through_proxy: true,
+            // A cached read never crosses the slow link.
+            gateway_env: vec![("FAULTLINE_CATALOG_CACHE_TTL", "0s".into())],
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let journal = run("latency-ramp", "latency_ramp", &stack).await?;
+    assert_passed(&journal);
+    let leading = journal
+        .expected_alerts
+        .iter()
+        .find(|e| e.alert == "LatencyRising" && e.state == "firing")
+        .context("LatencyRising is expected")?;
+    let lead = leading
+        .lead_time_s
+        .context("the journal records the lead time")?;
+    assert!(lead > 0.0, "LatencyRising led by {lead} s");
+    eprintln!("LatencyRising fired {lead:.1} s before ErrorBudgetBurnFast");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_otlp_receiver_down_experiment_passes() -> anyhow::Result<()> {
+    let options = StackOptions {
+        otlp_through_proxy: true,
+        ..StackOptions::default()
+    };
+    passes("otlp-receiver-down", options).await
+}
+
+/// The negative control of precision: the shop under its usual load for
+/// three compressed hours (three minutes), with no fault at all. Every rule
+/// is evaluated the whole time, and nothing but the Watchdog may fire.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_baseline_fires_nothing_but_the_watchdog() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_quiet_baseline",
+        StackOptions {
+            orders_replicas: 2,
+            prometheus: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let experiment = faultline_chaos::Experiment::parse(QUIET_BASELINE, "quiet-baseline.toml")?;
+    let bindings = Bindings {
+        environment: environment(&stack)?,
+        ..Bindings::default()
+    };
+    let journal = run_experiment(experiment, bindings).await?;
+    let reports = repo_root().join(REPORTS).join("quiet_baseline");
+    journal.save(&reports.join("quiet-baseline.journal.json"))?;
+    faultline_chaos::report::write(&journal, &reports, "quiet-baseline")?;
+    let fired: Vec<String> = journal
+        .alerts_seen
+        .iter()
+        .filter(|a| a.alert != "Watchdog" && a.transitions.iter().any(|t| t.state == "firing"))
+        .map(|a| format!("{} {:?}", a.alert, a.labels))
+        .collect();
+    assert!(
+        fired.is_empty(),
+        "alerts fired on a healthy shop: {fired:#?}"
+    );
+    let watchdog = journal
+        .alerts_seen
+        .iter()
+        .any(|a| a.alert == "Watchdog" && a.transitions.iter().any(|t| t.state == "firing"));
+    assert!(watchdog, "the Watchdog fires: rules are evaluated");
+    assert_passed(&journal);
+    let requests = journal
+        .load
+        .as_ref()
+        .and_then(|l| l.totals.as_ref())
+        .map_or(0, |t| t.count);
+    assert!(requests > 5_000, "the load ran: {requests} requests");
+    Ok(())
+}
+
+/// Three compressed hours of the usual traffic mix, and nothing else. The
+/// one "fault" is a harmless request, so the run has a method like any other.
+const QUIET_BASELINE: &str = r#"
+title = "A quiet baseline: three compressed hours, no fault"
+tags = ["baseline", "precision"]
+
+[target]
+gateway = "http://127.0.0.1:8080"
+prometheus = "http://127.0.0.1:9090"
+database = "postgres://postgres@127.0.0.1:5432/postgres"
+
+[settings]
+warmup = "5s"
+
+[load]
+rate = 40
+concurrency = 32
+timeout = "2s"
+
+[steady_state]
+[[steady_state.probes]]
+name = "product list answers"
+type = "http"
+url = "${gateway}/api/products"
+within = "30s"
+
+[method]
+duration = "180s"
+
+[[method.faults]]
+name = "nothing: a read of the product list"
+type = "http"
+method = "GET"
+url = "${gateway}/api/products"
+at = "1s"
+
+[[during]]
+name = "no request fails"
+type = "sli"
+metric = "errors"
+over = "phase"
+tolerance = { equals = 0 }
+every = "5s"
+
+[[after]]
+name = "acknowledged orders exist exactly once"
+type = "invariant"
+invariant = "acknowledged_orders_exist_once"
+min_acknowledged = 300
+"#;
