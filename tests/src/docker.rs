@@ -48,3 +48,10 @@ pub async fn require_images(docker: &Docker, images: &[LocalImage]) -> anyhow::R
     }
     Ok(())
 }
+
+/// Fails unless Docker answers and every image is present: a container test
+/// calls this first, so that it fails saying what to do instead of skipping.
+pub async fn preflight(images: &[crate::images::LocalImage]) -> anyhow::Result<()> {
+    let docker = require_docker().await?;
+    require_images(&docker, images).await
+}

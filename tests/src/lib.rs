@@ -19,6 +19,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod prom_text;
 pub mod prometheus;
+pub mod promtool;
 pub mod rules;
 pub mod shop_stack;
 pub mod stack;

@@ -21,11 +21,4 @@ mod live;
 mod promtool;
 mod routing;
 
-use faultline_tests::docker::{require_docker, require_images};
-use faultline_tests::images::LocalImage;
-
-/// Fails unless Docker answers and every image is present.
-async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
-    let docker = require_docker().await?;
-    require_images(&docker, images).await
-}
+use faultline_tests::docker::preflight;

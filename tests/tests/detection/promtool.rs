@@ -3,59 +3,14 @@
 //! parsed as a recording rule.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
-use faultline_tests::images::PROMETHEUS;
-use faultline_tests::stack::TEST_LABEL;
-use testcontainers::core::WaitFor;
-use testcontainers::core::wait::ExitWaitStrategy;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{GenericImage, ImageExt};
+use anyhow::{Result, ensure};
+use faultline_tests::promtool::promtool;
 
 use crate::assets::{self, QueryKind};
-use crate::preflight;
 
 /// Where the repository's alerts/ goes in the container.
 const ALERTS_DIR: &str = "/tmp/faultline/alerts";
-
-/// What promtool said.
-#[derive(Debug)]
-pub struct Promtool {
-    pub exit_code: i64,
-    pub output: String,
-}
-
-/// Runs `promtool <args>` with `files` (path in the container, content)
-/// copied in, and returns once it exits.
-pub async fn promtool(args: &[String], files: &[(String, String)]) -> Result<Promtool> {
-    preflight(&[PROMETHEUS]).await?;
-    let mut request = GenericImage::new(PROMETHEUS.name, PROMETHEUS.tag)
-        .with_entrypoint("promtool")
-        .with_wait_for(WaitFor::exit(
-            ExitWaitStrategy::new().with_poll_interval(Duration::from_millis(50)),
-        ))
-        .with_cmd(args.iter().cloned())
-        .with_labels([(TEST_LABEL, "detection-promtool")])
-        .with_startup_timeout(Duration::from_secs(120));
-    for (path, content) in files {
-        request = request.with_copy_to(path.clone(), content.as_bytes().to_vec());
-    }
-    let container = request
-        .start()
-        .await
-        .with_context(|| format!("run promtool {}", args.join(" ")))?;
-    let exit_code = container
-        .exit_code()
-        .await?
-        .context("promtool exited without an exit code")?;
-    let stdout = String::from_utf8_lossy(&container.stdout_to_vec().await?).into_owned();
-    let stderr = String::from_utf8_lossy(&container.stderr_to_vec().await?).into_owned();
-    Ok(Promtool {
-        exit_code,
-        output: format!("{stdout}{stderr}"),
-    })
-}
 
 /// The source rule files and their unit tests, as files for the container.
 fn alert_files() -> Result<Vec<(String, String)>> {

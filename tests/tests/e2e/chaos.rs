@@ -151,6 +151,57 @@ async fn passes(name: &str, options: StackOptions) -> anyhow::Result<()> {
     .await?;
     let journal = run(name, &test, &stack).await?;
     assert_passed(&journal);
+    replays_offline(&journal, &test, name).await
+}
+
+/// Where the compressed rules and a regression test sit in the promtool
+/// container: the same layout as the repository, so a generated test can be
+/// copied to alerts/tests/regressions/ as it is.
+const PROMTOOL_ROOT: &str = "/tmp/faultline/alerts";
+
+/// The live proof as an offline regression test: the series the run recorded
+/// behind its expected alerts become a promtool test of the compressed rules
+/// (`faultline regress`), which must pass too. A rule change that would have
+/// missed this fault then fails `promtool test rules` as well. The test is
+/// kept beside the report as `<name>.regression.test.yml`.
+async fn replays_offline(journal: &Journal, test: &str, name: &str) -> anyhow::Result<()> {
+    let dir = repo_root().join("alerts/compressed");
+    let mut files = Vec::new();
+    let mut rule_files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if file.ends_with(".rules.yml") {
+            rule_files.push(format!("../../compressed/{file}"));
+            files.push((
+                format!("{PROMTOOL_ROOT}/compressed/{file}"),
+                std::fs::read_to_string(&path)?,
+            ));
+        }
+    }
+    rule_files.sort();
+    let yaml = faultline_chaos::evidence::promtool_test(journal, &rule_files)
+        .with_context(|| format!("no regression test from the journal of {name}"))?;
+    let saved = repo_root()
+        .join(REPORTS)
+        .join(test)
+        .join(format!("{name}.regression.test.yml"));
+    std::fs::write(&saved, &yaml)?;
+    let in_container = format!("{PROMTOOL_ROOT}/tests/regressions/{name}.test.yml");
+    files.push((in_container.clone(), yaml));
+    let run = faultline_tests::promtool::promtool(
+        &["test".to_owned(), "rules".to_owned(), in_container],
+        &files,
+    )
+    .await?;
+    anyhow::ensure!(
+        run.exit_code == 0,
+        "the run's series, replayed by promtool, do not fire its alerts ({}):\n{}",
+        saved.display(),
+        run.output
+    );
     Ok(())
 }
 

@@ -9,7 +9,6 @@ mod oversell;
 mod resilience;
 mod shop;
 
-use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::images::{FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
 
 /// The images the foundation tests start.
@@ -17,8 +16,4 @@ const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
 /// The images the shop tests start.
 const SHOP_IMAGES: &[LocalImage] = &[POSTGRES, FAULTLINE];
 
-/// Fails unless Docker answers and every image is present.
-async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
-    let docker = require_docker().await?;
-    require_images(&docker, images).await
-}
+use faultline_tests::docker::preflight;
