@@ -51,7 +51,7 @@ pub async fn require_images(docker: &Docker, images: &[LocalImage]) -> anyhow::R
 
 /// Fails unless Docker answers and every image is present: a container test
 /// calls this first, so that it fails saying what to do instead of skipping.
-pub async fn preflight(images: &[crate::images::LocalImage]) -> anyhow::Result<()> {
+pub async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
     let docker = require_docker().await?;
     require_images(&docker, images).await
 }
