@@ -111,19 +111,15 @@ fn stem(path: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The names in a journal's `unexpected_alerts` (`[{alert, labels,
-/// first_firing_s}]`), read from its JSON so that journals written before
-/// the field existed count none.
-fn unexpected_names(json: &Value) -> Vec<String> {
-    let names: BTreeSet<String> = json
-        .get("unexpected_alerts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|u| u.get("alert").and_then(Value::as_str))
-        .map(str::to_owned)
+/// The names in a journal's `unexpected_alerts`, each once (journals
+/// written before the field existed have none).
+fn unexpected_names(journal: &Journal) -> Vec<String> {
+    let names: BTreeSet<&str> = journal
+        .unexpected_alerts
+        .iter()
+        .map(|u| u.alert.as_str())
         .collect();
-    names.into_iter().collect()
+    names.into_iter().map(str::to_owned).collect()
 }
 
 impl Coverage {
@@ -131,10 +127,7 @@ impl Coverage {
     pub fn from_journals(journals: &[Journal]) -> Self {
         let entries: Vec<(&Journal, Vec<String>)> = journals
             .iter()
-            .map(|journal| {
-                let json = serde_json::to_value(journal).unwrap_or(Value::Null);
-                (journal, unexpected_names(&json))
-            })
+            .map(|journal| (journal, unexpected_names(journal)))
             .collect();
         Self::from_entries(&entries)
     }
@@ -179,9 +172,8 @@ impl Coverage {
                 path: path.clone(),
                 error,
             };
-            let json: Value = serde_json::from_slice(&bytes).map_err(parse)?;
-            let unexpected = unexpected_names(&json);
-            let journal: Journal = serde_json::from_value(json).map_err(parse)?;
+            let journal: Journal = serde_json::from_slice(&bytes).map_err(parse)?;
+            let unexpected = unexpected_names(&journal);
             loaded.push((journal, unexpected));
         }
         let entries: Vec<(&Journal, Vec<String>)> = loaded
@@ -534,7 +526,11 @@ mod tests {
         fn from_files_values(values: &[Value]) -> Self {
             let loaded: Vec<(Journal, Vec<String>)> = values
                 .iter()
-                .map(|v| (journal(v), unexpected_names(v)))
+                .map(|v| {
+                    let journal = journal(v);
+                    let unexpected = unexpected_names(&journal);
+                    (journal, unexpected)
+                })
                 .collect();
             let entries: Vec<(&Journal, Vec<String>)> =
                 loaded.iter().map(|(j, u)| (j, u.clone())).collect();
