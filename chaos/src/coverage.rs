@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 
 use crate::journal::{AlertExpectationRecord, Journal, JournalError, Verdict};
 
