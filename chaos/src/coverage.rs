@@ -303,7 +303,7 @@ fn collect_journals(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Coverage
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
