@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-
 use crate::journal::{AlertExpectationRecord, Journal, JournalError, Verdict};
 
 /// The suffix of the journal files [`Coverage::from_dir`] reads.

@@ -227,15 +227,19 @@ impl Experiment {
                     "say why this alert is a true side effect of the faults".into(),
                 ));
             }
-            if self
-                .expected_alerts
-                .iter()
-                .any(|e| e.alert == allowed.alert)
-            {
+            // Redundant when every series it matches is expected anyway.
+            let covered = self.expected_alerts.iter().any(|e| {
+                e.state != ExpectedState::Resolved
+                    && e.alert == allowed.alert
+                    && e.labels
+                        .iter()
+                        .all(|(k, v)| allowed.labels.get(k) == Some(v))
+            });
+            if covered {
                 return Err((
                     path.key("alert"),
                     format!(
-                        "{} is expected already: an expected alert need not be allowed",
+                        "{} is expected already (for these labels): an expected alert need not be allowed",
                         allowed.alert
                     ),
                 ));

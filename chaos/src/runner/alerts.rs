@@ -257,8 +257,11 @@ pub fn unexpected(
     seen.iter()
         .filter(|s| s.alert != WATCHDOG_ALERT)
         .filter(|s| {
+            // Only what must fire makes a series expected: a `resolved`
+            // expectation says how an expected series ends, and allows none.
             !expected
                 .iter()
+                .filter(|e| e.state != ExpectedState::Resolved)
                 .any(|e| e.alert == s.alert && matches(&s.labels, &e.labels))
                 && !allowed
                     .iter()
