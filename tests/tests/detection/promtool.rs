@@ -9,26 +9,40 @@ use faultline_tests::promtool::promtool;
 
 use crate::assets::{self, QueryKind};
 
-/// Where the repository's alerts/ goes in the container.
-const ALERTS_DIR: &str = "/tmp/faultline/alerts";
-
-/// The source rule files and their unit tests, as files for the container.
+/// The source rule files, the compressed ones, the unit tests and the
+/// regression tests replayed from chaos runs, as files for the container, in
+/// the repository's layout.
 fn alert_files() -> Result<Vec<(String, String)>> {
     let mut files = Vec::new();
-    for file in assets::files_in("alerts", ".rules.yml")? {
-        files.push((format!("{ALERTS_DIR}/{}", file.name), file.text));
+    for dir in ["alerts", "alerts/compressed"] {
+        for file in assets::files_in(dir, ".rules.yml")? {
+            files.push((format!("/tmp/faultline/{}", file.repo_path), file.text));
+        }
     }
-    for file in assets::files_in("alerts/tests", ".test.yml")? {
-        files.push((format!("{ALERTS_DIR}/tests/{}", file.name), file.text));
+    for file in test_files()? {
+        files.push((format!("/tmp/faultline/{}", file.repo_path), file.text));
     }
     Ok(files)
 }
 
+/// The unit tests (alerts/tests, real time scale) and the regression tests
+/// that live chaos runs left (alerts/tests/regressions, against the
+/// compressed rules the runs used): a rule change that would have missed
+/// one of those faults fails here too.
+fn test_files() -> Result<Vec<assets::TextFile>> {
+    let mut files = assets::files_in("alerts/tests", ".test.yml")?;
+    files.extend(assets::files_in(REGRESSIONS_DIR, ".test.yml")?);
+    Ok(files)
+}
+
+/// Where the regression tests replayed from chaos journals are kept.
+const REGRESSIONS_DIR: &str = "alerts/tests/regressions";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn promtool_unit_tests_of_every_alert_pass() -> Result<()> {
-    let tests: Vec<String> = assets::files_in("alerts/tests", ".test.yml")?
+    let tests: Vec<String> = test_files()?
         .iter()
-        .map(|file| format!("{ALERTS_DIR}/tests/{}", file.name))
+        .map(|file| format!("/tmp/faultline/{}", file.repo_path))
         .collect();
     let mut args = vec!["test".to_owned(), "rules".to_owned()];
     args.extend(tests);
