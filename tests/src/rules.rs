@@ -352,87 +352,6 @@ fn lex_number(expr: &str, i: &mut usize) -> TokenKind {
     TokenKind::Number
 }
 
-/// Keywords that are followed by a parenthesised list of label names.
-const LABEL_LIST_KEYWORDS: [&str; 6] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-/// Words that are never metric names.
-const KEYWORDS: [&str; 8] = [
-    "and", "or", "unless", "offset", "bool", "atan2", "inf", "nan",
-];
-
-/// Aggregation operators, which may be followed by `by (...)` before their `(`.
-const AGGREGATORS: [&str; 14] = [
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// The metric names an expression selects: every identifier that is not a
-/// function, an aggregation, a keyword, or a label name (inside `{...}` or a
-/// `by (...)`/`on (...)` list).
-pub fn metric_names(expr: &str) -> Result<BTreeSet<String>, RulesError> {
-    let tokens: Vec<Token<'_>> = lex(expr)?
-        .into_iter()
-        .filter(|token| token.kind != TokenKind::Comment)
-        .collect();
-    let mut names = BTreeSet::new();
-    let mut braces = 0_i32;
-    // Depth of parentheses, and the depth at which a label list ends.
-    let mut parens = 0_i32;
-    let mut label_list: Option<i32> = None;
-    for (index, token) in tokens.iter().enumerate() {
-        let next = tokens.get(index + 1).map(|t| t.text);
-        match (token.kind, token.text) {
-            (TokenKind::Punct, "{") => braces += 1,
-            (TokenKind::Punct, "}") => braces -= 1,
-            (TokenKind::Punct, "(") => parens += 1,
-            (TokenKind::Punct, ")") => {
-                if label_list == Some(parens) {
-                    label_list = None;
-                }
-                parens -= 1;
-            }
-            (TokenKind::Ident, word) => {
-                let lower = word.to_ascii_lowercase();
-                if LABEL_LIST_KEYWORDS.contains(&lower.as_str()) {
-                    if next == Some("(") && label_list.is_none() {
-                        label_list = Some(parens + 1);
-                    }
-                    continue;
-                }
-                let is_name = braces == 0
-                    && label_list.is_none()
-                    && next != Some("(")
-                    && !KEYWORDS.contains(&lower.as_str())
-                    && !AGGREGATORS.contains(&lower.as_str());
-                if is_name {
-                    names.insert(word.to_owned());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(names)
-}
-
 /// Formats a number of seconds divided by the factor: `3600` -> `60`, `90` -> `1.5`.
 fn scale_seconds(text: &str, factor: u64, expr: &str) -> Result<String, RulesError> {
     let seconds: f64 = text.parse().map_err(|_| RulesError::Scale {
@@ -629,22 +548,6 @@ mod tests {
         assert!(kinds.contains(&(TokenKind::Number, "1e3")));
         assert!(kinds.contains(&(TokenKind::Comment, "# seconds")));
         assert!(lex("up{job=\"$job\"} + $x").is_err());
-    }
-
-    #[test]
-    fn metric_names_skip_functions_labels_and_keywords() {
-        let names = metric_names(
-            r#"histogram_quantile(0.95, sum by (job, le) (rate(http_bucket{le="0.3"}[5m])))
-               / on (job) group_left (instance) slo:ratio_rate5m offset 1h
-               and sum without (x) (up) > bool 0 or vector(1) unless absent(build_info{a="b"})
-               # a comment naming not_a_metric"#,
-        )
-        .unwrap();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            ["build_info", "http_bucket", "slo:ratio_rate5m", "up"]
-        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, ensure};
+use faultline_chaos::evidence::metric_names;
 use faultline_telemetry::Catalog;
-use faultline_tests::rules::metric_names;
 use serde_yaml_ng::Value;
 
 use crate::assets::{self, QueryKind, RUNBOOK_URL_BASE};
@@ -85,7 +85,7 @@ fn every_metric_name_used_is_in_the_catalog() -> Result<()> {
     }
     let mut unknown = Vec::new();
     for (where_, expr) in &uses {
-        let names = metric_names(expr).with_context(|| where_.clone())?;
+        let names = metric_names(expr);
         for name in names.iter().filter(|name| !known(name)) {
             unknown.push(format!("{name} in {where_}"));
         }
@@ -106,7 +106,7 @@ fn every_catalog_metric_has_a_dashboard_panel() -> Result<()> {
     for dashboard in assets::dashboards()? {
         for query in dashboard.queries() {
             if query.kind == QueryKind::Panel {
-                for name in metric_names(&assets::concrete(&query.expr, "1m"))? {
+                for name in metric_names(&assets::concrete(&query.expr, "1m")) {
                     if let Some(spec) = catalog.metric_of_series(&name) {
                         used.insert(spec.name.clone());
                     }
@@ -574,27 +574,5 @@ fn every_alert_is_proven_firing_by_an_experiment_or_a_test_its_runbook_names() -
          that its runbook names. Unproven:\n  {}",
         unproven.join("\n  ")
     );
-    Ok(())
-}
-
-#[test]
-fn the_chaos_engine_reads_the_same_metric_names_as_the_rules_lexer() -> Result<()> {
-    let mut problems = Vec::new();
-    for dir in ["alerts", "alerts/compressed"] {
-        for file in assets::rule_files(dir)? {
-            for rule in file.rules.rules() {
-                let ours = metric_names(&rule.expr)?;
-                let chaos = faultline_chaos::evidence::metric_names(&rule.expr);
-                if ours != chaos {
-                    problems.push(format!(
-                        "{} {}: faultline_tests reads {ours:?}, faultline_chaos {chaos:?}",
-                        file.file.repo_path,
-                        rule.name()
-                    ));
-                }
-            }
-        }
-    }
-    ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }
