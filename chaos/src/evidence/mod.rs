@@ -45,10 +45,7 @@ pub fn fired_as_expected(
     for expect in expectations.iter().filter(|e| e.met && e.state == "firing") {
         let series = seen.iter().filter(|s| {
             s.alert == expect.alert
-                && expect
-                    .labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k) == Some(v))
+                && crate::runner::alerts::labels_match(&s.labels, &expect.labels)
         });
         for s in series {
             let Some(firing) = s.transitions.iter().position(|t| t.state == "firing") else {

@@ -160,13 +160,9 @@ pub fn decide(
         });
     };
     let deadline = anchor + expect.within.as_secs_f64() + grace_s;
-    let series = seen.iter().filter(|s| {
-        s.alert == expect.alert
-            && expect
-                .labels
-                .iter()
-                .all(|(k, v)| s.labels.get(k) == Some(v))
-    });
+    let series = seen
+        .iter()
+        .filter(|s| s.alert == expect.alert && labels_match(&s.labels, &expect.labels));
     let mut best: Option<(f64, String)> = None;
     for s in series {
         let reached = |state: &str| match expect.state {
@@ -242,7 +238,11 @@ fn describe_labels(labels: &BTreeMap<String, String>) -> String {
     }
 }
 
-fn matches(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+/// Whether a series' labels carry every wanted label with its value.
+pub(crate) fn labels_match(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> bool {
     wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -262,10 +262,10 @@ pub fn unexpected(
             !expected
                 .iter()
                 .filter(|e| e.state != ExpectedState::Resolved)
-                .any(|e| e.alert == s.alert && matches(&s.labels, &e.labels))
+                .any(|e| e.alert == s.alert && labels_match(&s.labels, &e.labels))
                 && !allowed
                     .iter()
-                    .any(|a| a.alert == s.alert && matches(&s.labels, &a.labels))
+                    .any(|a| a.alert == s.alert && labels_match(&s.labels, &a.labels))
         })
         .filter_map(|s| {
             s.transitions
