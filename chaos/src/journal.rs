@@ -170,8 +170,8 @@ pub struct AlertExpectationRecord {
     /// When it reached the state, seconds since the start of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_s: Option<f64>,
-    /// From the first fault (or, for `resolved`, from the end of the
-    /// rollbacks) to the state: the detection (resolution) time.
+    /// From the first fault (or, for `resolved`, from the last fault
+    /// reverted) to the state: the detection (resolution) time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection_time_s: Option<f64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]

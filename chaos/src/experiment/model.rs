@@ -688,7 +688,7 @@ pub enum ExpectedState {
     Pending,
     /// Firing, counted from the first fault.
     Firing,
-    /// Seen firing, then gone, counted from the end of the rollbacks.
+    /// Seen firing, then gone, counted from the last fault reverted (else the end of the rollbacks).
     Resolved,
 }
 

@@ -138,6 +138,15 @@ pub struct Anchors {
     pub fault_start_s: Option<f64>,
     /// The end of the rollbacks.
     pub rollback_end_s: Option<f64>,
+    /// The last fault reverted: a `resolved` expectation counts from here,
+    /// so its time is how long the alert outlived the fault.
+    pub faults_end_s: Option<f64>,
+}
+
+impl Anchors {
+    fn resolved_from(&self) -> Option<f64> {
+        self.faults_end_s.or(self.rollback_end_s)
+    }
 }
 
 /// Decides one expectation from the log at `now_s`; `grace_s` allows for
@@ -151,11 +160,11 @@ pub fn decide(
 ) -> Decision {
     let anchor = match expect.state {
         ExpectedState::Pending | ExpectedState::Firing => anchors.fault_start_s,
-        ExpectedState::Resolved => anchors.rollback_end_s,
+        ExpectedState::Resolved => anchors.resolved_from(),
     };
     let Some(anchor) = anchor else {
         return Decision::Failed(match expect.state {
-            ExpectedState::Resolved => "the rollbacks never ran".to_owned(),
+            ExpectedState::Resolved => "the faults were never reverted".to_owned(),
             _ => "no fault was injected".to_owned(),
         });
     };
@@ -193,12 +202,8 @@ pub fn decide(
                 .filter(|_| fired)
                 .map(|t| (t.at_s, String::new()))
                 .or_else(|| {
-                    (fired && before == "inactive").then(|| {
-                        (
-                            anchor,
-                            "already resolved when the rollbacks ended".to_owned(),
-                        )
-                    })
+                    (fired && before == "inactive")
+                        .then(|| (anchor, "already resolved when the faults ended".to_owned()))
                 })
         } else {
             s.transitions
@@ -297,7 +302,7 @@ pub fn record(
     anchors: Anchors,
 ) -> AlertExpectationRecord {
     let anchor = match expect.state {
-        ExpectedState::Resolved => anchors.rollback_end_s,
+        ExpectedState::Resolved => anchors.resolved_from(),
         _ => anchors.fault_start_s,
     };
     let (met, at_s, note) = match decision {
@@ -399,6 +404,7 @@ mod tests {
         let anchors = Anchors {
             fault_start_s: Some(1.0),
             rollback_end_s: Some(15.0),
+            faults_end_s: None,
         };
         assert_eq!(
             decide(
@@ -442,6 +448,7 @@ mod tests {
         let none = Anchors {
             fault_start_s: Some(1.0),
             rollback_end_s: None,
+            faults_end_s: None,
         };
         assert!(matches!(
             decide(&expect(ExpectedState::Firing, 60), &[], none, 2.0, 0.0),
@@ -456,6 +463,7 @@ mod tests {
         let anchors = Anchors {
             fault_start_s: Some(1.0),
             rollback_end_s: Some(15.0),
+            faults_end_s: None,
         };
         let decision = decide(
             &expect(ExpectedState::Firing, 10),
@@ -543,6 +551,7 @@ mod tests {
         let anchors = Anchors {
             fault_start_s: Some(0.0),
             rollback_end_s: Some(50.0),
+            faults_end_s: None,
         };
         let mut leading = expect(ExpectedState::Firing, 60);
         leading.before = Some("B".into());

@@ -637,6 +637,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
     let mut anchors = Anchors {
         fault_start_s: None,
         rollback_end_s: None,
+        faults_end_s: None,
     };
     if !verdicts.interrupted {
         recorder.phase("steady_state");
@@ -729,6 +730,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         }
         let rollback_end_s = recorder.clock.now_s();
         anchors.rollback_end_s = Some(rollback_end_s);
+        anchors.faults_end_s = last_revert_s;
         if let (Some(start_s), Some(end_s)) = (anchors.fault_start_s, last_revert_s) {
             fault_window = Some(Interval {
                 name: "faults".to_owned(),

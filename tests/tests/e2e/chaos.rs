@@ -354,7 +354,7 @@ async fn the_latency_ramp_experiment_passes_with_the_leading_alert_first() -> an
         .context("the journal records the lead time")?;
     assert!(lead > 0.0, "LatencyRising led by {lead} s");
     eprintln!("LatencyRising fired {lead:.1} s before ErrorBudgetBurnFast");
-    Ok(())
+    replays_offline(&journal, "latency_ramp", "latency-ramp").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
