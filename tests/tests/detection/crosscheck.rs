@@ -576,3 +576,63 @@ fn every_alert_is_proven_firing_by_an_experiment_or_a_test_its_runbook_names() -
     );
     Ok(())
 }
+
+/// The compressed rules run with a 1 s scrape and a 1 s evaluation (the
+/// harness and the demo): a sample reaches a rule at most this late.
+const SCRAPE_AND_EVALUATION: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An experiment's deadline for an alert to fire can be met: it is at least
+/// the rule's compressed `for`, plus a scrape and an evaluation. (How much
+/// longer depends on the rule's windows and the fault; the experiments'
+/// comments say.) A deadline shorter than that would fail a correct rule.
+#[test]
+fn every_firing_deadline_allows_for_the_rules_for_a_scrape_and_an_evaluation() -> Result<()> {
+    let compressed = assets::rule_files("alerts/compressed")?;
+    let holds: BTreeMap<&str, std::time::Duration> = assets::alerts(&compressed)
+        .into_iter()
+        .map(|(_, rule)| {
+            let hold = rule
+                .for_
+                .as_deref()
+                .map(humantime::parse_duration)
+                .transpose()
+                .with_context(|| format!("{}: for", rule.name()))?
+                .unwrap_or_default();
+            Ok((rule.name(), hold))
+        })
+        .collect::<Result<_>>()?;
+    let mut short = Vec::new();
+    for file in assets::files_in("chaos/experiments", ".toml")? {
+        let experiment: toml::Table = file
+            .text
+            .parse()
+            .with_context(|| format!("{} is not TOML", file.repo_path))?;
+        let Some(toml::Value::Array(expected)) = experiment.get("expected_alerts") else {
+            continue;
+        };
+        for expect in expected {
+            let field = |name: &str| expect.get(name).and_then(toml::Value::as_str);
+            let (Some(alert), Some(within)) = (field("alert"), field("within")) else {
+                continue;
+            };
+            if field("state").unwrap_or("firing") == "resolved" {
+                continue;
+            }
+            let within = humantime::parse_duration(within)
+                .with_context(|| format!("{}: {alert} within", file.repo_path))?;
+            let Some(hold) = holds.get(alert) else {
+                short.push(format!("{}: {alert} is not a rule", file.repo_path));
+                continue;
+            };
+            let least = *hold + SCRAPE_AND_EVALUATION;
+            if within < least {
+                short.push(format!(
+                    "{}: {alert} within {within:?}, but its compressed `for` is {hold:?}: at least {least:?}",
+                    file.repo_path
+                ));
+            }
+        }
+    }
+    ensure!(short.is_empty(), "{}", short.join("\n"));
+    Ok(())
+}
