@@ -68,6 +68,27 @@ impl AlertLog {
         changes
     }
 
+    /// Reads the alerts once, right before the faults, so that an expected
+    /// alert already active then is known to be; `Err` says why it could not.
+    pub async fn read_before_faults(
+        &self,
+        source: &Arc<dyn AlertSource>,
+        recorder: &Recorder,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(timeout, source.active_alerts()).await {
+            Ok(Ok(active)) => {
+                self.observe(&active, recorder.clock.now_s());
+                Ok(())
+            }
+            Ok(Err(err)) => Err(format!("cannot read the alerts before the faults: {err}")),
+            Err(_) => Err(format!(
+                "cannot read the alerts before the faults: no answer within {}",
+                crate::experiment::duration::render(timeout)
+            )),
+        }
+    }
+
     fn error(&self, message: String) {
         let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         inner.errors += 1;

@@ -651,26 +651,14 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
                 steady_states.before = Some(before);
                 // The alerts as they stand right before the faults: an
                 // expected alert already firing then proves nothing.
-                if met && let Some(source) = &alert_source {
-                    let timeout = plan.settings.probe_timeout;
-                    let read = tokio::time::timeout(timeout, source.active_alerts()).await;
-                    match read {
-                        Ok(Ok(active)) => {
-                            alert_log.observe(&active, recorder.clock.now_s());
-                        }
-                        Ok(Err(err)) => {
-                            met = false;
-                            verdicts
-                                .fail(format!("cannot read the alerts before the faults: {err}"));
-                        }
-                        Err(_) => {
-                            met = false;
-                            verdicts.fail(format!(
-                                "cannot read the alerts before the faults: no answer within {}",
-                                crate::experiment::duration::render(timeout)
-                            ));
-                        }
-                    }
+                if met
+                    && let Some(source) = &alert_source
+                    && let Err(reason) = alert_log
+                        .read_before_faults(source, &recorder, plan.settings.probe_timeout)
+                        .await
+                {
+                    met = false;
+                    verdicts.fail(reason);
                 }
                 if met {
                     method_ran = true;
