@@ -8,6 +8,17 @@ fn faultline() -> Command {
     command
 }
 
+/// `faultline regress JOURNAL --rules RULES`, run to the end.
+fn regress(journal: &std::path::Path, rules: &std::path::Path) -> std::process::Output {
+    faultline()
+        .arg("regress")
+        .arg(journal)
+        .arg("--rules")
+        .arg(rules)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn validate_accepts_the_shipped_experiments() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments");
@@ -206,13 +217,7 @@ fn regress_writes_a_promtool_test_next_to_its_rule_files() {
 
     // An alert the rule files do not define; a missing rule file; no evidence.
     std::fs::write(&rules, "groups: []\n").unwrap();
-    let output = faultline()
-        .arg("regress")
-        .arg(&path)
-        .arg("--rules")
-        .arg(&rules)
-        .output()
-        .unwrap();
+    let output = regress(&path, &rules);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -231,13 +236,7 @@ fn regress_writes_a_promtool_test_next_to_its_rule_files() {
     journal.as_object_mut().unwrap().remove("evidence");
     std::fs::write(&path, journal.to_string()).unwrap();
     std::fs::write(&rules, "groups: []\n").unwrap();
-    let output = faultline()
-        .arg("regress")
-        .arg(&path)
-        .arg("--rules")
-        .arg(&rules)
-        .output()
-        .unwrap();
+    let output = regress(&path, &rules);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
