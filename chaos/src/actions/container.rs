@@ -1,5 +1,5 @@
 //! Container actions (kill, stop/start, pause/unpause, restart, network
-//! disconnect/connect) on the containers a [`Selector`] names.
+//! disconnect/connect, exec) on the containers a [`Selector`] names.
 
 use std::time::Duration;
 
@@ -40,8 +40,20 @@ impl ContainerInjection {
                 signal: None,
                 timeout: None,
                 network: None,
+                command: Vec::new(),
+                undo: Vec::new(),
+                user: None,
             },
         )
+    }
+}
+
+/// `command` as the spec's exec action (its user and timeout).
+fn exec(spec: &ContainerFault, command: &[String]) -> ContainerAction {
+    ContainerAction::Exec {
+        command: command.to_vec(),
+        user: spec.user.clone(),
+        timeout_s: spec.timeout.map(|t| t.as_secs()),
     }
 }
 
@@ -73,6 +85,7 @@ async fn actions_for(
                 .map(|network| ContainerAction::Disconnect { network })
                 .collect(),
         },
+        ContainerOp::Exec => vec![exec(spec, &spec.command)],
         ContainerOp::Connect => match &spec.network {
             Some(network) => vec![ContainerAction::Connect {
                 network: network.clone(),
@@ -98,7 +111,12 @@ impl Fault for ContainerInjection {
         let mut undo = Vec::new();
         for target in targets {
             for action in actions_for(platform.as_ref(), &self.spec, &target).await? {
-                for reverse in platform.plan_undo(&target, &action).await? {
+                let mut reverses = platform.plan_undo(&target, &action).await?;
+                // An exec's undo is the command the experiment names.
+                if matches!(action, ContainerAction::Exec { .. }) && !self.spec.undo.is_empty() {
+                    reverses.push(exec(&self.spec, &self.spec.undo));
+                }
+                for reverse in reverses {
                     undo.push(UndoRecord::Container {
                         platform: platform.kind().to_owned(),
                         target: target.clone(),

@@ -292,6 +292,9 @@ pub enum ContainerOp {
     Restart,
     Disconnect,
     Connect,
+    /// Run a command in the container (a file changed, a signal sent), and
+    /// the `undo` command when the fault is reverted.
+    Exec,
 }
 
 /// `type = "container"`.
@@ -315,6 +318,18 @@ pub struct ContainerFault {
     /// container is on, for disconnect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// For exec: the command, as an argument vector (`["sh", "-c", "..."]`).
+    /// It must exit 0 within `timeout` (default 30 s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// For exec: the command that undoes `command`, run when the fault is
+    /// reverted and by `faultline cleanup`. It may run more than once, and
+    /// after a `command` that failed half-way: make it idempotent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<String>,
+    /// For exec: the user both commands run as (default: the container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// `type = "http"` as a fault: a request, and the request that undoes it.

@@ -336,6 +336,20 @@ fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (Field
     if fault.action == ContainerOp::Connect && fault.network.is_none() {
         return Err((path.key("network"), "connect needs a network".into()));
     }
+    if fault.action == ContainerOp::Exec {
+        if fault.command.first().is_none_or(String::is_empty) {
+            return Err((path.key("command"), "exec needs a command".into()));
+        }
+    } else {
+        let exec_only = [
+            ("command", !fault.command.is_empty()),
+            ("undo", !fault.undo.is_empty()),
+            ("user", fault.user.is_some()),
+        ];
+        if let Some((field, _)) = exec_only.into_iter().find(|(_, set)| *set) {
+            return Err((path.key(field), "only applies to action = \"exec\"".into()));
+        }
+    }
     Ok(())
 }
 

@@ -10,13 +10,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::exec::StartExecResults;
+use bollard::models::{
+    EndpointSettings, ExecConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     RestartContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
 };
+use futures::StreamExt;
 
-use super::{ContainerAction, Platform, PlatformError, Selector, TargetRef, TargetStatus};
+use super::{
+    ContainerAction, EXEC_TIMEOUT, Platform, PlatformError, Selector, TargetRef, TargetStatus,
+};
 use crate::environment::{COMPOSE_PROJECT_LABEL, DockerTarget};
 
 /// Containers on a Docker engine.
@@ -81,6 +87,78 @@ impl DockerPlatform {
             .collect()
     }
 
+    /// Runs `command` in the container, collecting its output, and fails
+    /// unless it exits 0 within `timeout`. On a timeout the command may go on
+    /// running in the container: the engine cannot stop an exec.
+    async fn exec(
+        &self,
+        target: &TargetRef,
+        action: &ContainerAction,
+        command: &[String],
+        user: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<(), PlatformError> {
+        let failed = |reason: String| PlatformError::Action {
+            action: action.to_string(),
+            target: target.name.clone(),
+            reason,
+        };
+        let config = ExecConfig {
+            cmd: Some(command.to_vec()),
+            user: user.map(str::to_owned),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..ExecConfig::default()
+        };
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(&target.id, config)
+                .await
+                .map_err(|err| failed(err.to_string()))?;
+            let mut output = String::new();
+            match self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(|err| failed(err.to_string()))?
+            {
+                StartExecResults::Attached {
+                    output: mut stream, ..
+                } => {
+                    while let Some(chunk) = stream.next().await {
+                        output.push_str(&chunk.map_err(|err| failed(err.to_string()))?.to_string());
+                    }
+                }
+                StartExecResults::Detached => {}
+            }
+            // The output ends when the process does; the engine records its
+            // exit code a moment later.
+            loop {
+                let inspect = self
+                    .docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(|err| failed(err.to_string()))?;
+                if inspect.running != Some(true) {
+                    return Ok::<_, PlatformError>((inspect.exit_code, output));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let (exit_code, output) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| failed(format!("still running after {timeout:?}")))??;
+        match exit_code {
+            Some(0) => Ok(()),
+            code => Err(failed(format!(
+                "exited {}: {}",
+                code.map_or_else(|| "with no code".to_owned(), |c| c.to_string()),
+                tail(&output, 400)
+            ))),
+        }
+    }
+
     fn action_error(
         action: &ContainerAction,
         target: &TargetRef,
@@ -92,6 +170,15 @@ impl DockerPlatform {
             reason: err.to_string(),
         }
     }
+}
+
+/// The last `max` bytes of `text` (on a character boundary), trimmed.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].trim()
 }
 
 #[async_trait::async_trait]
@@ -200,6 +287,16 @@ impl Platform for DockerPlatform {
                 };
                 self.docker.disconnect_network(network, request).await
             }
+            ContainerAction::Exec {
+                command,
+                user,
+                timeout_s,
+            } => {
+                let limit = timeout_s.map_or(EXEC_TIMEOUT, std::time::Duration::from_secs);
+                return self
+                    .exec(target, action, command, user.as_deref(), limit)
+                    .await;
+            }
             ContainerAction::Connect { network, aliases } => {
                 let request = NetworkConnectRequest {
                     container: id.to_owned(),
@@ -232,7 +329,7 @@ impl Platform for DockerPlatform {
             ContainerAction::Stop { .. } | ContainerAction::Kill { .. } => status.running,
             ContainerAction::Connect { network, .. } => !status.networks.contains_key(network),
             ContainerAction::Disconnect { network } => status.networks.contains_key(network),
-            ContainerAction::Restart { .. } => true,
+            ContainerAction::Restart { .. } | ContainerAction::Exec { .. } => true,
         };
         if !needed {
             return Ok(());

@@ -123,7 +123,19 @@ pub enum ContainerAction {
         #[serde(default)]
         aliases: Vec<String>,
     },
+    /// Runs `command` in the container; it must exit 0 within `timeout_s`
+    /// (default [`EXEC_TIMEOUT`]).
+    Exec {
+        command: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_s: Option<u64>,
+    },
 }
+
+/// How long an exec may run when its action names no timeout.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ContainerAction {
     /// `stop` with an optional grace.
@@ -145,6 +157,7 @@ impl fmt::Display for ContainerAction {
             ContainerAction::Restart { .. } => f.write_str("restart"),
             ContainerAction::Disconnect { network } => write!(f, "disconnect from {network}"),
             ContainerAction::Connect { network, .. } => write!(f, "connect to {network}"),
+            ContainerAction::Exec { command, .. } => write!(f, "exec {}", command.join(" ")),
         }
     }
 }
@@ -202,6 +215,7 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Brings the container to the state `action` leads to, doing nothing if
     /// it is there already (used to undo: start a running container, unpause
     /// one that is not paused, reconnect one that is connected are no-ops).
+    /// An exec always runs.
     async fn ensure(
         &self,
         target: &TargetRef,
@@ -212,7 +226,8 @@ pub trait Platform: Send + Sync + fmt::Debug {
     async fn status(&self, target: &TargetRef) -> Result<TargetStatus, PlatformError>;
 
     /// The actions that undo `action` on `target`, planned before it is
-    /// applied (disconnect plans a reconnect with the current aliases).
+    /// applied (disconnect plans a reconnect with the current aliases). An
+    /// exec has no undo here: the experiment names its undo command.
     async fn plan_undo(
         &self,
         target: &TargetRef,
@@ -234,9 +249,10 @@ pub trait Platform: Send + Sync + fmt::Debug {
             ContainerAction::Connect { network, .. } => vec![ContainerAction::Disconnect {
                 network: network.clone(),
             }],
-            ContainerAction::Start | ContainerAction::Unpause | ContainerAction::Restart { .. } => {
-                Vec::new()
-            }
+            ContainerAction::Start
+            | ContainerAction::Unpause
+            | ContainerAction::Restart { .. }
+            | ContainerAction::Exec { .. } => Vec::new(),
         })
     }
 }

@@ -16,7 +16,7 @@ use faultline_chaos::actions::{Fault, Services};
 use faultline_chaos::environment::{
     COMPOSE_PROJECT_LABEL, COMPOSE_REPLICA_LABEL, COMPOSE_SERVICE_LABEL, DockerTarget, Environment,
 };
-use faultline_chaos::experiment::{ContainerOp, Experiment};
+use faultline_chaos::experiment::{ContainerFault, ContainerOp, Experiment};
 use faultline_chaos::journal::{Status, Verdict};
 use faultline_chaos::platform::docker::DockerPlatform;
 use faultline_chaos::platform::{ContainerAction, Platform, PlatformError, Selector, TargetRef};
@@ -260,6 +260,85 @@ async fn kill_pause_stop_restart_and_their_undo() {
         .unwrap();
     let state = project.state(&target).await.unwrap();
     assert!(!state.running && !state.paused, "{state:?}");
+}
+
+/// `command` as an exec action with no user and the default timeout.
+fn exec(command: &[&str]) -> ContainerAction {
+    ContainerAction::Exec {
+        command: command.iter().map(|arg| (*arg).to_owned()).collect(),
+        user: None,
+        timeout_s: None,
+    }
+}
+
+#[tokio::test]
+async fn an_exec_fault_runs_its_command_and_its_undo() {
+    let project = Project::start("exec", 1).await.unwrap();
+    let target = project.target(1).await.unwrap();
+    let platform = &project.platform;
+    let exists = exec(&["test", "-e", "/tmp/faultline-broken"]);
+    let services = Services::new(DockerTarget::default())
+        .unwrap()
+        .with_platform(Arc::new(platform.clone()));
+    let fault = ContainerInjection::new(
+        services,
+        ContainerFault {
+            action: ContainerOp::Exec,
+            target: project.replica(1),
+            signal: None,
+            timeout: None,
+            network: None,
+            command: ["sh", "-c", "echo broken > /tmp/faultline-broken"]
+                .map(str::to_owned)
+                .to_vec(),
+            undo: ["rm", "-f", "/tmp/faultline-broken"]
+                .map(str::to_owned)
+                .to_vec(),
+            user: Some("root".to_owned()),
+        },
+    );
+    let prepared = fault.prepare().await.unwrap();
+    assert_eq!(
+        prepared.undo.len(),
+        1,
+        "the undo command is recorded: {prepared:?}"
+    );
+    assert!(
+        platform.apply(&target, &exists).await.is_err(),
+        "nothing is injected while preparing"
+    );
+    fault.inject(&prepared).await.unwrap();
+    platform.apply(&target, &exists).await.unwrap();
+    fault.revert(&prepared).await.unwrap();
+    assert!(platform.apply(&target, &exists).await.is_err(), "undone");
+    // Reverting twice is harmless.
+    fault.revert(&prepared).await.unwrap();
+
+    // A command that fails says how, with its output.
+    let failed = platform
+        .apply(
+            &target,
+            &exec(&["sh", "-c", "echo no such thing >&2; exit 3"]),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failed.contains("exited 3") && failed.contains("no such thing"),
+        "{failed}"
+    );
+    // So does one that does not finish in time.
+    let slow = ContainerAction::Exec {
+        command: ["sleep", "30"].map(str::to_owned).to_vec(),
+        user: None,
+        timeout_s: Some(1),
+    };
+    let timed_out = platform
+        .apply(&target, &slow)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(timed_out.contains("still running"), "{timed_out}");
 }
 
 #[tokio::test]

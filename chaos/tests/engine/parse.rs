@@ -198,6 +198,16 @@ fn semantic_errors_point_at_the_field() {
             "method.faults[0].ramp.steps",
             "the ramp takes 10s",
         ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"exec\""),
+            "method.faults[0].command",
+            "exec needs a command",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"pause\"\nundo = [\"true\"]"),
+            "method.faults[0].undo",
+            "only applies to action = \"exec\"",
+        ),
     ];
     for (text, expected_field, needle) in cases {
         let (message, field, (line, _)) = error(&text).unwrap();
@@ -205,6 +215,22 @@ fn semantic_errors_point_at_the_field() {
         assert!(message.contains(needle), "{message}");
         assert!(line > 1, "{message}");
     }
+}
+
+#[test]
+fn an_exec_fault_carries_its_command_undo_and_user() {
+    let text = MINIMAL.replace(
+        "action = \"pause\"",
+        "action = \"exec\"\ncommand = [\"sh\", \"-c\", \"touch /tmp/x\"]\nundo = [\"rm\", \"-f\", \"/tmp/x\"]\nuser = \"root\"",
+    );
+    let experiment = parse(&text).unwrap();
+    let FaultKind::Container(fault) = &experiment.method.faults[0].kind else {
+        panic!("not a container fault: {:?}", experiment.method.faults[0]);
+    };
+    assert_eq!(fault.action, ContainerOp::Exec);
+    assert_eq!(fault.command, ["sh", "-c", "touch /tmp/x"]);
+    assert_eq!(fault.undo, ["rm", "-f", "/tmp/x"]);
+    assert_eq!(fault.user.as_deref(), Some("root"));
 }
 
 #[test]
