@@ -10,7 +10,10 @@
 //! - [`shop_stack`]: every role of the shop in containers, ready.
 //! - [`fault_proxy`]: `faultline proxy` in a container.
 //! - [`otlp`]: an OTLP trace receiver that services export to.
+//! - [`alertmanager`]: Alertmanager with the repository's routing, and the
+//!   webhooks it notifies.
 
+pub mod alertmanager;
 pub mod docker;
 pub mod eventually;
 pub mod fault_proxy;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::alertmanager::{Alertmanager, Webhooks, routing_config};
 use crate::fault_proxy::FaultProxy;
 use crate::otlp::OtlpReceiver;
 use crate::postgres::{Postgres, TestDatabase};
@@ -41,10 +42,20 @@ pub struct StackOptions {
     /// Publish PostgreSQL on a fixed host port, so that the test process
     /// reaches it again after an experiment kills and restarts it.
     pub postgres_fixed_port: bool,
-    /// Run Prometheus, scraping every role (each its own job) every second,
-    /// with the compressed alert rules of `alerts/compressed`.
+    /// Run Prometheus, scraping every role (each its own job) and itself
+    /// every second, with the compressed alert rules of `alerts/compressed`
+    /// and the drop-in rules of [`DROP_IN_RULES`], as in compose.
     pub prometheus: bool,
+    /// Run Alertmanager with the repository's routing (its timers compressed
+    /// 60x), Prometheus notifying and scraping it, and its page, ticket and
+    /// dead man's switch receivers notifying webhooks in the test process
+    /// through the fault proxy (a proxy named `webhooks`). Needs `prometheus`.
+    pub alertmanager: bool,
 }
+
+/// Where Prometheus also reads rule files: a directory in its own writable
+/// data directory, empty normally, as in compose/prometheus/prometheus.yml.
+pub const DROP_IN_RULES: &str = "/prometheus/rules.d/*.rules.yml";
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -61,6 +72,7 @@ impl Default for StackOptions {
             postgres_fixed_port: false,
             otlp_through_proxy: false,
             prometheus: false,
+            alertmanager: false,
         }
     }
 }
@@ -83,6 +95,10 @@ pub struct ShopStack {
     pub otlp: Option<OtlpReceiver>,
     /// Prometheus, when asked for.
     pub prometheus: Option<Prometheus>,
+    /// Alertmanager, when asked for.
+    pub alertmanager: Option<Alertmanager>,
+    /// The webhooks Alertmanager notifies, with `alertmanager`.
+    pub webhooks: Option<Webhooks>,
 }
 
 /// The port of the proxied payments link inside the network.
@@ -93,6 +109,8 @@ pub const ORDERS_PROXY_PORT: u16 = 18081;
 pub const CATALOG_PROXY_PORT: u16 = 18082;
 /// The port of the proxied link to the test's OTLP receiver.
 pub const OTLP_PROXY_PORT: u16 = 18083;
+/// The port of the proxied link from Alertmanager to the test's webhooks.
+pub const WEBHOOKS_PROXY_PORT: u16 = 18084;
 
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> anyhow::Result<u16> {
@@ -118,6 +136,7 @@ impl ShopStack {
             || options.orders_through_proxy
             || options.catalog_through_proxy
             || options.otlp_through_proxy
+            || options.alertmanager
         {
             Some(FaultProxy::start(&network, &network.host("proxy")).await?)
         } else {
@@ -231,9 +250,26 @@ impl ShopStack {
         for service in orders.iter().chain([&payments, &worker, &gateway]) {
             service.wait_ready(READY_WITHIN).await?;
         }
+        anyhow::ensure!(
+            options.prometheus || !options.alertmanager,
+            "a stack with Alertmanager needs Prometheus"
+        );
+        let (mut alertmanager, mut webhooks) = (None, None);
+        if let (true, Some(proxy)) = (options.alertmanager, &proxy) {
+            let sink = Webhooks::start().await?;
+            let upstream = format!("host.docker.internal:{}", sink.port());
+            let link = proxy
+                .add("webhooks", WEBHOOKS_PROXY_PORT, &upstream)
+                .await?;
+            let config = routing_config(&format!("http://{link}"))?;
+            alertmanager =
+                Some(Alertmanager::start(&network, &host("alertmanager"), &config).await?);
+            webhooks = Some(sink);
+        }
         let prometheus = if options.prometheus {
             let target = |shop: &Shop| format!("{}:9000", shop.host);
             let mut jobs: Vec<(&str, Vec<String>)> = vec![
+                ("prometheus", vec!["localhost:9090".to_owned()]),
                 ("gateway", vec![target(&gateway)]),
                 ("catalog", vec![target(&catalog)]),
                 ("orders", orders.iter().map(target).collect()),
@@ -243,8 +279,19 @@ impl ShopStack {
             if let Some(proxy) = &proxy {
                 jobs.push(("proxy", vec![proxy.metrics_target()]));
             }
+            if let Some(alertmanager) = &alertmanager {
+                jobs.push(("alertmanager", vec![alertmanager.address()]));
+            }
             let mut config = prometheus_config(Duration::from_secs(1), &jobs);
-            config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
+            config.push_str(&format!(
+                "rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n  - {DROP_IN_RULES}\n"
+            ));
+            if let Some(alertmanager) = &alertmanager {
+                config.push_str(&format!(
+                    "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
+                    alertmanager.address()
+                ));
+            }
             let rules = compressed_rules()?;
             let files: Vec<(&str, String)> = rules
                 .iter()
@@ -269,6 +316,8 @@ impl ShopStack {
             proxy,
             otlp,
             prometheus,
+            alertmanager,
+            webhooks,
         })
     }
 

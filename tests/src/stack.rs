@@ -222,6 +222,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus as `host` with `config` as its prometheus.yml and
     /// `files` copied in beside it (rule files, say), each as (path, content).
+    /// It is labelled `service=prometheus`, so that experiments can pick it.
     pub async fn start(
         network: &Network,
         host: &str,
@@ -236,6 +237,7 @@ impl Prometheus {
             .with_network(network.name())
             .with_container_name(host)
             .with_labels(network.labels())
+            .with_label(SERVICE_LABEL, "prometheus")
             .with_log_consumer(log_to_stderr(host))
             .with_startup_timeout(Duration::from_secs(60))
             .with_copy_to("/etc/prometheus/prometheus.yml", config.as_bytes().to_vec());

@@ -122,4 +122,10 @@ pub trait Probe: Send + Sync + fmt::Debug {
     /// The `type` of the probe, for the journal.
     fn kind(&self) -> &'static str;
     async fn check(&self, cx: &ProbeContext) -> Result<Observation, ProbeError>;
+    /// Whether it measures from the first fault (a query that names
+    /// `$__fault_range`): during the method, such a probe is due from the
+    /// first injection, whether it must pass always or eventually.
+    fn counts_from_the_fault(&self) -> bool {
+        false
+    }
 }

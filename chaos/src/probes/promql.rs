@@ -46,6 +46,10 @@ impl Probe for PromqlCheck {
         };
         Ok(Observation::new(ok, json!(samples), detail))
     }
+
+    fn counts_from_the_fault(&self) -> bool {
+        self.query.contains(FAULT_RANGE)
+    }
 }
 
 /// The token a query uses for "the time since the first fault", so that

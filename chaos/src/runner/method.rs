@@ -93,7 +93,9 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
     let end = start + plan.method_duration;
     let mut cx = run.cx(start_s);
     // Probes that must pass "eventually" look for the fault's effect: they
-    // are due from the first injection, and see only what came after it.
+    // are due from the first injection, and see only what came after it. So
+    // are probes that measure from the fault ($__fault_range), which have
+    // nothing to measure before it.
     let mut fault_cx = cx.clone();
     let first_fault_at = plan
         .faults
@@ -108,8 +110,8 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
         .during
         .iter()
         .map(|p| match p.must {
-            Must::Always => start,
-            Must::Eventually => start + first_fault_at,
+            Must::Always if !p.probe.counts_from_the_fault() => start,
+            Must::Always | Must::Eventually => start + first_fault_at,
         })
         .collect();
     let mut in_flight: Vec<bool> = plan.during.iter().map(|_| false).collect();

@@ -718,3 +718,60 @@ async fn eventually_probes_are_due_from_the_first_injection() {
         first.start_s
     );
 }
+
+/// A probe that measures from the fault: it fails when evaluated before one
+/// was injected, as a query on `$__fault_range` would.
+#[derive(Debug)]
+struct SinceTheFault;
+
+#[async_trait::async_trait]
+impl faultline_chaos::probes::Probe for SinceTheFault {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn check(
+        &self,
+        cx: &faultline_chaos::probes::ProbeContext,
+    ) -> Result<faultline_chaos::probes::Observation, faultline_chaos::probes::ProbeError> {
+        Ok(faultline_chaos::probes::Observation::new(
+            cx.fault_start_unix_ms.is_some(),
+            serde_json::Value::Null,
+            "since the fault",
+        ))
+    }
+
+    fn counts_from_the_fault(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn always_probes_that_count_from_the_fault_are_due_from_the_first_injection() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let mut plan = plan(&log, &ok, &ok);
+    plan.faults = vec![fault(FakeFault::new("late", &log), 200, Some(100))];
+    plan.during = vec![PlannedDuring {
+        name: "nothing since the fault".to_owned(),
+        every: Duration::from_millis(20),
+        must: Must::Always,
+        abort: true,
+        probe: Arc::new(SinceTheFault),
+    }];
+    let journal = run(plan, bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
+    let fault_start = journal.fault_window.as_ref().unwrap().start_s;
+    let evaluations: Vec<f64> = journal
+        .steady_states
+        .during
+        .iter()
+        .filter(|a| a.activity.name == "nothing since the fault")
+        .map(|a| a.start_s)
+        .collect();
+    assert!(!evaluations.is_empty(), "it was evaluated");
+    assert!(
+        evaluations.iter().all(|&at| at >= fault_start),
+        "evaluated at {evaluations:?}, the fault at {fault_start} s"
+    );
+}

@@ -12,7 +12,7 @@ use faultline_chaos::{Environment, Journal, Verdict};
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{REPLICA_LABEL, SERVICE_LABEL};
 
-use crate::{FOUNDATION_IMAGES, preflight};
+use crate::{FOUNDATION_IMAGES, WATCHER_IMAGES, preflight};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -364,6 +364,70 @@ async fn the_otlp_receiver_down_experiment_passes() -> anyhow::Result<()> {
         ..StackOptions::default()
     };
     passes("otlp-receiver-down", options).await
+}
+
+/// The watchers watched: a broken rule, a failed reload and an unreachable
+/// receiver, one after the other against one stack with Alertmanager (each
+/// experiment waits for its alert to resolve, so the next starts quiet).
+/// Every experiment runs even when one fails; the test fails with all their
+/// reasons.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchers_experiments_pass() -> anyhow::Result<()> {
+    preflight(WATCHER_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_watchers",
+        StackOptions {
+            prometheus: true,
+            alertmanager: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let mut failures = Vec::new();
+    for name in [
+        "prometheus-rule-failures",
+        "prometheus-reload-failed",
+        "alertmanager-notifications-failing",
+    ] {
+        let test = name.replace('-', "_");
+        let outcome = async {
+            let journal = run(name, &test, &stack).await?;
+            anyhow::ensure!(
+                journal.verdict == Verdict::Passed && journal.expected_alerts.iter().all(|e| e.met),
+                "{name} failed: {:#?}\n{:#?}",
+                journal.reasons,
+                journal.expected_alerts
+            );
+            replays_offline(&journal, &test, name).await
+        }
+        .await;
+        if let Err(err) = outcome {
+            failures.push(format!("{err:#}"));
+        }
+    }
+    // Nothing is lost: the notification of AlertmanagerNotificationsFailing,
+    // which failed while the receivers were gone, reaches the ticket receiver
+    // once they are back.
+    let webhooks = stack.webhooks.as_ref().context("the stack has webhooks")?;
+    let delivered = faultline_tests::eventually(
+        "AlertmanagerNotificationsFailing at the ticket receiver",
+        std::time::Duration::from_secs(30),
+        || async {
+            let receivers = webhooks.receivers_of("AlertmanagerNotificationsFailing", "firing");
+            anyhow::ensure!(
+                receivers == ["ticket"],
+                "delivered to {receivers:?}; deliveries: {:?}",
+                webhooks.deliveries().len()
+            );
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(err) = delivered {
+        failures.push(format!("{err:#}"));
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
 }
 
 /// The negative control of precision: the shop under its usual load for

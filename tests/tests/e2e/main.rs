@@ -9,10 +9,12 @@ mod oversell;
 mod resilience;
 mod shop;
 
-use faultline_tests::images::{FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
+use faultline_tests::images::{ALERTMANAGER, FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
 
 /// The images the foundation tests start.
 const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
+/// The images of a stack with Alertmanager.
+const WATCHER_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE];
 /// The images the shop tests start.
 const SHOP_IMAGES: &[LocalImage] = &[POSTGRES, FAULTLINE];
 
