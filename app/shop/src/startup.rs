@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::admin::{self, AdminState};
+use crate::clients::{CatalogClient, PaymentsClient};
 use crate::config::{
     CatalogConfig, ClientConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig,
     ServeConfig, WorkerConfig,
@@ -89,6 +90,8 @@ pub enum StartupError {
     Database(#[from] DbConfigError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] faultline_telemetry::MetricsError),
+    #[error(transparent)]
+    Catalog(#[from] faultline_telemetry::CatalogError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("invalid payments simulation settings: {0}")]
@@ -146,6 +149,9 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// The `source` of the shop's metrics in the metric catalog.
+const SHOP_METRICS: &str = "shop";
+
 /// The longest wait for a TCP connection to another service.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -168,7 +174,7 @@ fn upstream(
 /// The one client every outbound call goes through. Without `keepalive`
 /// (`FAULTLINE_UPSTREAM_KEEPALIVE=off`) no idle connection is kept, so every
 /// call opens its own.
-fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
     // One TLS provider for the whole process (ring, as sqlx and bollard use);
     // an error means one is installed already, which is just as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -191,7 +197,7 @@ impl Application {
     pub async fn build(config: RoleConfig) -> Result<Self, StartupError> {
         let metrics = Metrics::install()?;
         let role = config.name();
-        register_metrics(&config);
+        register_metrics(&config)?;
         let keepalive = config.client().is_none_or(|c| c.upstream_keepalive);
         let client = http_client(keepalive).map_err(StartupError::Client)?;
         let mut background: Vec<Background> = Vec::new();
@@ -228,20 +234,20 @@ impl Application {
                 let pool = db::lazy_pool(&c.database, role)?;
                 let state = orders::OrdersState {
                     pool: pool.clone(),
-                    catalog: upstream(
+                    catalog: CatalogClient::new(upstream(
                         "catalog",
                         &c.catalog_urls,
                         c.client.upstream_timeout,
                         &client,
                         &mut upstreams,
-                    ),
-                    payments: upstream(
+                    )),
+                    payments: PaymentsClient::new(upstream(
                         "payments",
                         &c.payments_urls,
                         c.payment_timeout,
                         &client,
                         &mut upstreams,
-                    ),
+                    )),
                     payment_timeout: c.payment_timeout,
                 };
                 (orders::router(state), Some(pool))
@@ -251,20 +257,20 @@ impl Application {
                 let pool = db::lazy_pool(&c.database, role)?;
                 let worker = worker::Worker {
                     pool: pool.clone(),
-                    payments: upstream(
+                    payments: PaymentsClient::new(upstream(
                         "payments",
                         &c.payments_urls,
                         c.client.upstream_timeout,
                         &client,
                         &mut upstreams,
-                    ),
-                    catalog: upstream(
+                    )),
+                    catalog: CatalogClient::new(upstream(
                         "catalog",
                         &c.catalog_urls,
                         c.client.upstream_timeout,
                         &client,
                         &mut upstreams,
-                    ),
+                    )),
                     poll_interval: c.poll_interval,
                     max_backoff: c.max_backoff,
                 };
@@ -449,28 +455,20 @@ impl Application {
     }
 }
 
-/// Describes the role's metrics and starts its counters at zero.
-fn register_metrics(config: &RoleConfig) {
-    http::server::describe_metrics();
-    http::client::describe_metrics();
-    resilience::describe_metrics();
-    faults::describe_metrics();
-    if config.database().is_some() {
-        db::describe_metrics();
-    }
+/// Describes the shop's metrics from the catalog (`# HELP` is each one's
+/// meaning in metrics.toml) and starts the role's counters at zero.
+fn register_metrics(config: &RoleConfig) -> Result<(), StartupError> {
+    faultline_telemetry::catalog::describe_source(SHOP_METRICS)?;
+    resilience::register_metrics();
+    faults::register_metrics();
     match config {
-        RoleConfig::Orders(_) => {
-            metrics::describe_counter!(
-                "degraded_responses_total",
-                "Answers given in a degraded mode, by reason."
-            );
-            orders::describe_metrics();
-        }
-        RoleConfig::Payments(_) => payments::describe_metrics(),
-        RoleConfig::Worker(_) => worker::describe_metrics(),
-        RoleConfig::Gateway(_) => gateway::cache::describe_metrics(),
+        RoleConfig::Orders(_) => orders::register_metrics(),
+        RoleConfig::Payments(_) => payments::register_metrics(),
+        RoleConfig::Worker(_) => worker::register_metrics(),
+        RoleConfig::Gateway(_) => gateway::cache::register_metrics(),
         RoleConfig::Catalog(_) => {}
     }
+    Ok(())
 }
 
 async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -115,15 +115,6 @@ impl UpstreamResponse {
     }
 }
 
-/// Describes the client metrics once, for the `# HELP` lines.
-pub fn describe_metrics() {
-    metrics::describe_histogram!(
-        "http_client_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "Duration of outbound HTTP requests, by upstream, endpoint, method and status."
-    );
-}
-
 /// How an upstream is called.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpstreamPolicy {

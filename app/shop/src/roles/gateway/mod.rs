@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::domain::{CheckoutBody, Order, Product, ProductList};
+use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::http::client::UpstreamResponse;
 use crate::http::{ApiBytes, ApiPath, Upstream, UpstreamError};
 use crate::problem::Problem;
-use crate::roles::orders::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use cache::{CachedAnswer, CatalogCache};
 
 /// What the gateway handlers share.

@@ -87,12 +87,8 @@ impl Simulator {
     }
 }
 
-/// Describes the payments metrics once.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "payments_authorizations_total",
-        "Authorisations answered by the simulated provider, by outcome."
-    );
+/// Starts the payments counters at zero.
+pub fn register_metrics() {
     for outcome in ["authorized", "declined"] {
         metrics::counter!("payments_authorizations_total", "outcome" => outcome).absolute(0);
     }
