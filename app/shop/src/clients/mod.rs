@@ -60,7 +60,7 @@ pub(crate) mod fake {
             .iter()
             .map(|addr| format!("http://{addr}").parse().unwrap())
             .collect();
-        let http = crate::startup::http_client(true).unwrap();
+        let http = crate::http::outbound::http_client(true).unwrap();
         Upstream::new(name, urls, policy, http)
     }
 

@@ -17,15 +17,51 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, Reserved};
+use crate::config::OrdersConfig;
 use crate::domain::{
     Authorization, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId, OrderStatus, Reservation,
 };
 use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+use crate::http::outbound::Upstreams;
 use crate::http::{ApiJson, ApiPath};
+use crate::outbox;
 use crate::outbox::{NewEvent, OrderEvent, OrderPlaced, PaymentDeclined};
 use crate::problem::{PROBLEM_JSON, Problem};
 use crate::resilience::deadline;
+use crate::roles::{Database, Role, TaskContext};
+use crate::startup::StartupError;
 use store::{Claim, Completion};
+
+/// The role's name.
+pub const NAME: &str = "orders";
+
+/// Builds orders: checkout over its database, the catalog and payments, and
+/// the outbox's age measured here too, so it shows while no worker runs.
+pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
+    register_metrics();
+    let database = Database::connect_lazy(&config.database, NAME)?;
+    let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
+    let catalog = upstreams.add(
+        "catalog",
+        &config.catalog_urls,
+        config.client.upstream_timeout,
+    );
+    let payments = upstreams.add("payments", &config.payments_urls, config.payment_timeout);
+    let state = OrdersState {
+        pool: database.pool.clone(),
+        catalog: CatalogClient::new(catalog),
+        payments: PaymentsClient::new(payments),
+        payment_timeout: config.payment_timeout,
+    };
+    let mut role = Role::new(router(state), &config.serve);
+    let pool = database.pool.clone();
+    role.background.push(Box::new(move |task: TaskContext| {
+        tokio::spawn(outbox::report_oldest_age(pool, task.health, task.stop))
+    }));
+    role.database = Some(database);
+    role.upstreams = upstreams.into_vec();
+    Ok(role)
+}
 
 /// How long a checkout holds its key before a retry may take over.
 const KEY_LEASE: Duration = Duration::from_secs(10);

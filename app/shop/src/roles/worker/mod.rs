@@ -11,9 +11,38 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, PaymentsError};
+use crate::config::WorkerConfig;
 use crate::db::timed;
 use crate::domain::{OrderId, OrderStatus};
+use crate::http::outbound::Upstreams;
 use crate::outbox::{self, MalformedEvent, OrderEvent, OrderPlaced, StoredEvent};
+use crate::roles::{Database, Role, TaskContext};
+use crate::startup::StartupError;
+
+/// The role's name.
+pub const NAME: &str = "worker";
+
+/// Builds the worker: no public API, one background task draining the outbox.
+pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
+    register_metrics();
+    let database = Database::connect_lazy(&config.database, NAME)?;
+    let timeout = config.client.upstream_timeout;
+    let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
+    let worker = Worker {
+        pool: database.pool.clone(),
+        payments: PaymentsClient::new(upstreams.add("payments", &config.payments_urls, timeout)),
+        catalog: CatalogClient::new(upstreams.add("catalog", &config.catalog_urls, timeout)),
+        poll_interval: config.poll_interval,
+        max_backoff: config.max_backoff,
+    };
+    let mut role = Role::new(axum::Router::new(), &config.serve);
+    role.background.push(Box::new(move |task: TaskContext| {
+        tokio::spawn(worker.run(task.stop))
+    }));
+    role.database = Some(database);
+    role.upstreams = upstreams.into_vec();
+    Ok(role)
+}
 
 /// Counts the events the worker could not read (`reason`: unknown_kind or
 /// invalid_payload); they stay in the outbox and are retried with backoff.
