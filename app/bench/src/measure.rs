@@ -136,7 +136,6 @@ pub async fn measure(target: &Target<'_>, load: &Load) -> Result<Sample, BenchEr
     let [own, servers, helpers, postgres] = after.since(&before);
     let seconds = report.elapsed_s.max(1e-9);
     let ok = report.totals.classes.s2xx;
-    #[allow(clippy::cast_precision_loss)]
     let ok_f = ok as f64;
     let per_request = |cpu: f64| {
         if ok > 0 { cpu / ok_f * 1e6 } else { f64::NAN }

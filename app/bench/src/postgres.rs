@@ -222,7 +222,6 @@ fn parse_size(text: &str) -> Option<u64> {
         "GB" => 1e9,
         _ => return None,
     };
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Some((number * scale).round() as u64)
 }
 

@@ -625,7 +625,6 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let spans = spans_received(&client, sink_http)
         .await
         .map(|n| n - spans_before.min(n));
-    #[allow(clippy::cast_precision_loss)]
     let spans_per_request = spans
         .filter(|_| exported_requests > 0)
         .map(|n| n as f64 / exported_requests as f64);
@@ -674,9 +673,7 @@ fn warmup_requests(rounds: &[Round], plan: &Plan, rates: &Rates) -> u64 {
             total += rates.instrumentation * plan.warmup.as_secs_f64();
         }
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let total = total.round() as u64;
-    total
+    total.round() as u64
 }
 
 fn per_round(rounds: &[Round], f: impl Fn(&Round) -> Option<f64>) -> Option<Summary> {
@@ -802,7 +799,6 @@ fn median_sample(samples: &[&Sample]) -> Option<Sample> {
         .iter()
         .filter_map(|s| s.postgres_cpu_us_per_request)
         .collect();
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let count = |f: fn(&Sample) -> u64| samples.iter().map(|s| f(s)).sum::<u64>();
     Some(Sample {
         throughput: med(|s| s.throughput),
@@ -945,7 +941,6 @@ fn goals(f: &Figures, rates: &Rates) -> Vec<Goal> {
 
 const MB: f64 = 1e6;
 
-#[allow(clippy::cast_precision_loss)]
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / MB
 }

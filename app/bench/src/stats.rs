@@ -37,9 +37,7 @@ impl Summary {
 
 /// The `q` quantile of sorted, non-empty `values`, interpolating linearly.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
     let position = q * (sorted.len() - 1) as f64;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let lower = position.floor() as usize;
     let upper = (lower + 1).min(sorted.len() - 1);
     let fraction = position - position.floor();

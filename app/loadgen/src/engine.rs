@@ -157,7 +157,6 @@ pub async fn run(
         recorder.finish(elapsed)
     };
     let seconds = elapsed.as_secs_f64();
-    #[allow(clippy::cast_precision_loss)]
     let achieved_rate = if seconds > 0.0 {
         round(recorded.totals.count as f64 / seconds, 3)
     } else {

@@ -77,7 +77,6 @@ impl Progress {
                 let since = window.end_offset_s - *last_line_at;
                 if since >= every.as_secs_f64() {
                     let requests = window.cumulative_requests - *last_line_requests;
-                    #[allow(clippy::cast_precision_loss)]
                     let rate = requests as f64 / since;
                     let line = format!(
                         "loadgen [{:>7.1}s] {} requests, {:.1} req/s, {} errors ({:.2} %), worst p99 {:.1} ms",
@@ -139,7 +138,6 @@ fn status_line(window: &Window, p99_ms: f64) -> String {
     )
 }
 
-#[allow(clippy::cast_precision_loss)]
 fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -148,7 +146,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn millis(seconds: f64) -> u64 {
     (seconds.max(0.0) * 1000.0) as u64
 }

@@ -351,7 +351,6 @@ impl Report {
     }
 }
 
-#[allow(clippy::cast_precision_loss)]
 fn ms_to_s(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }

@@ -28,7 +28,6 @@ impl Timetable {
     /// When request number `index` (from 0) is meant to be sent.
     pub(crate) fn at(&self, index: u64) -> Instant {
         // Precision loss only matters beyond 2^53 requests.
-        #[allow(clippy::cast_precision_loss)]
         let offset = index as f64 / self.rate;
         self.start + Duration::try_from_secs_f64(offset).unwrap_or(Duration::MAX / 4)
     }

@@ -197,7 +197,6 @@ impl RouteStats {
     }
 }
 
-#[allow(clippy::cast_precision_loss)]
 fn to_f64(n: u64) -> f64 {
     n as f64
 }

@@ -7,9 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use faultline_telemetry::Telemetry;
 
-use crate::config::{
-    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, WorkerConfig,
-};
+use crate::config::DatabaseConfig;
 use crate::startup::{Application, RoleConfig};
 
 /// faultline's shop backend: one binary, one role per subcommand.
@@ -27,16 +25,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The public API: forwards to catalog and orders.
-    Gateway(GatewayConfig),
-    /// Products, stock and reservations.
-    Catalog(CatalogConfig),
-    /// Checkout: orders, idempotency and the outbox.
-    Orders(OrdersConfig),
-    /// A simulated payment provider.
-    Payments(PaymentsConfig),
-    /// Drains the outbox: settles payments, releases stock, notifies.
-    Worker(WorkerConfig),
+    /// The roles, one subcommand each (see [`RoleConfig`]).
+    #[command(flatten)]
+    Role(RoleConfig),
     /// Drive traffic at the gateway: a realistic mix, live progress, and a
     /// summary per route (count, errors, p50/p95/p99/max) as text or --json.
     ///
@@ -85,11 +76,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let role = match command {
-        Command::Gateway(c) => RoleConfig::Gateway(c),
-        Command::Catalog(c) => RoleConfig::Catalog(c),
-        Command::Orders(c) => RoleConfig::Orders(c),
-        Command::Payments(c) => RoleConfig::Payments(c),
-        Command::Worker(c) => RoleConfig::Worker(c),
+        Command::Role(role) => role,
         Command::Migrate { database } => {
             migrate(&database).await?;
             return Ok(ExitCode::SUCCESS);

@@ -59,29 +59,11 @@ pub async fn migrate_until_done(pool: &PgPool, stop: &CancellationToken) -> bool
 pub fn record_pool_metrics(pool: &PgPool) {
     let size = f64::from(pool.size());
     // sqlx reports idle connections as usize; pool sizes fit easily in f64.
-    #[allow(clippy::cast_precision_loss)]
     let idle = pool.num_idle() as f64;
     metrics::gauge!("db_client_connections", "state" => "idle").set(idle);
     metrics::gauge!("db_client_connections", "state" => "used").set((size - idle).max(0.0));
     metrics::gauge!("db_client_connections_max")
         .set(f64::from(pool.options().get_max_connections()));
-}
-
-/// Describes the database metrics once, for the `# HELP` lines.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        "db_client_connections",
-        "Connections in the PostgreSQL pool, by state: idle or used."
-    );
-    metrics::describe_gauge!(
-        "db_client_connections_max",
-        "The most connections the pool may open."
-    );
-    metrics::describe_histogram!(
-        "db_client_operation_duration_seconds",
-        metrics::Unit::Seconds,
-        "Duration of database operations, by operation and table."
-    );
 }
 
 /// Times one database operation into `db_client_operation_duration_seconds`.

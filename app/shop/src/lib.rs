@@ -11,10 +11,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod faults;
+pub mod headers;
 pub mod health;
 pub mod http;
 pub mod outbox;

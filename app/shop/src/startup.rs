@@ -1,6 +1,8 @@
-//! `Application::build(config)`: binds the listeners and wires a role's routers
-//! and background tasks, so that tests can start any role on port 0 and learn
-//! the ports it got.
+//! `Application::build(config)`: the generic lifecycle. The role builds itself
+//! ([`RoleConfig::build`]); this adds what every role has (migrations, the
+//! server stack, health, metrics, the fault admin API), binds the listeners,
+//! serves and drains, so that tests can start any role on port 0 and learn the
+//! ports it got.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,75 +14,18 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 use crate::admin::{self, AdminState};
-use crate::config::{
-    CatalogConfig, ClientConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig,
-    ServeConfig, WorkerConfig,
-};
+use crate::config::ServeConfig;
 use crate::db::{self, DbConfigError};
 use crate::faults::{self, Faults};
 use crate::health::Health;
-use crate::http::client::UpstreamPolicy;
 use crate::http::server::ServerPolicy;
 use crate::http::{self, Upstream};
-use crate::outbox;
 use crate::problem;
 use crate::resilience::{self, rate_limit::RateLimit};
-use crate::roles::{catalog, gateway, orders, payments, worker};
-
-/// Which role to run, with its settings.
-#[derive(Debug, Clone)]
-pub enum RoleConfig {
-    Gateway(GatewayConfig),
-    Catalog(CatalogConfig),
-    Orders(OrdersConfig),
-    Payments(PaymentsConfig),
-    Worker(WorkerConfig),
-}
-
-impl RoleConfig {
-    /// The role's name: the default `service.name` and the build_info label.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Gateway(_) => "gateway",
-            Self::Catalog(_) => "catalog",
-            Self::Orders(_) => "orders",
-            Self::Payments(_) => "payments",
-            Self::Worker(_) => "worker",
-        }
-    }
-
-    pub fn serve(&self) -> &ServeConfig {
-        match self {
-            Self::Gateway(c) => &c.serve,
-            Self::Catalog(c) => &c.serve,
-            Self::Orders(c) => &c.serve,
-            Self::Payments(c) => &c.serve,
-            Self::Worker(c) => &c.serve,
-        }
-    }
-
-    /// How the role calls other services; `None` for roles that call none.
-    pub fn client(&self) -> Option<&ClientConfig> {
-        match self {
-            Self::Gateway(c) => Some(&c.client),
-            Self::Orders(c) => Some(&c.client),
-            Self::Worker(c) => Some(&c.client),
-            Self::Catalog(_) | Self::Payments(_) => None,
-        }
-    }
-
-    pub fn database(&self) -> Option<&DatabaseConfig> {
-        match self {
-            Self::Catalog(c) => Some(&c.database),
-            Self::Orders(c) => Some(&c.database),
-            Self::Worker(c) => Some(&c.database),
-            Self::Gateway(_) | Self::Payments(_) => None,
-        }
-    }
-}
+pub use crate::roles::RoleConfig;
+use crate::roles::{Background, TaskContext, payments};
 
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +34,8 @@ pub enum StartupError {
     Database(#[from] DbConfigError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] faultline_telemetry::MetricsError),
+    #[error(transparent)]
+    Catalog(#[from] faultline_telemetry::CatalogError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("invalid payments simulation settings: {0}")]
@@ -117,9 +64,6 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// A background task of a role, started by [`Application::run_until_stopped`].
-type Background = Box<dyn FnOnce(CancellationToken) -> tokio::task::JoinHandle<()> + Send>;
-
 /// A service with its listeners bound, ready to run.
 pub struct Application {
     role: &'static str,
@@ -146,42 +90,11 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// The longest wait for a TCP connection to another service.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// The `source` of the shop's metrics in the metric catalog.
+const SHOP_METRICS: &str = "shop";
 
 /// How often endpoint gauges are refreshed and idle rate-limit keys dropped.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-
-fn upstream(
-    name: &'static str,
-    endpoints: &[Url],
-    timeout: Duration,
-    http: &reqwest::Client,
-    upstreams: &mut Vec<Upstream>,
-) -> Upstream {
-    let policy = UpstreamPolicy::with_timeout(timeout);
-    let upstream = Upstream::new(name, endpoints.to_vec(), policy, http.clone());
-    upstreams.push(upstream.clone());
-    upstream
-}
-
-/// The one client every outbound call goes through. Without `keepalive`
-/// (`FAULTLINE_UPSTREAM_KEEPALIVE=off`) no idle connection is kept, so every
-/// call opens its own.
-fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
-    // One TLS provider for the whole process (ring, as sqlx and bollard use);
-    // an error means one is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
-        // Replicas are on the same network: a connection that takes longer
-        // than this is to a replica that is gone, which gets ejected.
-        .connect_timeout(CONNECT_TIMEOUT);
-    if !keepalive {
-        builder = builder.pool_max_idle_per_host(0);
-    }
-    builder.build()
-}
 
 impl Application {
     /// Binds both listeners, prepares the (lazy) database pool and the role.
@@ -191,111 +104,32 @@ impl Application {
     pub async fn build(config: RoleConfig) -> Result<Self, StartupError> {
         let metrics = Metrics::install()?;
         let role = config.name();
-        register_metrics(&config);
-        let keepalive = config.client().is_none_or(|c| c.upstream_keepalive);
-        let client = http_client(keepalive).map_err(StartupError::Client)?;
+        register_metrics()?;
+        let built = config.build()?;
+        let pool = built
+            .database
+            .as_ref()
+            .map(|database| database.pool.clone());
+        let health = Health::new(
+            built
+                .database
+                .map(|database| (database.pool, database.ready_timeout)),
+        );
         let mut background: Vec<Background> = Vec::new();
-        let mut upstreams: Vec<Upstream> = Vec::new();
-        let mut rate_limit = None;
-        let (public, pool) = match &config {
-            RoleConfig::Gateway(c) => {
-                rate_limit = Some(RateLimit::new(c.rate_limit_per_second, c.rate_limit_burst));
-                let state = gateway::GatewayState {
-                    cache: gateway::CatalogCache::new(c.catalog_cache_entries, c.catalog_cache_ttl),
-                    catalog: upstream(
-                        "catalog",
-                        &c.catalog_urls,
-                        c.client.upstream_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                    orders: upstream(
-                        "orders",
-                        &c.orders_urls,
-                        c.client.upstream_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                };
-                (gateway::router(state), None)
-            }
-            RoleConfig::Catalog(c) => {
-                let pool = db::lazy_pool(&c.database, role)?;
-                let state = catalog::CatalogState { pool: pool.clone() };
-                (catalog::router(state), Some(pool))
-            }
-            RoleConfig::Orders(c) => {
-                let pool = db::lazy_pool(&c.database, role)?;
-                let state = orders::OrdersState {
-                    pool: pool.clone(),
-                    catalog: upstream(
-                        "catalog",
-                        &c.catalog_urls,
-                        c.client.upstream_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                    payments: upstream(
-                        "payments",
-                        &c.payments_urls,
-                        c.payment_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                    payment_timeout: c.payment_timeout,
-                };
-                (orders::router(state), Some(pool))
-            }
-            RoleConfig::Payments(c) => (payments::router(payments::Simulator::new(c)?), None),
-            RoleConfig::Worker(c) => {
-                let pool = db::lazy_pool(&c.database, role)?;
-                let worker = worker::Worker {
-                    pool: pool.clone(),
-                    payments: upstream(
-                        "payments",
-                        &c.payments_urls,
-                        c.client.upstream_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                    catalog: upstream(
-                        "catalog",
-                        &c.catalog_urls,
-                        c.client.upstream_timeout,
-                        &client,
-                        &mut upstreams,
-                    ),
-                    poll_interval: c.poll_interval,
-                    max_backoff: c.max_backoff,
-                };
-                background.push(Box::new(move |stop| tokio::spawn(worker.run(stop))));
-                (Router::new(), Some(pool))
-            }
-        };
-        let ready_timeout = config.database().map(|database| database.ready_timeout);
-        let health = Health::new(pool.clone().zip(ready_timeout));
         if let Some(pool) = pool.clone() {
-            let health = health.clone();
             // Migrations first: the worker's loop just retries until the schema exists.
-            background.insert(
-                0,
-                Box::new(move |stop| {
-                    tokio::spawn(async move {
-                        if db::migrate_until_done(&pool, &stop).await {
-                            health.set_migrated();
-                        }
-                    })
-                }),
-            );
-        }
-        if let (RoleConfig::Orders(_), Some(pool)) = (&config, pool.clone()) {
-            // The outbox's age, visible here too while no worker runs.
-            let health = health.clone();
-            background.push(Box::new(move |stop| {
-                tokio::spawn(outbox::report_oldest_age(pool, health, stop))
+            background.push(Box::new(move |task: TaskContext| {
+                tokio::spawn(async move {
+                    if db::migrate_until_done(&pool, &task.stop).await {
+                        task.health.set_migrated();
+                    }
+                })
             }));
         }
-        let serve = config.serve().clone();
+        background.extend(built.background);
+        let (upstreams, rate_limit) = (built.upstreams, built.rate_limit);
+        let public = built.public;
+        let serve = built.serve;
         let faults = serve.fault_admin_addr.map(|_| Faults::new(pool.clone()));
         let public = http::server::stack(
             public.fallback(problem::not_found),
@@ -306,8 +140,8 @@ impl Application {
                 faults: faults.clone(),
             },
         );
-        background.push(Box::new(move |stop| {
-            tokio::spawn(housekeeping(upstreams, rate_limit, stop))
+        background.push(Box::new(move |task: TaskContext| {
+            tokio::spawn(housekeeping(upstreams, rate_limit, task.stop))
         }));
         let fault_admin = match (serve.fault_admin_addr, faults) {
             (Some(addr), Some(faults)) => {
@@ -393,7 +227,12 @@ impl Application {
         let mut tasks: Vec<_> = self
             .background
             .into_iter()
-            .map(|start| start(stop_background.clone()))
+            .map(|start| {
+                start(TaskContext {
+                    stop: stop_background.clone(),
+                    health: self.health.clone(),
+                })
+            })
             .collect();
         tasks.push(tokio::spawn(run_upkeep(
             self.metrics.clone(),
@@ -449,28 +288,14 @@ impl Application {
     }
 }
 
-/// Describes the role's metrics and starts its counters at zero.
-fn register_metrics(config: &RoleConfig) {
-    http::server::describe_metrics();
-    http::client::describe_metrics();
-    resilience::describe_metrics();
-    faults::describe_metrics();
-    if config.database().is_some() {
-        db::describe_metrics();
-    }
-    match config {
-        RoleConfig::Orders(_) => {
-            metrics::describe_counter!(
-                "degraded_responses_total",
-                "Answers given in a degraded mode, by reason."
-            );
-            orders::describe_metrics();
-        }
-        RoleConfig::Payments(_) => payments::describe_metrics(),
-        RoleConfig::Worker(_) => worker::describe_metrics(),
-        RoleConfig::Gateway(_) => gateway::cache::describe_metrics(),
-        RoleConfig::Catalog(_) => {}
-    }
+/// Describes the shop's metrics from the catalog (`# HELP` is each one's
+/// meaning in metrics.toml) and starts the counters every role has at zero;
+/// each role's `build` starts its own.
+fn register_metrics() -> Result<(), StartupError> {
+    faultline_telemetry::catalog::describe_source(SHOP_METRICS)?;
+    resilience::register_metrics();
+    faults::register_metrics();
+    Ok(())
 }
 
 async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -529,68 +354,5 @@ async fn run_upkeep(metrics: Metrics, stop: CancellationToken) {
             _ = every.tick() => metrics.run_upkeep(),
             () = stop.cancelled() => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// An HTTP/1.1 server that answers every request with an empty 200 and
-    /// counts the connections it accepted.
-    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buffer = [0_u8; 1024];
-                    while let Ok(read) = stream.read(&mut buffer).await {
-                        if read == 0 {
-                            return;
-                        }
-                        request.extend_from_slice(&buffer[..read]);
-                        if request.windows(4).any(|w| w == b"\r\n\r\n") {
-                            request.clear();
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                            if stream.write_all(answer).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        (addr, accepted)
-    }
-
-    async fn connections_for_three_calls(keepalive: bool) -> usize {
-        let (addr, accepted) = counting_server().await;
-        let client = http_client(keepalive).unwrap();
-        for _ in 0..3 {
-            let response = client.get(format!("http://{addr}/")).send().await.unwrap();
-            assert!(response.status().is_success());
-            response.bytes().await.unwrap();
-        }
-        accepted.load(Ordering::SeqCst)
-    }
-
-    #[tokio::test]
-    async fn with_keepalive_calls_share_a_connection() {
-        assert_eq!(connections_for_three_calls(true).await, 1);
-    }
-
-    #[tokio::test]
-    async fn without_keepalive_every_call_opens_a_connection() {
-        assert_eq!(connections_for_three_calls(false).await, 3);
     }
 }

@@ -1,6 +1,7 @@
 //! The metric catalog: every metric name faultline emits, with its type, unit,
 //! labels and meaning. The file is embedded so that code, tests and tools all
-//! read the same list.
+//! read the same list, and the `# HELP` line of each metric is its `meaning`
+//! here ([`describe_source`]): no help text is written anywhere else.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,9 @@ use serde::Deserialize;
 
 /// The catalog file's text, as checked in at `app/telemetry/metrics.toml`.
 pub const CATALOG_TOML: &str = include_str!("../metrics.toml");
+
+/// The `source` of the metrics this crate records itself, in every binary.
+pub const TELEMETRY_SOURCE: &str = "telemetry";
 
 /// The kind of a metric, as Prometheus renders it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,6 +40,30 @@ pub struct MetricSpec {
 }
 
 impl MetricSpec {
+    /// The unit as the `metrics` facade knows it: seconds and bytes, or none
+    /// for dimensionless and counted (`{request}`) units.
+    pub fn unit(&self) -> Option<metrics::Unit> {
+        match self.unit.as_str() {
+            "s" => Some(metrics::Unit::Seconds),
+            "ms" => Some(metrics::Unit::Milliseconds),
+            "By" => Some(metrics::Unit::Bytes),
+            _ => None,
+        }
+    }
+
+    /// Registers this metric's help text (its meaning) and unit with the
+    /// process-wide recorder; a no-op when none is installed.
+    pub fn describe(&self) {
+        let name = metrics::KeyName::from(self.name.clone());
+        let help = metrics::SharedString::from(self.meaning.clone());
+        let unit = self.unit();
+        metrics::with_recorder(|recorder| match self.kind {
+            MetricType::Counter => recorder.describe_counter(name, unit, help),
+            MetricType::Gauge => recorder.describe_gauge(name, unit, help),
+            MetricType::Histogram => recorder.describe_histogram(name, unit, help),
+        });
+    }
+
     /// The series names this metric renders as (`_bucket`, `_sum` and `_count` for histograms).
     pub fn series_names(&self) -> Vec<String> {
         match self.kind {
@@ -120,6 +148,23 @@ impl Catalog {
     pub fn iter(&self) -> impl Iterator<Item = &MetricSpec> {
         self.metrics.values()
     }
+
+    /// The entries produced by `source` (`shop`, `telemetry`, `chaos`, ...).
+    pub fn from_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a MetricSpec> {
+        self.iter().filter(move |spec| spec.source == source)
+    }
+}
+
+/// Describes every metric of the embedded catalog that `source` produces, so
+/// that its `# HELP` line is the catalog's meaning. The recorder keeps the
+/// first description of a name, and renders one only for a metric that has
+/// series, so describing a metric this process never records costs nothing.
+pub fn describe_source(source: &str) -> Result<(), CatalogError> {
+    let catalog = Catalog::embedded()?;
+    for spec in catalog.from_source(source) {
+        spec.describe();
+    }
+    Ok(())
 }
 
 fn is_valid_metric_name(name: &str) -> bool {
@@ -136,6 +181,30 @@ mod tests {
     fn embedded_catalog_parses() {
         let catalog = Catalog::embedded().unwrap();
         assert!(catalog.get("build_info").is_some());
+    }
+
+    #[test]
+    fn units_map_to_the_facade_where_it_has_one() {
+        let catalog = Catalog::embedded().unwrap();
+        let unit = |name: &str| catalog.get(name).unwrap().unit();
+        assert_eq!(
+            unit("http_server_request_duration_seconds"),
+            Some(metrics::Unit::Seconds)
+        );
+        assert_eq!(
+            unit("process_resident_memory_limit_bytes"),
+            Some(metrics::Unit::Bytes)
+        );
+        assert_eq!(unit("orders_total"), None);
+        assert_eq!(unit("build_info"), None);
+    }
+
+    #[test]
+    fn every_source_the_code_describes_has_entries() {
+        let catalog = Catalog::embedded().unwrap();
+        for source in ["shop", "telemetry", "chaos"] {
+            assert!(catalog.from_source(source).next().is_some(), "{source}");
+        }
     }
 
     #[test]

@@ -59,21 +59,11 @@ pub fn read_memory_limit() -> Option<u64> {
     memory_limit(v2.as_deref(), v1.as_deref())
 }
 
-/// Describes the gauge.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        MEMORY_LIMIT,
-        metrics::Unit::Bytes,
-        "The memory limit of the process's cgroup (container); absent when there is none."
-    );
-}
-
 /// Sets the gauge when there is a limit. A limit that goes away later keeps
 /// its last value: the recorder cannot drop a series.
 pub fn record_memory_limit() {
     if let Some(bytes) = read_memory_limit() {
         // Limits are far below 2^53 bytes, where f64 stops being exact.
-        #[allow(clippy::cast_precision_loss)]
         metrics::gauge!(MEMORY_LIMIT).set(bytes as f64);
     }
 }

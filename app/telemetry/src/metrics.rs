@@ -28,6 +28,9 @@ pub enum MetricsError {
     AlreadyInstalled,
     #[error(transparent)]
     Switch(#[from] crate::switches::InvalidSwitch),
+    /// The embedded catalog, which gives every metric its help text, is invalid.
+    #[error("{0}")]
+    Catalog(String),
 }
 
 /// A handle on the process-wide recorder: renders `/metrics`.
@@ -64,11 +67,14 @@ impl Metrics {
         let handle = recorder.handle();
         if crate::switches::enabled(crate::switches::METRICS)? {
             metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
-            crate::span_export::describe_metrics();
+            // The help text of what this crate records (build_info, the
+            // exporter's counter, the cgroup limit) comes from the catalog.
+            crate::catalog::describe_source(crate::catalog::TELEMETRY_SOURCE)
+                .map_err(|err| MetricsError::Catalog(err.to_string()))?;
+            crate::span_export::start_at_zero();
         }
         let process = metrics_process::Collector::default();
         process.describe();
-        crate::cgroup::describe_metrics();
         crate::cgroup::record_memory_limit();
         Ok(Self {
             handle,
@@ -92,10 +98,6 @@ impl Metrics {
 
 /// Sets `build_info{service, version} 1`.
 pub fn record_build_info(service: &str, version: &str) {
-    metrics::describe_gauge!(
-        "build_info",
-        "Always 1; the labels say which service and version is running."
-    );
     metrics::gauge!("build_info", "service" => service.to_owned(), "version" => version.to_owned())
         .set(1.0);
 }
@@ -115,6 +117,19 @@ mod tests {
             "{text}"
         );
         assert!(first.render().contains("build_info"));
+    }
+
+    #[test]
+    fn help_lines_are_the_catalog_meanings() {
+        let metrics = Metrics::install().unwrap();
+        record_build_info("test", "1.2.3");
+        let catalog = crate::Catalog::embedded().unwrap();
+        let meaning = &catalog.get("build_info").unwrap().meaning;
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!("# HELP build_info {meaning}\n")),
+            "{text}"
+        );
     }
 
     #[test]

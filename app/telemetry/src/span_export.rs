@@ -75,14 +75,9 @@ pub const ERROR_TYPES: &[&str] = &[
     "other",
 ];
 
-/// Describes the counter and starts its success series at zero, so that it
-/// is rendered (and alert rules can use it) before the first export.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        SPAN_EXPORTED,
-        "Spans the span exporter handled: no labels when exported, error_type when the export \
-         failed and the spans were dropped (OTel otel.sdk.exporter.span.exported)."
-    );
+/// Starts the counter's success series at zero, so that it is rendered (and
+/// alert rules can use it) before the first export.
+pub fn start_at_zero() {
     metrics::counter!(SPAN_EXPORTED).increment(0);
 }
 

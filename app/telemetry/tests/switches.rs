@@ -22,13 +22,26 @@ fn run_child(test: &str, env: &[(&str, &str)]) -> std::io::Result<Output> {
         command.env(key, value);
     }
     let output = command.output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "child {test} with {env:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
+        "child {test} with {env:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // A renamed test would leave the child nothing to run, and exit 0.
+    assert!(
+        ran_exactly(&stdout, test),
+        "the child did not run exactly {test} with {env:?}:\n{stdout}"
+    );
     Ok(output)
+}
+
+/// Whether libtest's output says it ran `test`, and only it, and it passed
+/// (with `--nocapture` the test's own output may follow its `test ... ` line).
+fn ran_exactly(stdout: &str, test: &str) -> bool {
+    stdout.lines().any(|line| line == "running 1 test")
+        && stdout.contains(&format!("test {test} ... "))
+        && stdout.contains("test result: ok. 1 passed;")
 }
 
 #[test]

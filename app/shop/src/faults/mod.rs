@@ -187,7 +187,7 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(pool: Option<PgPool>) -> Self {
-        describe_metrics();
+        register_metrics();
         Self {
             active: Arc::default(),
             pool,
@@ -320,13 +320,9 @@ impl Faults {
     }
 }
 
-/// Describes `fault_active` and sets it to 0 for every kind: dashboards and
-/// alerts see "no fault" rather than no data, whether the API is on or not.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        "fault_active",
-        "1 while an injected fault of that kind is active."
-    );
+/// Sets `fault_active` to 0 for every kind: dashboards and alerts see "no
+/// fault" rather than no data, whether the API is on or not.
+pub fn register_metrics() {
     for kind in KINDS {
         metrics::gauge!("fault_active", "fault" => kind).set(0.0);
     }

@@ -115,15 +115,6 @@ impl UpstreamResponse {
     }
 }
 
-/// Describes the client metrics once, for the `# HELP` lines.
-pub fn describe_metrics() {
-    metrics::describe_histogram!(
-        "http_client_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "Duration of outbound HTTP requests, by upstream, endpoint, method and status."
-    );
-}
-
 /// How an upstream is called.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpstreamPolicy {
@@ -403,5 +394,240 @@ impl Upstream {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `Upstream::call` against in-process fakes: retries, the retry budget,
+    //! ejection and the breaker, each through real HTTP on 127.0.0.1.
+
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+    use axum::Router;
+
+    use super::*;
+    use crate::clients::fake;
+    use crate::headers::IDEMPOTENCY_KEY;
+
+    /// A fake replica: answers every request with its current status and
+    /// counts the requests it got.
+    #[derive(Clone)]
+    struct Replica {
+        addr: SocketAddr,
+        status: Arc<AtomicU16>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    impl Replica {
+        async fn answering(status: StatusCode) -> Self {
+            let status = Arc::new(AtomicU16::new(status.as_u16()));
+            let hits = Arc::new(AtomicUsize::new(0));
+            let (answer, count) = (status.clone(), hits.clone());
+            let router = Router::new().fallback(move || {
+                let (answer, count) = (answer.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap()
+                }
+            });
+            Self {
+                addr: fake::serve(router).await,
+                status,
+                hits,
+            }
+        }
+
+        fn answer(&self, status: StatusCode) {
+            self.status.store(status.as_u16(), Ordering::SeqCst);
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+    }
+
+    /// An address nothing listens on: connections are refused.
+    fn dead_address() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    /// A policy whose breaker and ejection stay out of the way.
+    fn lenient() -> UpstreamPolicy {
+        let mut policy = UpstreamPolicy::with_timeout(Duration::from_secs(2));
+        policy.breaker.failure_threshold = 1000;
+        policy.ejection.eject_after = 1000;
+        policy
+    }
+
+    fn keyed() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, "k".parse().unwrap());
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_failed_idempotent_call_is_retried_once_on_another_endpoint() {
+        let failing = Replica::answering(StatusCode::SERVICE_UNAVAILABLE).await;
+        let healthy = Replica::answering(StatusCode::OK).await;
+        let upstream = fake::upstream_with("test", &[failing.addr, healthy.addr], lenient());
+        let response = upstream.get("/", HeaderMap::new()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!((failing.hits(), healthy.hits()), (1, 1));
+
+        // A keyed POST is retried too.
+        let response = upstream.post_raw("/", keyed(), "{}".into()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!((failing.hits(), healthy.hits()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_post_without_an_idempotency_key_is_never_retried() {
+        let failing = Replica::answering(StatusCode::SERVICE_UNAVAILABLE).await;
+        let healthy = Replica::answering(StatusCode::OK).await;
+        let upstream = fake::upstream_with("test", &[failing.addr, healthy.addr], lenient());
+        let response = upstream
+            .post_raw("/", HeaderMap::new(), "{}".into())
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!((failing.hits(), healthy.hits()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn retries_stop_when_the_budget_is_spent() {
+        let a = Replica::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let b = Replica::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let upstream = fake::upstream_with("test", &[a.addr, b.addr], lenient());
+        let calls = 150;
+        for _ in 0..calls {
+            let response = upstream.get("/", HeaderMap::new()).await.unwrap();
+            assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let retries = a.hits() + b.hits() - calls;
+        // The budget: a reserve of 50, plus 20% of the calls.
+        assert!(
+            (50..=calls / 5 + 51).contains(&retries),
+            "{retries} retries"
+        );
+        let before = a.hits() + b.hits();
+        upstream.get("/", HeaderMap::new()).await.unwrap();
+        assert_eq!(
+            a.hits() + b.hits(),
+            before + 1,
+            "retried with no budget left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_ejects_the_endpoint_and_the_call_goes_elsewhere() {
+        let live = Replica::answering(StatusCode::OK).await;
+        let mut policy = lenient();
+        policy.ejection = EjectionConfig::default();
+        let upstream = fake::upstream_with("test", &[dead_address(), live.addr], policy);
+        // The first pick is the dead one: refused, ejected, retried on the live one.
+        let response = upstream.get("/", HeaderMap::new()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(upstream.endpoints.counts(), (1, 1));
+        // Even a call that cannot be retried now goes to the live one.
+        for _ in 0..4 {
+            let response = upstream
+                .post_raw("/", HeaderMap::new(), "{}".into())
+                .await
+                .unwrap();
+            assert_eq!(response.status, StatusCode::OK);
+        }
+        assert_eq!(live.hits(), 5);
+    }
+
+    #[tokio::test]
+    async fn consecutive_5xx_eject_an_endpoint() {
+        let failing = Replica::answering(StatusCode::BAD_GATEWAY).await;
+        let healthy = Replica::answering(StatusCode::OK).await;
+        let mut policy = lenient();
+        policy.retries = false;
+        policy.ejection.eject_after = 2;
+        let upstream = fake::upstream_with("test", &[failing.addr, healthy.addr], policy);
+        for _ in 0..4 {
+            upstream.get("/", HeaderMap::new()).await.unwrap();
+        }
+        assert_eq!(failing.hits(), 2);
+        assert_eq!(upstream.endpoints.counts(), (1, 1));
+        for _ in 0..4 {
+            upstream.get("/", HeaderMap::new()).await.unwrap();
+        }
+        assert_eq!(failing.hits(), 2, "an ejected endpoint got calls");
+        assert_eq!(healthy.hits(), 6);
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_after_consecutive_failures_then_a_trial_closes_it() {
+        let replica = Replica::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let mut policy = lenient();
+        policy.retries = false;
+        policy.breaker = BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(200),
+            success_threshold: 1,
+        };
+        let upstream = fake::upstream_with("test", &[replica.addr], policy);
+        for _ in 0..3 {
+            upstream.get("/", HeaderMap::new()).await.unwrap();
+        }
+        assert!(matches!(upstream.circuit(), State::Open { .. }));
+        let err = upstream.get("/", HeaderMap::new()).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::CircuitOpen { .. }), "{err}");
+        assert_eq!(replica.hits(), 3, "an open circuit still called");
+
+        replica.answer(StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let response = upstream.get("/", HeaderMap::new()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert!(matches!(upstream.circuit(), State::Closed { .. }));
+        assert_eq!(replica.hits(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_trial_opens_the_circuit_again() {
+        let replica = Replica::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let mut policy = lenient();
+        policy.retries = false;
+        policy.breaker = BreakerConfig {
+            failure_threshold: 1,
+            open_for: Duration::from_millis(100),
+            success_threshold: 1,
+        };
+        let upstream = fake::upstream_with("test", &[replica.addr], policy);
+        upstream.get("/", HeaderMap::new()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let trial = upstream.get("/", HeaderMap::new()).await.unwrap();
+        assert_eq!(trial.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(upstream.circuit(), State::Open { .. }));
+        assert_eq!(replica.hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_time_left_in_the_deadline_means_no_call() {
+        let replica = Replica::answering(StatusCode::OK).await;
+        let upstream = fake::upstream_with("test", &[replica.addr], lenient());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+        let err = deadline::scope(deadline, upstream.get("/", HeaderMap::new()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::DeadlineExceeded { .. }),
+            "{err}"
+        );
+        assert_eq!(replica.hits(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_endpoint_is_an_error_not_a_hang() {
+        let upstream = fake::upstream_with("test", &[], lenient());
+        let err = upstream.get("/", HeaderMap::new()).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::NoEndpoints { .. }), "{err}");
     }
 }

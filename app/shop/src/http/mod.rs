@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod outbound;
 pub mod server;
 
 pub use client::{Upstream, UpstreamError};

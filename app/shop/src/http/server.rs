@@ -30,19 +30,6 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// The route label of requests that matched no route: bounded, never the raw path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Describes the server metrics once, for the `# HELP` lines.
-pub fn describe_metrics() {
-    metrics::describe_histogram!(
-        "http_server_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "Duration of inbound HTTP requests, by method, route template and status."
-    );
-    metrics::describe_gauge!(
-        "http_server_active_requests",
-        "Inbound HTTP requests in flight, by method and route template."
-    );
-}
-
 /// What the inbound stack enforces.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {

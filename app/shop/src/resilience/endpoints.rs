@@ -80,7 +80,6 @@ impl Endpoints {
             next: AtomicUsize::new(0),
             config,
         };
-        #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("replicas_desired", "peer_service" => upstream)
             .set(endpoints.urls.len() as f64);
         endpoints.publish(&endpoints.lock(), Instant::now());
@@ -181,13 +180,10 @@ impl Endpoints {
             .iter()
             .filter(|h| h.ejected_until.is_some_and(|until| until > now))
             .count();
-        #[allow(clippy::cast_precision_loss)]
-        {
-            metrics::gauge!("upstream_endpoints", "peer_service" => self.upstream, "state" => "healthy")
-                .set((health.len() - ejected) as f64);
-            metrics::gauge!("upstream_endpoints", "peer_service" => self.upstream, "state" => "ejected")
-                .set(ejected as f64);
-        }
+        metrics::gauge!("upstream_endpoints", "peer_service" => self.upstream, "state" => "healthy")
+            .set((health.len() - ejected) as f64);
+        metrics::gauge!("upstream_endpoints", "peer_service" => self.upstream, "state" => "ejected")
+            .set(ejected as f64);
     }
 
     /// Refreshes the gauges: ejections end with time, not with calls.

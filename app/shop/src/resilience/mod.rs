@@ -24,28 +24,8 @@ pub fn reject(reason: &'static str) {
     metrics::counter!("resilience_rejections_total", "reason" => reason).increment(1);
 }
 
-/// Describes the resilience metrics and starts the rejection counters at zero.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        "resilience_circuit_state",
-        "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open."
-    );
-    metrics::describe_counter!(
-        "resilience_retries_total",
-        "Calls to an upstream sent again after a failure."
-    );
-    metrics::describe_counter!(
-        "resilience_rejections_total",
-        "Requests refused by a resilience mechanism, by reason."
-    );
-    metrics::describe_gauge!(
-        "upstream_endpoints",
-        "Endpoints of an upstream by state: healthy or ejected."
-    );
-    metrics::describe_gauge!(
-        "replicas_desired",
-        "Endpoints an upstream is configured with."
-    );
+/// Starts the rejection counters at zero.
+pub fn register_metrics() {
     for reason in [
         "rate_limited",
         "load_shed",

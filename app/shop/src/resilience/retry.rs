@@ -8,8 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method};
 use tower::retry::budget::{Budget, TpsBudget};
 
-/// The header that makes a POST safe to retry.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+use crate::headers::IDEMPOTENCY_KEY;
 
 /// A retry budget for one upstream.
 #[derive(Debug)]
@@ -43,7 +42,7 @@ pub fn is_retryable(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::PUT
-    ) || (*method == Method::POST && headers.contains_key(IDEMPOTENCY_KEY))
+    ) || (*method == Method::POST && headers.contains_key(&IDEMPOTENCY_KEY))
 }
 
 #[cfg(test)]

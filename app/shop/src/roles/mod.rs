@@ -1,7 +1,140 @@
-//! The roles: each builds its public router and background tasks.
+//! The roles. Each is a unit: its folder owns its handlers, its queries, and a
+//! `build` that turns its settings into a [`Role`] (the public router, the
+//! background tasks, the database and the upstreams it uses), and registers
+//! its metrics. The generic lifecycle (bind, serve, drain) is
+//! [`crate::startup`]'s.
+//!
+//! To add a role: a folder here with its `build`, and one arm in
+//! [`RoleConfig`] (its variant, its name and its build).
 
 pub mod catalog;
 pub mod gateway;
 pub mod orders;
 pub mod payments;
 pub mod worker;
+
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{
+    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, ServeConfig,
+    WorkerConfig,
+};
+use crate::health::Health;
+use crate::http::Upstream;
+use crate::resilience::rate_limit::RateLimit;
+use crate::startup::StartupError;
+
+/// Which role to run, with its settings: one subcommand each.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RoleConfig {
+    /// The public API: forwards to catalog and orders.
+    Gateway(GatewayConfig),
+    /// Products, stock and reservations.
+    Catalog(CatalogConfig),
+    /// Checkout: orders, idempotency and the outbox.
+    Orders(OrdersConfig),
+    /// A simulated payment provider.
+    Payments(PaymentsConfig),
+    /// Drains the outbox: settles payments, releases stock, notifies.
+    Worker(WorkerConfig),
+}
+
+impl RoleConfig {
+    /// The role's name: the default `service.name` and the build_info label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gateway(_) => gateway::NAME,
+            Self::Catalog(_) => catalog::NAME,
+            Self::Orders(_) => orders::NAME,
+            Self::Payments(_) => payments::NAME,
+            Self::Worker(_) => worker::NAME,
+        }
+    }
+
+    /// Builds the role: its router, tasks and clients, and its metrics
+    /// registered. Nothing is bound or started yet.
+    pub fn build(&self) -> Result<Role, StartupError> {
+        match self {
+            Self::Gateway(c) => gateway::build(c),
+            Self::Catalog(c) => catalog::build(c),
+            Self::Orders(c) => orders::build(c),
+            Self::Payments(c) => payments::build(c),
+            Self::Worker(c) => worker::build(c),
+        }
+    }
+}
+
+/// What the generic lifecycle gives a background task when it starts it.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Fires when the service stops.
+    pub stop: CancellationToken,
+    /// The service's readiness, to learn whether the schema is migrated.
+    pub health: Health,
+}
+
+/// A background task of a role, started by the lifecycle once serving.
+pub type Background = Box<dyn FnOnce(TaskContext) -> JoinHandle<()> + Send>;
+
+/// A role's database: the (lazy) pool, and how long readiness waits for it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: PgPool,
+    pub ready_timeout: Duration,
+}
+
+impl Database {
+    /// The pool of `role` (its connections' application name), not connected yet.
+    pub fn connect_lazy(config: &DatabaseConfig, role: &'static str) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: crate::db::lazy_pool(config, role)?,
+            ready_timeout: config.ready_timeout,
+        })
+    }
+}
+
+/// A role, built.
+pub struct Role {
+    /// The public API (the lifecycle adds the server stack around it).
+    pub public: Router,
+    /// How the role is served.
+    pub serve: ServeConfig,
+    /// The role's database, migrated at start by the lifecycle.
+    pub database: Option<Database>,
+    /// The upstreams it calls, whose gauges the lifecycle refreshes.
+    pub upstreams: Vec<Upstream>,
+    /// The per-client rate limit on the public API, if any.
+    pub rate_limit: Option<RateLimit>,
+    /// Tasks beside the servers.
+    pub background: Vec<Background>,
+}
+
+impl std::fmt::Debug for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Role")
+            .field("serve", &self.serve)
+            .field("database", &self.database.is_some())
+            .field("upstreams", &self.upstreams.len())
+            .field("background", &self.background.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Role {
+    /// A role serving `public` with `serve`, and nothing else yet.
+    pub fn new(public: Router, serve: &ServeConfig) -> Self {
+        Self {
+            public,
+            serve: serve.clone(),
+            database: None,
+            upstreams: Vec::new(),
+            rate_limit: None,
+            background: Vec::new(),
+        }
+    }
+}

@@ -10,10 +10,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use sqlx::PgPool;
 
+use crate::config::CatalogConfig;
 use crate::domain::{OrderId, ProductId, ProductList, ReservationRequest};
 use crate::http::{ApiJson, ApiPath};
 use crate::problem::Problem;
+use crate::roles::{Database, Role};
+use crate::startup::StartupError;
 use store::ReserveError;
+
+/// The role's name.
+pub const NAME: &str = "catalog";
+
+/// Builds the catalog: its API over its database.
+pub fn build(config: &CatalogConfig) -> Result<Role, StartupError> {
+    let database = Database::connect_lazy(&config.database, NAME)?;
+    let state = CatalogState {
+        pool: database.pool.clone(),
+    };
+    let mut role = Role::new(router(state), &config.serve);
+    role.database = Some(database);
+    Ok(role)
+}
 
 /// What the catalog handlers share.
 #[derive(Debug, Clone)]

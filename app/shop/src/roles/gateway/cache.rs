@@ -49,16 +49,8 @@ impl std::fmt::Debug for CatalogCache {
     }
 }
 
-/// Describes the cache's metrics and starts its counters at zero.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "catalog_cache_lookups_total",
-        "Catalog reads the gateway looked up in its cache: hit (served fresh from it), miss (asked the catalog)."
-    );
-    metrics::describe_counter!(
-        "degraded_responses_total",
-        "Answers given in a degraded mode, by reason."
-    );
+/// Starts the cache's counters at zero.
+pub fn register_metrics() {
     for result in ["hit", "miss"] {
         metrics::counter!("catalog_cache_lookups_total", "result" => result).absolute(0);
     }

@@ -11,12 +11,38 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::config::GatewayConfig;
 use crate::domain::{CheckoutBody, Order, Product, ProductList};
+use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::http::client::UpstreamResponse;
+use crate::http::outbound::Upstreams;
 use crate::http::{ApiBytes, ApiPath, Upstream, UpstreamError};
 use crate::problem::Problem;
-use crate::roles::orders::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+use crate::resilience::rate_limit::RateLimit;
+use crate::roles::Role;
+use crate::startup::StartupError;
 pub use cache::{CachedAnswer, CatalogCache};
+
+/// The role's name.
+pub const NAME: &str = "gateway";
+
+/// Builds the gateway: the public API over the catalog and orders replicas,
+/// with a per-client rate limit.
+pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
+    cache::register_metrics();
+    let rate_limit = RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
+    let timeout = config.client.upstream_timeout;
+    let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
+    let state = GatewayState {
+        cache: CatalogCache::new(config.catalog_cache_entries, config.catalog_cache_ttl),
+        catalog: upstreams.add("catalog", &config.catalog_urls, timeout),
+        orders: upstreams.add("orders", &config.orders_urls, timeout),
+    };
+    let mut role = Role::new(router(state), &config.serve);
+    role.upstreams = upstreams.into_vec();
+    role.rate_limit = Some(rate_limit);
+    Ok(role)
+}
 
 /// What the gateway handlers share.
 #[derive(Debug, Clone)]

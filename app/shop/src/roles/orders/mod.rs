@@ -9,26 +9,59 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, Reserved};
+use crate::config::OrdersConfig;
 use crate::domain::{
-    Authorization, AuthorizationRequest, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId,
-    OrderStatus, Reservation, ReservationRequest,
+    Authorization, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId, OrderStatus, Reservation,
 };
-use crate::http::{ApiJson, ApiPath, Upstream, UpstreamError};
+use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+use crate::http::outbound::Upstreams;
+use crate::http::{ApiJson, ApiPath};
+use crate::outbox;
+use crate::outbox::{NewEvent, OrderEvent, OrderPlaced, PaymentDeclined};
 use crate::problem::{PROBLEM_JSON, Problem};
 use crate::resilience::deadline;
-use store::{Claim, Completion, NewEvent};
+use crate::roles::{Database, Role, TaskContext};
+use crate::startup::StartupError;
+use store::{Claim, Completion};
 
-/// The header clients send their idempotency key in.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Set on a response replayed from an earlier request with the same key.
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The role's name.
+pub const NAME: &str = "orders";
+
+/// Builds orders: checkout over its database, the catalog and payments, and
+/// the outbox's age measured here too, so it shows while no worker runs.
+pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
+    register_metrics();
+    let database = Database::connect_lazy(&config.database, NAME)?;
+    let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
+    let catalog = upstreams.add(
+        "catalog",
+        &config.catalog_urls,
+        config.client.upstream_timeout,
+    );
+    let payments = upstreams.add("payments", &config.payments_urls, config.payment_timeout);
+    let state = OrdersState {
+        pool: database.pool.clone(),
+        catalog: CatalogClient::new(catalog),
+        payments: PaymentsClient::new(payments),
+        payment_timeout: config.payment_timeout,
+    };
+    let mut role = Role::new(router(state), &config.serve);
+    let pool = database.pool.clone();
+    role.background.push(Box::new(move |task: TaskContext| {
+        tokio::spawn(outbox::report_oldest_age(pool, task.health, task.stop))
+    }));
+    role.database = Some(database);
+    role.upstreams = upstreams.into_vec();
+    Ok(role)
+}
 
 /// How long a checkout holds its key before a retry may take over.
 const KEY_LEASE: Duration = Duration::from_secs(10);
@@ -39,18 +72,14 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct OrdersState {
     pub pool: PgPool,
-    pub catalog: Upstream,
-    pub payments: Upstream,
+    pub catalog: CatalogClient,
+    pub payments: PaymentsClient,
     /// How long checkout waits for payments before accepting the order as pending.
     pub payment_timeout: Duration,
 }
 
-/// Describes the orders metrics once.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "orders_total",
-        "Checkouts that reached an outcome, by status: paid, payment_pending, declined, out_of_stock, unknown_product."
-    );
+/// Starts the orders counters at zero.
+pub fn register_metrics() {
     // Series exist from the start, so rate() and alerts see zeros, not gaps.
     for status in [
         "paid",
@@ -62,8 +91,6 @@ pub fn describe_metrics() {
         metrics::counter!("orders_total", "status" => status).absolute(0);
     }
     metrics::counter!("degraded_responses_total", "reason" => "payment_pending").absolute(0);
-    // Set by a background task (`outbox::report_oldest_age`), once measured.
-    crate::outbox::describe_metrics();
 }
 
 /// The orders API.
@@ -263,9 +290,7 @@ async fn place(
         Payment::Declined(detail) => {
             // No order; the worker gives the stock back.
             let event = NewEvent {
-                kind: "order.payment_declined",
-                aggregate_id: order_id,
-                payload: json!({ "order_id": order_id }),
+                event: OrderEvent::PaymentDeclined(PaymentDeclined { order_id }),
                 trace_context,
             };
             (
@@ -336,9 +361,11 @@ fn placed_event(
     trace_context: std::collections::HashMap<String, String>,
 ) -> NewEvent {
     NewEvent {
-        kind: "order.placed",
-        aggregate_id: order.id,
-        payload: json!({ "order_id": order.id, "status": order.status, "amount_cents": order.amount_cents }),
+        event: OrderEvent::Placed(OrderPlaced {
+            order_id: order.id,
+            status: order.status,
+            amount_cents: order.amount_cents,
+        }),
         trace_context,
     }
 }
@@ -348,49 +375,28 @@ type Rejection = (StatusCode, String, &'static str);
 /// Asks the catalog to hold the stock: the reservation, a business rejection
 /// to store and answer, or a problem when the catalog cannot answer.
 async fn reserve(
-    catalog: &Upstream,
+    catalog: &CatalogClient,
     order_id: OrderId,
     checkout: &Checkout,
 ) -> Result<Result<Reservation, Rejection>, Problem> {
-    let request = ReservationRequest {
-        order_id,
-        items: checkout.items.clone(),
-    };
-    let path = "/api/reservations";
-    let response = catalog
-        .post_json(path, HeaderMap::new(), &request)
-        .await
-        .map_err(|err| upstream_unavailable(&err))?;
-    match response.status {
-        status if status.is_success() => Ok(Ok(response
-            .json(catalog.name(), path)
-            .map_err(|err| upstream_unavailable(&err))?)),
-        StatusCode::NOT_FOUND => Ok(Err((
+    match catalog.reserve(order_id, &checkout.items).await {
+        Ok(Reserved::Yes(reservation)) => Ok(Ok(reservation)),
+        Ok(Reserved::UnknownProduct(detail)) => Ok(Err((
             StatusCode::UNPROCESSABLE_ENTITY,
-            problem_detail(&response.body, "a product in the order does not exist"),
+            detail,
             "unknown_product",
         ))),
-        StatusCode::CONFLICT => Ok(Err((
-            StatusCode::CONFLICT,
-            problem_detail(&response.body, "not enough stock"),
-            "out_of_stock",
-        ))),
-        status => Err(unavailable(format!(
+        Ok(Reserved::OutOfStock(detail)) => Ok(Err((StatusCode::CONFLICT, detail, "out_of_stock"))),
+        Err(CatalogError::Status { status, .. }) => Err(unavailable(format!(
             "the catalog answered {status}; retry later"
         ))),
+        Err(CatalogError::Upstream(err)) => {
+            tracing::warn!(error = %err, "upstream call failed");
+            Err(unavailable(format!(
+                "{err}; retry later with the same Idempotency-Key"
+            )))
+        }
     }
-}
-
-fn problem_detail(body: &[u8], fallback: &str) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|value| value.get("detail")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| fallback.to_owned())
-}
-
-fn upstream_unavailable(err: &UpstreamError) -> Problem {
-    tracing::warn!(error = %err, "upstream call failed");
-    unavailable(format!("{err}; retry later with the same Idempotency-Key"))
 }
 
 /// What payments said, or did not say in time.
@@ -401,27 +407,10 @@ enum Payment {
     Pending(String),
 }
 
-async fn authorize(payments: &Upstream, order_id: OrderId, amount_cents: i64) -> Payment {
-    let path = "/api/payments/authorizations";
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&order_id.to_string()) {
-        headers.insert(IDEMPOTENCY_KEY, value);
-    }
-    let request = AuthorizationRequest {
-        order_id,
-        amount_cents,
-    };
-    match payments.post_json(path, headers, &request).await {
-        Ok(response) if response.status == StatusCode::PAYMENT_REQUIRED => {
-            Payment::Declined(problem_detail(&response.body, "the payment was declined"))
-        }
-        Ok(response) if response.status.is_success() => {
-            match response.json::<Authorization>(payments.name(), path) {
-                Ok(authorization) => Payment::Authorized(authorization),
-                Err(err) => Payment::Pending(err.to_string()),
-            }
-        }
-        Ok(response) => Payment::Pending(format!("payments answered {}", response.status)),
+async fn authorize(payments: &PaymentsClient, order_id: OrderId, amount_cents: i64) -> Payment {
+    match payments.authorize(order_id, amount_cents).await {
+        Ok(Authorized::Yes(authorization)) => Payment::Authorized(authorization),
+        Ok(Authorized::Declined(detail)) => Payment::Declined(detail),
         Err(err) => Payment::Pending(err.to_string()),
     }
 }

@@ -1,7 +1,6 @@
 //! The orders' queries: idempotency records, orders with their items, and the
 //! outbox event written in the same transaction.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,6 +9,7 @@ use uuid::Uuid;
 
 use crate::db::timed;
 use crate::domain::{IdempotencyKey, Order, OrderId, OrderItem, OrderStatus, ProductId};
+use crate::outbox::{self, NewEvent};
 
 /// A stored idempotency record.
 #[derive(Debug, Clone)]
@@ -136,15 +136,6 @@ pub async fn release_key(pool: &PgPool, key: &IdempotencyKey) -> Result<(), sqlx
     Ok(())
 }
 
-/// An outbox event to write with the outcome.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub kind: &'static str,
-    pub aggregate_id: OrderId,
-    pub payload: Value,
-    pub trace_context: HashMap<String, String>,
-}
-
 /// How a checkout ended, written in one transaction.
 #[derive(Debug, Clone)]
 pub struct Completion<'a> {
@@ -194,22 +185,7 @@ pub async fn complete(pool: &PgPool, completion: Completion<'_>) -> Result<(), s
         }
     }
     if let Some(event) = completion.event {
-        let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();
-        timed(
-            "INSERT",
-            "outbox",
-            sqlx::query(
-                "INSERT INTO outbox (event_id, kind, aggregate_id, payload, trace_context) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(event.kind)
-            .bind(event.aggregate_id.0)
-            .bind(event.payload)
-            .bind(trace_context)
-            .execute(&mut *tx),
-        )
-        .await?;
+        outbox::queue::insert(&mut tx, event).await?;
     }
     let status = i16::try_from(completion.response_status).unwrap_or(500);
     timed(

@@ -20,6 +20,17 @@ use crate::config::PaymentsConfig;
 use crate::domain::{Authorization, AuthorizationRequest, OrderId};
 use crate::http::ApiJson;
 use crate::problem::Problem;
+use crate::roles::Role;
+use crate::startup::StartupError;
+
+/// The role's name.
+pub const NAME: &str = "payments";
+
+/// Builds the simulated provider.
+pub fn build(config: &PaymentsConfig) -> Result<Role, StartupError> {
+    register_metrics();
+    Ok(Role::new(router(Simulator::new(config)?), &config.serve))
+}
 
 /// z-score of the 99th percentile of a standard normal distribution.
 const Z_P99: f64 = 2.326_347_874;
@@ -87,12 +98,8 @@ impl Simulator {
     }
 }
 
-/// Describes the payments metrics once.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "payments_authorizations_total",
-        "Authorisations answered by the simulated provider, by outcome."
-    );
+/// Starts the payments counters at zero.
+pub fn register_metrics() {
     for outcome in ["authorized", "declined"] {
         metrics::counter!("payments_authorizations_total", "outcome" => outcome).absolute(0);
     }

@@ -4,44 +4,58 @@
 //! with exponential backoff (so nothing is lost). It settles `payment_pending`
 //! orders, gives back the stock of declined payments, and sends notifications.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
+use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, PaymentsError};
+use crate::config::WorkerConfig;
 use crate::db::timed;
-use crate::domain::{Authorization, AuthorizationRequest, OrderId};
-use crate::http::Upstream;
-use crate::outbox;
+use crate::domain::{OrderId, OrderStatus};
+use crate::http::outbound::Upstreams;
+use crate::outbox::{self, MalformedEvent, OrderEvent, OrderPlaced, StoredEvent};
+use crate::roles::{Database, Role, TaskContext};
+use crate::startup::StartupError;
 
-/// How often the backlog gauges are refreshed.
-const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
+/// The role's name.
+pub const NAME: &str = "worker";
+
+/// Builds the worker: no public API, one background task draining the outbox.
+pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
+    register_metrics();
+    let database = Database::connect_lazy(&config.database, NAME)?;
+    let timeout = config.client.upstream_timeout;
+    let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
+    let worker = Worker {
+        pool: database.pool.clone(),
+        payments: PaymentsClient::new(upstreams.add("payments", &config.payments_urls, timeout)),
+        catalog: CatalogClient::new(upstreams.add("catalog", &config.catalog_urls, timeout)),
+        poll_interval: config.poll_interval,
+        max_backoff: config.max_backoff,
+    };
+    let mut role = Role::new(axum::Router::new(), &config.serve);
+    role.background.push(Box::new(move |task: TaskContext| {
+        tokio::spawn(worker.run(task.stop))
+    }));
+    role.database = Some(database);
+    role.upstreams = upstreams.into_vec();
+    Ok(role)
+}
+
+/// Counts the events the worker could not read (`reason`: unknown_kind or
+/// invalid_payload); they stay in the outbox and are retried with backoff.
+pub const MALFORMED_EVENTS: &str = "outbox_events_malformed_total";
 
 /// What the worker needs.
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub pool: PgPool,
-    pub payments: Upstream,
-    pub catalog: Upstream,
+    pub payments: PaymentsClient,
+    pub catalog: CatalogClient,
     pub poll_interval: Duration,
     pub max_backoff: Duration,
-}
-
-/// An event taken from the outbox.
-#[derive(Debug, Clone)]
-struct Event {
-    id: i64,
-    event_id: Uuid,
-    kind: String,
-    aggregate_id: Uuid,
-    payload: Value,
-    trace_context: HashMap<String, String>,
-    attempts: i32,
 }
 
 /// Why handling an event failed; it will be retried.
@@ -49,21 +63,21 @@ struct Event {
 enum HandleError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Upstream(String),
-    #[error("event {0} has an unknown kind {1:?}")]
-    UnknownKind(Uuid, String),
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("event {event_id} {source}")]
+    Malformed {
+        event_id: uuid::Uuid,
+        #[source]
+        source: MalformedEvent,
+    },
 }
 
-/// Describes the worker metrics once.
-pub fn describe_metrics() {
-    metrics::describe_gauge!("outbox_backlog_events", "Outbox events not processed yet.");
-    outbox::describe_metrics();
-    metrics::describe_counter!(
-        "outbox_events_processed_total",
-        "Outbox events handled by the worker, by kind and outcome (processed, retry)."
-    );
-    for kind in ["order.placed", "order.payment_declined"] {
+/// Starts the worker counters at zero.
+pub fn register_metrics() {
+    for kind in OrderEvent::KINDS {
         for outcome in ["processed", "retry"] {
             metrics::counter!("outbox_events_processed_total", "kind" => kind, "outcome" => outcome)
                 .absolute(0);
@@ -77,7 +91,7 @@ pub fn describe_metrics() {
 impl Worker {
     /// Drains the outbox until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
-        let backlog = tokio::spawn(report_backlog(self.pool.clone(), stop.clone()));
+        let backlog = tokio::spawn(outbox::report_backlog(self.pool.clone(), stop.clone()));
         while !stop.is_cancelled() {
             let found = match self.process_one().await {
                 Ok(found) => found,
@@ -99,7 +113,7 @@ impl Worker {
     /// Takes one due event and handles it; false when none is due.
     async fn process_one(&self) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let Some(event) = take_due_event(&mut tx).await? else {
+        let Some(event) = outbox::queue::take_due(&mut tx).await? else {
             tx.commit().await?;
             return Ok(false);
         };
@@ -118,20 +132,23 @@ impl Worker {
         faultline_telemetry::propagation::set_remote_parent(&span, producer);
         let outcome = match self.handle(&mut tx, &event).instrument(span.clone()).await {
             Ok(()) => {
-                mark_processed(&mut tx, &event)
+                outbox::queue::mark_processed(&mut tx, &event)
                     .instrument(span.clone())
                     .await?;
                 tx.commit().await?;
                 "processed"
             }
             Err(err) => {
+                if let HandleError::Malformed { source, .. } = &err {
+                    metrics::counter!(MALFORMED_EVENTS, "reason" => source.reason()).increment(1);
+                }
                 let backoff = backoff(event.attempts, self.max_backoff);
                 span.in_scope(|| {
                     tracing::warn!(error = %err, attempts = event.attempts + 1, retry_in = ?backoff, "event failed; will retry");
                 });
                 // Its effects so far roll back; the attempt is recorded on its own.
                 tx.rollback().await?;
-                schedule_retry(&self.pool, &event, backoff, &err.to_string())
+                outbox::queue::schedule_retry(&self.pool, &event, backoff, &err.to_string())
                     .instrument(span)
                     .await?;
                 "retry"
@@ -145,26 +162,28 @@ impl Worker {
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
+        stored: &StoredEvent,
     ) -> Result<(), HandleError> {
-        let order_id = OrderId(event.aggregate_id);
-        match event.kind.as_str() {
-            "order.placed" => {
-                let pending =
-                    event.payload.get("status").and_then(Value::as_str) == Some("payment_pending");
-                if pending {
-                    self.settle(tx, order_id, &event.payload).await?;
+        let order_id = OrderId(stored.aggregate_id);
+        let event = OrderEvent::decode(&stored.kind, stored.payload.clone()).map_err(|source| {
+            HandleError::Malformed {
+                event_id: stored.event_id,
+                source,
+            }
+        })?;
+        match event {
+            OrderEvent::Placed(placed) => {
+                if placed.status == OrderStatus::PaymentPending {
+                    self.settle(tx, order_id, &placed).await?;
                 }
-                notify(tx, event, "order_confirmation").await?;
-                Ok(())
+                notify(tx, stored, "order_confirmation").await?;
             }
-            "order.payment_declined" => {
-                self.release_stock(order_id).await?;
-                notify(tx, event, "payment_declined").await?;
-                Ok(())
+            OrderEvent::PaymentDeclined(_) => {
+                self.catalog.release(order_id).await?;
+                notify(tx, stored, "payment_declined").await?;
             }
-            other => Err(HandleError::UnknownKind(event.event_id, other.to_owned())),
         }
+        Ok(())
     }
 
     /// Asks payments again for a `payment_pending` order.
@@ -172,63 +191,24 @@ impl Worker {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         order_id: OrderId,
-        payload: &Value,
+        placed: &OrderPlaced,
     ) -> Result<(), HandleError> {
-        let amount_cents = payload
-            .get("amount_cents")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let mut headers = HeaderMap::new();
-        if let Ok(value) = HeaderValue::from_str(&order_id.to_string()) {
-            headers.insert(crate::roles::orders::IDEMPOTENCY_KEY, value);
-        }
-        let path = "/api/payments/authorizations";
-        let response = self
+        match self
             .payments
-            .post_json(
-                path,
-                headers,
-                &AuthorizationRequest {
-                    order_id,
-                    amount_cents,
-                },
-            )
-            .await
-            .map_err(|err| HandleError::Upstream(err.to_string()))?;
-        if response.status == StatusCode::PAYMENT_REQUIRED {
-            set_order_status(tx, order_id, "payment_failed", None).await?;
-            self.release_stock(order_id).await?;
-            metrics::counter!("orders_total", "status" => "payment_failed").increment(1);
-            return Ok(());
+            .authorize(order_id, placed.amount_cents)
+            .await?
+        {
+            Authorized::Declined(_) => {
+                set_order_status(tx, order_id, OrderStatus::PaymentFailed, None).await?;
+                self.catalog.release(order_id).await?;
+                metrics::counter!("orders_total", "status" => "payment_failed").increment(1);
+            }
+            Authorized::Yes(authorization) => {
+                set_order_status(tx, order_id, OrderStatus::Paid, Some(&authorization.id)).await?;
+                metrics::counter!("orders_total", "status" => "settled").increment(1);
+            }
         }
-        if !response.status.is_success() {
-            return Err(HandleError::Upstream(format!(
-                "payments answered {}",
-                response.status
-            )));
-        }
-        let authorization: Authorization = response
-            .json(self.payments.name(), path)
-            .map_err(|err| HandleError::Upstream(err.to_string()))?;
-        set_order_status(tx, order_id, "paid", Some(&authorization.id)).await?;
-        metrics::counter!("orders_total", "status" => "settled").increment(1);
         Ok(())
-    }
-
-    async fn release_stock(&self, order_id: OrderId) -> Result<(), HandleError> {
-        let response = self
-            .catalog
-            .delete(&format!("/api/reservations/{order_id}"))
-            .await
-            .map_err(|err| HandleError::Upstream(err.to_string()))?;
-        if response.status.is_success() {
-            Ok(())
-        } else {
-            Err(HandleError::Upstream(format!(
-                "catalog answered {} to a release",
-                response.status
-            )))
-        }
     }
 }
 
@@ -240,89 +220,11 @@ fn backoff(attempts: i32, max: Duration) -> Duration {
         .min(max)
 }
 
-type EventRow = (i64, Uuid, String, Uuid, Value, Value, i32);
-
-#[tracing::instrument(name = "SELECT outbox", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "outbox"))]
-async fn take_due_event(tx: &mut Transaction<'_, Postgres>) -> Result<Option<Event>, sqlx::Error> {
-    let row: Option<EventRow> = timed(
-        "SELECT",
-        "outbox",
-        sqlx::query_as(
-            "SELECT id, event_id, kind, aggregate_id, payload, trace_context, attempts FROM outbox \
-             WHERE processed_at IS NULL AND available_at <= now() \
-             ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-        )
-        .fetch_optional(&mut **tx),
-    )
-    .await?;
-    Ok(row.map(
-        |(id, event_id, kind, aggregate_id, payload, trace_context, attempts)| Event {
-            id,
-            event_id,
-            kind,
-            aggregate_id,
-            payload,
-            trace_context: serde_json::from_value(trace_context).unwrap_or_default(),
-            attempts,
-        },
-    ))
-}
-
-#[tracing::instrument(name = "UPDATE outbox", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "outbox"))]
-async fn mark_processed(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-) -> Result<(), sqlx::Error> {
-    timed(
-        "INSERT",
-        "processed_events",
-        sqlx::query("INSERT INTO processed_events (event_id, kind) VALUES ($1, $2)")
-            .bind(event.event_id)
-            .bind(&event.kind)
-            .execute(&mut **tx),
-    )
-    .await?;
-    timed(
-        "UPDATE",
-        "outbox",
-        sqlx::query(
-            "UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
-        )
-        .bind(event.id)
-        .execute(&mut **tx),
-    )
-    .await?;
-    Ok(())
-}
-
-#[tracing::instrument(name = "UPDATE outbox", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "outbox"))]
-async fn schedule_retry(
-    pool: &PgPool,
-    event: &Event,
-    backoff: Duration,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    timed(
-        "UPDATE",
-        "outbox",
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
-             available_at = now() + make_interval(secs => $3) WHERE id = $1",
-        )
-        .bind(event.id)
-        .bind(error)
-        .bind(backoff.as_secs_f64())
-        .execute(pool),
-    )
-    .await?;
-    Ok(())
-}
-
-#[tracing::instrument(name = "UPDATE orders", skip(tx), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders"))]
+#[tracing::instrument(name = "UPDATE orders", skip(tx, status), fields(status = ?status.as_str(), otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders"))]
 async fn set_order_status(
     tx: &mut Transaction<'_, Postgres>,
     order_id: OrderId,
-    status: &str,
+    status: OrderStatus,
     payment_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     timed(
@@ -333,7 +235,7 @@ async fn set_order_status(
              WHERE id = $1",
         )
         .bind(order_id.0)
-        .bind(status)
+        .bind(status.as_str())
         .bind(payment_id)
         .execute(&mut **tx),
     )
@@ -345,7 +247,7 @@ async fn set_order_status(
 #[tracing::instrument(name = "INSERT notifications", skip(tx, event), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "notifications"))]
 async fn notify(
     tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
+    event: &StoredEvent,
     kind: &str,
 ) -> Result<(), sqlx::Error> {
     timed(
@@ -364,25 +266,6 @@ async fn notify(
     Ok(())
 }
 
-/// Refreshes the backlog gauges every second until `stop` fires.
-async fn report_backlog(pool: PgPool, stop: CancellationToken) {
-    let mut every = tokio::time::interval(BACKLOG_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        match outbox::backlog(&pool).await {
-            Ok(backlog) => {
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!("outbox_backlog_events").set(backlog.events as f64);
-                metrics::gauge!(outbox::OLDEST_EVENT_AGE).set(backlog.oldest_age_seconds);
-            }
-            Err(err) => tracing::debug!(error = %err, "cannot measure the outbox backlog"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +278,13 @@ mod tests {
         assert_eq!(backoff(3, max), Duration::from_secs(4));
         assert_eq!(backoff(20, max), max);
         assert_eq!(backoff(-1, max), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_malformed_counter_is_in_the_catalog() {
+        let catalog = faultline_telemetry::Catalog::embedded().unwrap();
+        let spec = catalog.get(MALFORMED_EVENTS).unwrap();
+        assert_eq!(spec.labels, ["reason"]);
+        assert_eq!(spec.used_by, ["worker"]);
     }
 }

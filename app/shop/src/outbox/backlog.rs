@@ -1,7 +1,7 @@
 //! The outbox seen as a queue: how much is waiting, and for how long. Orders
-//! writes the events (`roles/orders/store.rs`), the worker drains them; both
-//! report `outbox_oldest_event_age_seconds`, so that the age keeps growing in
-//! `/metrics` while no worker runs.
+//! writes the events, the worker drains them ([`super::queue`]); both report
+//! `outbox_oldest_event_age_seconds`, so that the age keeps growing in
+//! `/metrics` while no worker runs, and the worker reports the backlog too.
 
 use std::time::Duration;
 
@@ -14,7 +14,10 @@ use crate::health::Health;
 /// The gauge of the oldest unprocessed event's age.
 pub const OLDEST_EVENT_AGE: &str = "outbox_oldest_event_age_seconds";
 
-/// How often orders measures the age.
+/// The gauge of the unprocessed events.
+pub const BACKLOG_EVENTS: &str = "outbox_backlog_events";
+
+/// How often orders measures the age, and the worker the backlog.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The unprocessed part of the outbox.
@@ -24,15 +27,6 @@ pub struct Backlog {
     pub events: i64,
     /// Age of the oldest of them, in seconds; 0 when there is none.
     pub oldest_age_seconds: f64,
-}
-
-/// Describes the age gauge.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        OLDEST_EVENT_AGE,
-        metrics::Unit::Seconds,
-        "Age of the oldest unprocessed outbox event; 0 when the outbox is empty."
-    );
 }
 
 /// Measures the unprocessed outbox.
@@ -72,6 +66,25 @@ pub async fn report_oldest_age(pool: PgPool, health: Health, stop: CancellationT
             Err(err) => {
                 tracing::warn!(error = %err, "cannot measure the age of the oldest outbox event");
             }
+        }
+    }
+}
+
+/// Sets [`BACKLOG_EVENTS`] and [`OLDEST_EVENT_AGE`] every [`REPORT_INTERVAL`]
+/// until `stop` fires (the worker's view). A failed query is logged at debug.
+pub async fn report_backlog(pool: PgPool, stop: CancellationToken) {
+    let mut every = tokio::time::interval(REPORT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match backlog(&pool).await {
+            Ok(backlog) => {
+                metrics::gauge!(BACKLOG_EVENTS).set(backlog.events as f64);
+                metrics::gauge!(OLDEST_EVENT_AGE).set(backlog.oldest_age_seconds);
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot measure the outbox backlog"),
         }
     }
 }
