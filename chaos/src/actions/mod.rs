@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -117,8 +118,7 @@ pub struct Services {
 impl Services {
     /// Services with a fresh HTTP client; the platform connects on first use.
     pub fn new(docker_target: DockerTarget) -> Result<Self, ActionError> {
-        // reqwest is built without a default TLS provider in this workspace.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        faultline_signal::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
@@ -211,21 +211,6 @@ impl HttpRequest {
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, body))
     }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// How to undo one change; stored in the ledger, so plain data.

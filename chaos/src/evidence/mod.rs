@@ -149,8 +149,7 @@ pub async fn gather(
 
 /// Reads the rules and the raw series into `evidence`, noting failures.
 async fn fill(evidence: &mut Evidence, base: &str) {
-    // reqwest is built without a default TLS provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(3))

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ProbeError;
-use crate::actions::error_chain;
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
