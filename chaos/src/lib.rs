@@ -14,7 +14,6 @@
 //! - [`evidence`]: the raw series behind the alerts that fired, and the
 //!   promtool test that replays them offline.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`.
-//! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
 pub mod actions;
@@ -26,7 +25,6 @@ pub mod journal;
 pub mod ledger;
 pub mod platform;
 pub mod probes;
-pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod testing;

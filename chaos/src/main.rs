@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use faultline_chaos::proxy::cli::ProxyArgs;
+use faultline_proxy::cli::ProxyArgs;
 
 mod cli;
 

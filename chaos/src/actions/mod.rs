@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use faultline_proxy::{ClientError, ToxiproxyClient};
 use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,7 +29,6 @@ use crate::environment::DockerTarget;
 use crate::ledger::LedgerError;
 use crate::platform::docker::DockerPlatform;
 use crate::platform::{ContainerAction, Platform, PlatformError, TargetRef};
-use crate::proxy::{ClientError, ToxiproxyClient};
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use faultline_proxy::Stream;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
 use crate::environment::Environment;
 use crate::platform::Selector;
-use crate::proxy::Stream;
 
 /// One chaos experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

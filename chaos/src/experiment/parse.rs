@@ -12,12 +12,12 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use faultline_proxy::toxics::ToxicKind;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::model::*;
-use crate::proxy::toxics::ToxicKind;
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]

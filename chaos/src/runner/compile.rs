@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use faultline_proxy::{ClientError, NewToxic, ToxiproxyClient};
 use serde_json::Value;
 
 use super::{Bindings, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe};
@@ -23,7 +24,6 @@ use crate::probes::promql::PromqlCheck;
 use crate::probes::sli::SliCheck;
 use crate::probes::sql::{InvariantCheck, SqlCheck, lazy_pool};
 use crate::probes::{Probe, ProbeError};
-use crate::proxy::{ClientError, NewToxic, ToxiproxyClient};
 
 /// Why an experiment cannot run against this environment.
 #[derive(Debug, thiserror::Error)]

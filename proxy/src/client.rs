@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::model::{
+use crate::model::{
     ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Toxic, ToxicUpdate, VersionInfo,
 };
 

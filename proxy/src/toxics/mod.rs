@@ -32,8 +32,8 @@ pub use reset_peer::ResetPeer;
 pub use slow_close::SlowClose;
 pub use timeout::Timeout;
 
-use super::error::ProxyError;
-use super::pipeline::Stage;
+use crate::error::ProxyError;
+use crate::stage::Stage;
 
 /// Every toxic type this proxy implements, as the API names them.
 pub const TOXIC_TYPES: &[&str] = &[

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use crate::error::ProxyError;
+use crate::stage::{Item, Stage, Step};
 
 pub(super) const TYPE: &str = "limit_data";
 
