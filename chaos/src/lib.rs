@@ -13,7 +13,8 @@
 //! - [`coverage`]: the detection coverage table of a set of journals.
 //! - [`evidence`]: the raw series behind the alerts that fired, and the
 //!   promtool test that replays them offline.
-//! - [`ledger`]: active faults on disk, for `faultline cleanup`.
+//! - [`ledger`]: active faults on disk, for `faultline cleanup`, as
+//!   [`undo`] records.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 
 pub mod actions;
@@ -28,6 +29,7 @@ pub mod probes;
 pub mod report;
 pub mod runner;
 pub mod testing;
+pub mod undo;
 
 pub use environment::Environment;
 pub use experiment::Experiment;

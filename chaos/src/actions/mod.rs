@@ -8,14 +8,15 @@
 //!
 //! Every fault says, before it changes anything, how to undo it
 //! ([`Prepared::undo`]); the run loop writes that to the [`crate::ledger`]
-//! so `faultline cleanup` can revert a killed run.
+//! so `faultline cleanup` can revert a killed run. The undo records are plain
+//! data, in [`crate::undo`]; how to carry one out ([`UndoRecord::execute`])
+//! is here.
 
 pub mod container;
 pub mod http;
 pub mod load;
 pub mod proxy;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,7 +29,8 @@ use serde_json::Value;
 use crate::environment::DockerTarget;
 use crate::ledger::LedgerError;
 use crate::platform::docker::DockerPlatform;
-use crate::platform::{ContainerAction, Platform, PlatformError, TargetRef};
+use crate::platform::{Platform, PlatformError};
+pub use crate::undo::{HttpRequest, UndoRecord};
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,20 +152,6 @@ impl Services {
     }
 }
 
-/// A resolved HTTP request and the statuses it must get.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpRequest {
-    pub method: String,
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json: Option<Value>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Empty: any 2xx.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub expect: Vec<u16>,
-}
-
 impl HttpRequest {
     /// Sends it; an unexpected status is an error. Returns status and body.
     pub async fn send(&self, http: &reqwest::Client) -> Result<(u16, Value), ActionError> {
@@ -210,44 +198,6 @@ impl HttpRequest {
         }
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, body))
-    }
-}
-
-/// How to undo one change; stored in the ledger, so plain data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum UndoRecord {
-    /// Delete a toxic (already gone is fine).
-    RemoveToxic {
-        api: String,
-        proxy: String,
-        toxic: String,
-    },
-    /// Bring a proxy back up.
-    EnableProxy { api: String, proxy: String },
-    /// Bring a container to a state (start, unpause, reconnect), if it is
-    /// not there already.
-    Container {
-        platform: String,
-        target: TargetRef,
-        action: ContainerAction,
-    },
-    /// Send a request (e.g. `DELETE /faults`).
-    Http { request: HttpRequest },
-}
-
-impl fmt::Display for UndoRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UndoRecord::RemoveToxic { proxy, toxic, .. } => {
-                write!(f, "remove toxic {toxic} from proxy {proxy}")
-            }
-            UndoRecord::EnableProxy { proxy, .. } => write!(f, "enable proxy {proxy}"),
-            UndoRecord::Container { target, action, .. } => {
-                write!(f, "{action} container {}", target.name)
-            }
-            UndoRecord::Http { request } => write!(f, "{} {}", request.method, request.url),
-        }
     }
 }
 

@@ -260,3 +260,11 @@ impl AlertSource for PrometheusClient {
         self.alerts().await
     }
 }
+
+/// Whether a series' labels carry every wanted label with its value.
+pub(crate) fn labels_match(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

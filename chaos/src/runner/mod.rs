@@ -886,7 +886,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
     }
 
     let evidence = crate::evidence::gather(
-        plan,
+        &plan.environment,
         &expectations,
         &alert_log.seen(),
         recorder.clock.start_unix_ms(),
