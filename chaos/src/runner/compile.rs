@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_proxy::{ClientError, NewToxic, ToxiproxyClient};
+use faultline_proxy::{ClientError, ToxiproxyClient};
 use serde_json::Value;
 
 use super::{Bindings, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe};
@@ -189,25 +189,10 @@ impl Compiler<'_> {
         let what = format!("fault {:?}", spec.name);
         Ok(match &spec.kind {
             FaultKind::Toxic(toxic) => {
-                let toxic_name = toxic
-                    .toxic_name
-                    .clone()
-                    .unwrap_or_else(|| format!("faultline_{}_{}", toxic.proxy, toxic.toxic));
-                let new = NewToxic {
-                    name: Some(toxic_name),
-                    toxic_type: toxic.toxic.clone(),
-                    stream: toxic.stream,
-                    toxicity: toxic.toxicity,
-                    attributes: toxic
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::from(*v)))
-                        .collect(),
-                };
                 Arc::new(ToxicInjection::new(
                     self.proxy_client(&what)?,
                     &toxic.proxy,
-                    new,
+                    toxic.new_toxic(),
                     toxic.ramp.clone(),
                 ))
             }
