@@ -188,14 +188,12 @@ impl Compiler<'_> {
     fn fault(&self, spec: &FaultSpec) -> Result<Arc<dyn Fault>, CompileError> {
         let what = format!("fault {:?}", spec.name);
         Ok(match &spec.kind {
-            FaultKind::Toxic(toxic) => {
-                Arc::new(ToxicInjection::new(
-                    self.proxy_client(&what)?,
-                    &toxic.proxy,
-                    toxic.new_toxic(),
-                    toxic.ramp.clone(),
-                ))
-            }
+            FaultKind::Toxic(toxic) => Arc::new(ToxicInjection::new(
+                self.proxy_client(&what)?,
+                &toxic.proxy,
+                toxic.new_toxic(),
+                toxic.ramp.clone(),
+            )),
             FaultKind::ProxyDown(down) => {
                 Arc::new(ProxyOutage::new(self.proxy_client(&what)?, &down.proxy))
             }

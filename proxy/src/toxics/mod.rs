@@ -14,6 +14,7 @@
 //! attribute the toxic does not know is rejected.
 
 mod bandwidth;
+mod buffer;
 mod latency;
 mod limit_data;
 mod reset_peer;
