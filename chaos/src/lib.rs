@@ -16,6 +16,18 @@
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`, as
 //!   [`undo`] records.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
+//!
+//! The fault proxy is its own crate, `faultline_proxy`; the engine drives it
+//! through `faultline_proxy::ToxiproxyClient`, and `faultline proxy` runs it.
+//!
+//! Layering, without circles: each group uses only the groups before it.
+//!
+//! 1. `environment`
+//! 2. `platform`, `journal`
+//! 3. `experiment`, `undo`
+//! 4. `ledger`, `probes`, `report`, `coverage`
+//! 5. `actions`, `evidence`
+//! 6. `runner`, `testing`
 
 pub mod actions;
 pub mod coverage;

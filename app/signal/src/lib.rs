@@ -1,7 +1,7 @@
 //! What every faultline binary shares at run time. A leaf crate: it depends
 //! on tokio, tracing and rustls only, and nothing of faultline.
 //!
-//! - [`shutdown`]: resolves on SIGTERM or Ctrl-C, whichever comes first.
+//! - [`shutdown()`]: resolves on SIGTERM or Ctrl-C, whichever comes first.
 //! - [`install_crypto_provider`]: rustls' ring provider, once per process
 //!   (reqwest is built without a default TLS provider in this workspace).
 //! - [`error_chain`]: an error and its causes on one line.
