@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -429,4 +430,11 @@ impl Journal {
             .chain(self.after.iter())
             .filter(|a| a.status == ActivityStatus::Failed)
     }
+}
+
+/// Milliseconds since the Unix epoch, as the journal's `*_unix_ms` fields
+/// count time (0 before the epoch).
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actions::UndoRecord;
+use crate::undo::UndoRecord;
 
 /// One run's active faults, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,9 +13,21 @@
 //! - [`coverage`]: the detection coverage table of a set of journals.
 //! - [`evidence`]: the raw series behind the alerts that fired, and the
 //!   promtool test that replays them offline.
-//! - [`ledger`]: active faults on disk, for `faultline cleanup`.
-//! - [`proxy`]: the fault proxy (`faultline proxy`) and its client.
+//! - [`ledger`]: active faults on disk, for `faultline cleanup`, as
+//!   [`undo`] records.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
+//!
+//! The fault proxy is its own crate, `faultline_proxy`; the engine drives it
+//! through `faultline_proxy::ToxiproxyClient`, and `faultline proxy` runs it.
+//!
+//! Layering, without circles: each group uses only the groups before it.
+//!
+//! 1. `environment`
+//! 2. `platform`, `journal`
+//! 3. `experiment`, `undo`
+//! 4. `ledger`, `probes`, `report`, `coverage`
+//! 5. `actions`, `evidence`
+//! 6. `runner`, `testing`
 
 pub mod actions;
 pub mod coverage;
@@ -26,10 +38,10 @@ pub mod journal;
 pub mod ledger;
 pub mod platform;
 pub mod probes;
-pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod testing;
+pub mod undo;
 
 pub use environment::Environment;
 pub use experiment::Experiment;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use faultline_chaos::proxy::cli::ProxyArgs;
+use faultline_proxy::cli::ProxyArgs;
 
 mod cli;
 
@@ -60,19 +60,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "exiting");
-            eprintln!("faultline: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    faultline_signal::run_main("faultline", ExitCode::from(2), async {
+        run(cli.command).await.map(ExitCode::from)
+    })
 }
 
 async fn run(command: Command) -> anyhow::Result<u8> {

@@ -295,7 +295,7 @@ fn summary(requests: u64, p50: f64, p99: f64, error_ratio: f64) -> RouteSummary 
 impl LoadSource for SyntheticLoad {
     async fn run(&self, cancel: CancellationToken, mut sink: WindowSink) -> Result<Report, String> {
         let start = SystemTime::now();
-        let start_ms = crate::runner::record::unix_ms(start);
+        let start_ms = crate::journal::unix_ms(start);
         let mut index = 0u64;
         let mut cumulative = 0;
         let mut cumulative_errors = 0;

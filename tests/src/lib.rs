@@ -32,8 +32,7 @@ pub use eventually::eventually;
 /// The HTTP client every test uses: short timeouts, so a hung service fails a
 /// poll rather than the whole test.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    // One TLS provider for the process; an error means one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .connect_timeout(std::time::Duration::from_secs(2))

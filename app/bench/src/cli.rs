@@ -128,10 +128,7 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| BenchError::io("cannot start the async runtime", err))
+    faultline_signal::runtime().map_err(|err| BenchError::io("cannot start the async runtime", err))
 }
 
 fn run_benchmarks(args: &RunArgs) -> Result<(), BenchError> {

@@ -70,7 +70,7 @@ fn url(addr: SocketAddr) -> Result<Url, BenchError> {
 }
 
 fn http_client() -> Result<reqwest::Client, BenchError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

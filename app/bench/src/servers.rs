@@ -21,7 +21,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::get;
-use faultline_chaos::proxy::{NewProxy, ProxyServer, ProxyServerConfig};
+use faultline_proxy::{NewProxy, ProxyServer, ProxyServerConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

@@ -1,9 +1,7 @@
 //! One HTTP exchange with the gateway: trace context out, a classified
 //! answer and its latency back.
 
-use std::error::Error as _;
 use std::fmt::Write as _;
-use std::sync::Once;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -115,18 +113,10 @@ pub(crate) struct Http {
     client_id: Option<String>,
 }
 
-/// Installs rustls' ring provider once, so https targets work too.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another provider is installed already: fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl Http {
     pub(crate) fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        install_crypto_provider();
+        // So that https targets work too.
+        faultline_signal::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -195,12 +185,7 @@ fn failed(err: &reqwest::Error) -> Answer {
         Failure::Other
     };
     // reqwest's own message is generic; the cause is in the source chain.
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(message, ": {cause}");
-        source = cause.source();
-    }
+    let message = faultline_signal::error_chain(err);
     Answer::Failed { failure, message }
 }
 

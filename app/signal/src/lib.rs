@@ -1,36 +1,22 @@
-//! The shutdown signal every faultline binary waits for: SIGTERM (what
-//! `docker stop` and Kubernetes send) or Ctrl-C (SIGINT), whichever comes
-//! first.
+//! What every faultline binary shares at run time. A leaf crate: it depends
+//! on tokio, tracing and rustls only, and nothing of faultline.
+//!
+//! - [`shutdown()`]: resolves on SIGTERM or Ctrl-C, whichever comes first.
+//! - [`install_crypto_provider`]: rustls' ring provider, once per process
+//!   (reqwest is built without a default TLS provider in this workspace).
+//! - [`error_chain`]: an error and its causes on one line.
+//! - [`runtime`] and [`run_main`]: the multi-threaded runtime of a `main`,
+//!   and a `main` whose error is logged, printed to stderr and turned into an
+//!   exit code.
+//!
+//! The crate is named after its first item, the shutdown signal.
 
-/// Resolves on SIGTERM or Ctrl-C, whichever comes first, and logs which.
-///
-/// A signal whose handler cannot be installed is logged and ignored rather
-/// than stopping the process at once.
-pub async fn shutdown() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+mod chain;
+mod entry;
+mod shutdown;
+mod tls;
 
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-    }
-}
+pub use chain::error_chain;
+pub use entry::{run_main, runtime};
+pub use shutdown::shutdown;
+pub use tls::install_crypto_provider;

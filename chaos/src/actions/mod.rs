@@ -8,26 +8,29 @@
 //!
 //! Every fault says, before it changes anything, how to undo it
 //! ([`Prepared::undo`]); the run loop writes that to the [`crate::ledger`]
-//! so `faultline cleanup` can revert a killed run.
+//! so `faultline cleanup` can revert a killed run. The undo records are plain
+//! data, in [`crate::undo`]; how to carry one out ([`UndoRecord::execute`])
+//! is here.
 
 pub mod container;
 pub mod http;
 pub mod load;
 pub mod proxy;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use faultline_proxy::{ClientError, ToxiproxyClient};
+use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::environment::DockerTarget;
 use crate::ledger::LedgerError;
 use crate::platform::docker::DockerPlatform;
-use crate::platform::{ContainerAction, Platform, PlatformError, TargetRef};
-use crate::proxy::{ClientError, ToxiproxyClient};
+use crate::platform::{Platform, PlatformError};
+pub use crate::undo::{HttpRequest, UndoRecord};
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +120,7 @@ pub struct Services {
 impl Services {
     /// Services with a fresh HTTP client; the platform connects on first use.
     pub fn new(docker_target: DockerTarget) -> Result<Self, ActionError> {
-        // reqwest is built without a default TLS provider in this workspace.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        faultline_signal::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
@@ -148,20 +150,6 @@ impl Services {
         *slot = Some(platform.clone());
         Ok(platform)
     }
-}
-
-/// A resolved HTTP request and the statuses it must get.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpRequest {
-    pub method: String,
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json: Option<Value>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Empty: any 2xx.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub expect: Vec<u16>,
 }
 
 impl HttpRequest {
@@ -210,59 +198,6 @@ impl HttpRequest {
         }
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, body))
-    }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
-}
-
-/// How to undo one change; stored in the ledger, so plain data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum UndoRecord {
-    /// Delete a toxic (already gone is fine).
-    RemoveToxic {
-        api: String,
-        proxy: String,
-        toxic: String,
-    },
-    /// Bring a proxy back up.
-    EnableProxy { api: String, proxy: String },
-    /// Bring a container to a state (start, unpause, reconnect), if it is
-    /// not there already.
-    Container {
-        platform: String,
-        target: TargetRef,
-        action: ContainerAction,
-    },
-    /// Send a request (e.g. `DELETE /faults`).
-    Http { request: HttpRequest },
-}
-
-impl fmt::Display for UndoRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UndoRecord::RemoveToxic { proxy, toxic, .. } => {
-                write!(f, "remove toxic {toxic} from proxy {proxy}")
-            }
-            UndoRecord::EnableProxy { proxy, .. } => write!(f, "enable proxy {proxy}"),
-            UndoRecord::Container { target, action, .. } => {
-                write!(f, "{action} container {}", target.name)
-            }
-            UndoRecord::Http { request } => write!(f, "{} {}", request.method, request.url),
-        }
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use faultline_proxy::{NewToxic, Stream, ToxicUpdate, ToxiproxyClient};
 use serde_json::{Map, Value, json};
 
 use super::{Action, ActionError, Fault, Prepared, UndoRecord};
 use crate::experiment::Ramp;
-use crate::proxy::{NewToxic, Stream, ToxicUpdate, ToxiproxyClient};
 
 /// A toxic on one proxy for the fault's duration.
 #[derive(Debug, Clone)]

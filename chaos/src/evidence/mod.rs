@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::environment::Environment;
 use crate::journal::{AlertExpectationRecord, AlertSeen, Evidence, EvidenceAlert, EvidenceSeries};
-use crate::probes::prometheus::{LoadedRule, PrometheusClient};
-use crate::runner::Plan;
+use crate::probes::prometheus::{LoadedRule, PrometheusClient, labels_match};
 
 pub use promql::metric_names;
 pub use promtool::{RegressError, promtool_test};
@@ -43,10 +43,9 @@ pub fn fired_as_expected(
 ) -> Vec<EvidenceAlert> {
     let mut fired: Vec<EvidenceAlert> = Vec::new();
     for expect in expectations.iter().filter(|e| e.met && e.state == "firing") {
-        let series = seen.iter().filter(|s| {
-            s.alert == expect.alert
-                && crate::runner::alerts::labels_match(&s.labels, &expect.labels)
-        });
+        let series = seen
+            .iter()
+            .filter(|s| s.alert == expect.alert && labels_match(&s.labels, &expect.labels));
         for s in series {
             let Some(firing) = s.transitions.iter().position(|t| t.state == "firing") else {
                 continue;
@@ -122,14 +121,14 @@ fn on_grid(samples: &[(f64, f64)], start: f64, step: f64, len: usize) -> Vec<Opt
 /// The evidence of a run, gathered at its end; `None` when no expected
 /// alert fired, or there is no Prometheus to ask.
 pub async fn gather(
-    plan: &Plan,
+    environment: &Environment,
     expectations: &[AlertExpectationRecord],
     seen: &[AlertSeen],
     start_unix_ms: u64,
     cancel: &CancellationToken,
 ) -> Option<Evidence> {
     let alerts = fired_as_expected(expectations, seen);
-    let base = plan.environment.prometheus.as_deref()?;
+    let base = environment.prometheus.as_deref()?;
     if alerts.is_empty() || cancel.is_cancelled() {
         return None;
     }
@@ -149,8 +148,7 @@ pub async fn gather(
 
 /// Reads the rules and the raw series into `evidence`, noting failures.
 async fn fill(evidence: &mut Evidence, base: &str) {
-    // reqwest is built without a default TLS provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(3))
@@ -185,7 +183,7 @@ async fn fill(evidence: &mut Evidence, base: &str) {
             )),
         }
     }
-    let now_ms = crate::runner::record::unix_ms(SystemTime::now());
+    let now_ms = crate::journal::unix_ms(SystemTime::now());
     let step_ms = (evidence.step_s * 1000.0) as u64;
     let mut start_ms = evidence.start_unix_ms;
     let mut points = now_ms.saturating_sub(start_ms) / step_ms + 1;
@@ -404,13 +402,11 @@ mod tests {
         url
     }
 
-    fn plan(prometheus: Option<String>) -> Plan {
-        let mut plan = Plan::new("evidence");
-        plan.environment = Environment {
+    fn environment(prometheus: Option<String>) -> Environment {
+        Environment {
             prometheus,
             ..Environment::default()
-        };
-        plan
+        }
     }
 
     #[tokio::test]
@@ -419,11 +415,17 @@ mod tests {
         let url = fake_prometheus(calls.clone()).await;
         let expectations = [expectation("A", "firing", true)];
         let seen = [seen("A", "orders", vec![transition("firing", 2.5)])];
-        let start_ms = crate::runner::record::unix_ms(SystemTime::now()) - 4_000;
+        let start_ms = crate::journal::unix_ms(SystemTime::now()) - 4_000;
         let cancel = CancellationToken::new();
-        let evidence = gather(&plan(Some(url)), &expectations, &seen, start_ms, &cancel)
-            .await
-            .unwrap();
+        let evidence = gather(
+            &environment(Some(url)),
+            &expectations,
+            &seen,
+            start_ms,
+            &cancel,
+        )
+        .await
+        .unwrap();
         assert!(evidence.notes.is_empty(), "{:?}", evidence.notes);
         assert_eq!(evidence.step_s, 1.0);
         assert_eq!(evidence.start_unix_ms, start_ms);
@@ -454,12 +456,12 @@ mod tests {
         let seen = [seen("A", "orders", vec![transition("firing", 2.5)])];
         let cancel = CancellationToken::new();
         assert_eq!(
-            gather(&plan(None), &expectations, &seen, 0, &cancel).await,
+            gather(&environment(None), &expectations, &seen, 0, &cancel).await,
             None
         );
         assert_eq!(
             gather(
-                &plan(Some("http://127.0.0.1:9".into())),
+                &environment(Some("http://127.0.0.1:9".into())),
                 &[],
                 &seen,
                 0,
@@ -470,7 +472,7 @@ mod tests {
         );
         // Nothing listens on port 9 (discard) here: a note, not an error.
         let evidence = gather(
-            &plan(Some("http://127.0.0.1:9".into())),
+            &environment(Some("http://127.0.0.1:9".into())),
             &expectations,
             &seen,
             0,

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use faultline_proxy::{NewToxic, Stream};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::duration;
 use crate::environment::Environment;
 use crate::platform::Selector;
-use crate::proxy::Stream;
 
 /// One chaos experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +250,37 @@ fn full_toxicity() -> f32 {
     1.0
 }
 
+impl ToxicFault {
+    /// The toxic's name: `toxic_name`, or `faultline_<proxy>_<toxic>`.
+    pub fn name(&self) -> String {
+        self.toxic_name
+            .clone()
+            .unwrap_or_else(|| format!("faultline_{}_{}", self.proxy, self.toxic))
+    }
+
+    /// The attributes as the control API takes them: a JSON object. The one
+    /// place the TOML table becomes the API's map; validation
+    /// ([`faultline_proxy::ToxicKind::from_attributes`]) and injection both
+    /// read this.
+    pub fn api_attributes(&self) -> Map<String, Value> {
+        self.attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::from(*value)))
+            .collect()
+    }
+
+    /// The toxic to add, as the control API takes it.
+    pub fn new_toxic(&self) -> NewToxic {
+        NewToxic {
+            name: Some(self.name()),
+            toxic_type: self.toxic.clone(),
+            stream: self.stream,
+            toxicity: self.toxicity,
+            attributes: self.api_attributes(),
+        }
+    }
+}
+
 /// A ramp: `attribute` goes from its value in `attributes` to `to` in
 /// `steps` equal steps, one every `every`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,7 +373,7 @@ pub struct HttpFault {
     pub url: String,
     /// A JSON body (any TOML value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json: Option<serde_json::Value>,
+    pub json: Option<Value>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Accepted statuses; default any 2xx.
@@ -364,7 +396,7 @@ pub struct HttpRequestSpec {
     pub method: String,
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json: Option<serde_json::Value>,
+    pub json: Option<Value>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Accepted statuses; default any 2xx.

@@ -12,12 +12,12 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use faultline_proxy::toxics::ToxicKind;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::model::*;
-use crate::proxy::toxics::ToxicKind;
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,11 +356,7 @@ fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (Field
 fn check_fault(fault: &FaultSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
     match &fault.kind {
         FaultKind::Toxic(toxic) => {
-            let attributes: serde_json::Map<String, serde_json::Value> = toxic
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
-                .collect();
+            let attributes = toxic.api_attributes();
             let kind = ToxicKind::from_attributes(&toxic.toxic, &attributes).map_err(|err| {
                 let field = if toxic.attributes.is_empty()
                     || err.to_string().contains("unknown toxic type")

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use faultline_signal::error_chain;
 use serde_json::json;
 
 use super::{Observation, Probe, ProbeContext, ProbeError};
-use crate::actions::error_chain;
 use crate::experiment::Statuses;
 
 #[derive(Debug, Clone)]

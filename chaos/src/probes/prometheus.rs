@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ProbeError;
-use crate::actions::error_chain;
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,4 +259,12 @@ impl AlertSource for PrometheusClient {
     async fn active_alerts(&self) -> Result<Vec<ActiveAlert>, ProbeError> {
         self.alerts().await
     }
+}
+
+/// Whether a series' labels carry every wanted label with its value.
+pub(crate) fn labels_match(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }

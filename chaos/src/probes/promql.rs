@@ -74,9 +74,7 @@ pub fn expand_fault_range(
 }
 
 fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::journal::unix_ms(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::RunEvent;
 use super::record::Recorder;
 use crate::experiment::{AllowedAlert, ExpectedAlert, ExpectedState, WATCHDOG_ALERT};
 use crate::journal::{AlertExpectationRecord, AlertSeen, AlertTransition, UnexpectedAlert};
-use crate::probes::prometheus::{ActiveAlert, AlertSource};
+use crate::probes::prometheus::{ActiveAlert, AlertSource, labels_match};
 
 type SeriesKey = (String, BTreeMap<String, String>);
 
@@ -262,14 +262,6 @@ fn describe_labels(labels: &BTreeMap<String, String>) -> String {
         let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
         format!(" ({{{}}})", pairs.join(", "))
     }
-}
-
-/// Whether a series' labels carry every wanted label with its value.
-pub(crate) fn labels_match(
-    labels: &BTreeMap<String, String>,
-    wanted: &BTreeMap<String, String>,
-) -> bool {
-    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// The alert series that fired during the run although the experiment

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use faultline_proxy::{ClientError, ToxiproxyClient};
 use serde_json::Value;
 
 use super::{Bindings, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe};
@@ -23,7 +24,6 @@ use crate::probes::promql::PromqlCheck;
 use crate::probes::sli::SliCheck;
 use crate::probes::sql::{InvariantCheck, SqlCheck, lazy_pool};
 use crate::probes::{Probe, ProbeError};
-use crate::proxy::{ClientError, NewToxic, ToxiproxyClient};
 
 /// Why an experiment cannot run against this environment.
 #[derive(Debug, thiserror::Error)]
@@ -188,29 +188,12 @@ impl Compiler<'_> {
     fn fault(&self, spec: &FaultSpec) -> Result<Arc<dyn Fault>, CompileError> {
         let what = format!("fault {:?}", spec.name);
         Ok(match &spec.kind {
-            FaultKind::Toxic(toxic) => {
-                let toxic_name = toxic
-                    .toxic_name
-                    .clone()
-                    .unwrap_or_else(|| format!("faultline_{}_{}", toxic.proxy, toxic.toxic));
-                let new = NewToxic {
-                    name: Some(toxic_name),
-                    toxic_type: toxic.toxic.clone(),
-                    stream: toxic.stream,
-                    toxicity: toxic.toxicity,
-                    attributes: toxic
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::from(*v)))
-                        .collect(),
-                };
-                Arc::new(ToxicInjection::new(
-                    self.proxy_client(&what)?,
-                    &toxic.proxy,
-                    new,
-                    toxic.ramp.clone(),
-                ))
-            }
+            FaultKind::Toxic(toxic) => Arc::new(ToxicInjection::new(
+                self.proxy_client(&what)?,
+                &toxic.proxy,
+                toxic.new_toxic(),
+                toxic.ramp.clone(),
+            )),
             FaultKind::ProxyDown(down) => {
                 Arc::new(ProxyOutage::new(self.proxy_client(&what)?, &down.proxy))
             }

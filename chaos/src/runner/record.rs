@@ -2,7 +2,7 @@
 //! activities and progress events.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
@@ -57,10 +57,7 @@ pub fn round_us(seconds: f64) -> f64 {
     (seconds * 1e6).round() / 1e6
 }
 
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::journal::unix_ms;
 
 /// What an evaluated activity produced.
 #[derive(Debug, Clone)]

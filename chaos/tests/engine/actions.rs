@@ -13,10 +13,10 @@ use faultline_chaos::actions::{Services, UndoRecord};
 use faultline_chaos::environment::DockerTarget;
 use faultline_chaos::experiment::Experiment;
 use faultline_chaos::journal::Verdict;
-use faultline_chaos::proxy::toxics::{Latency, ToxicKind};
-use faultline_chaos::proxy::{NewProxy, NewToxic, ProxyServer, ProxyServerConfig};
 use faultline_chaos::runner::{Bindings, LedgerDir};
 use faultline_chaos::{RunEvent, run_experiment};
+use faultline_proxy::toxics::{Latency, ToxicKind};
+use faultline_proxy::{NewProxy, NewToxic, ProxyServer, ProxyServerConfig};
 
 type Calls = Arc<Mutex<Vec<String>>>;
 

@@ -1,10 +1,6 @@
-//! Integration tests of the fault proxy, against in-process upstreams on
-//! 127.0.0.1:0. One test binary, one module per area.
+//! The `faultline proxy` subcommand of the `faultline` binary. The fault
+//! proxy itself is tested in its own crate, faultline-proxy.
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod api;
 mod binary;
-mod metrics;
-mod support;
-mod toxics;

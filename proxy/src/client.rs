@@ -8,15 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+// reqwest keeps the useful part, such as "connection refused", in the causes.
+use faultline_signal::error_chain;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-// reqwest keeps the useful part, such as "connection refused", in the causes.
-use crate::actions::error_chain;
-
-use super::model::{
+use crate::model::{
     ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Toxic, ToxicUpdate, VersionInfo,
 };
 
@@ -83,9 +82,7 @@ pub struct ToxiproxyClient {
 impl ToxiproxyClient {
     /// A client for the API at `base_url`, e.g. `http://127.0.0.1:8474`.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        // reqwest is built without a default TLS provider in this workspace;
-        // an error means one is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        faultline_signal::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(DEFAULT_REQUEST_TIMEOUT)
             .build()

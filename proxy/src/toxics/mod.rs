@@ -14,6 +14,7 @@
 //! attribute the toxic does not know is rejected.
 
 mod bandwidth;
+mod buffer;
 mod latency;
 mod limit_data;
 mod reset_peer;
@@ -32,8 +33,8 @@ pub use reset_peer::ResetPeer;
 pub use slow_close::SlowClose;
 pub use timeout::Timeout;
 
-use super::error::ProxyError;
-use super::pipeline::Stage;
+use crate::error::ProxyError;
+use crate::stage::Stage;
 
 /// Every toxic type this proxy implements, as the API names them.
 pub const TOXIC_TYPES: &[&str] = &[

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::model::NewProxy;
-use super::server::{ProxyServer, ProxyServerConfig, ServerError};
+use crate::model::NewProxy;
+use crate::server::{ProxyServer, ProxyServerConfig, ServerError};
 
 /// Arguments of `faultline proxy`.
 #[derive(Debug, Clone, clap::Args)]

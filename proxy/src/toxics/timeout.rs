@@ -6,14 +6,14 @@
 //! order. While it holds, the proxy stops reading once its buffer is full, so
 //! the sender sees the back-pressure a real partition would cause.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use super::buffer::{Buffer, Buffered, Buffering};
+use crate::error::ProxyError;
+use crate::stage::{Item, Step};
 
 pub(super) const TYPE: &str = "timeout";
 
@@ -32,61 +32,47 @@ impl Timeout {
         })
     }
 
-    pub(super) fn stage(self, now: Instant) -> TimeoutStage {
-        TimeoutStage {
+    pub(super) fn stage(self, now: Instant) -> Buffered<TimeoutStage> {
+        Buffered::new(TimeoutStage {
             deadline: (!self.timeout.is_zero()).then(|| now + self.timeout),
-            held: VecDeque::new(),
-            bytes: 0,
             fired: false,
-        }
+        })
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct TimeoutStage {
     deadline: Option<Instant>,
-    held: VecDeque<(Item, Instant)>,
-    bytes: usize,
     fired: bool,
 }
 
-impl Stage for TimeoutStage {
-    fn push(&mut self, item: Item, entered: Instant) {
+impl Buffering for TimeoutStage {
+    fn push(&mut self, buffer: &mut Buffer, item: Item, entered: Instant) {
         if !self.fired {
-            self.bytes += item.len();
-            self.held.push_back((item, entered));
+            buffer.push(item, entered);
         }
     }
 
-    fn poll(&mut self, now: Instant) -> Step {
+    fn poll(&mut self, buffer: &mut Buffer, now: Instant) -> Step {
         if self.fired {
             return Step::Idle;
         }
         match self.deadline {
             Some(deadline) if deadline <= now => {
                 self.fired = true;
-                self.held.clear();
-                self.bytes = 0;
+                buffer.clear();
                 Step::Emit(Item::Close)
             }
             Some(deadline) => Step::Wait(deadline),
             None => Step::Idle,
         }
     }
-
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)> {
-        self.bytes = 0;
-        self.held.drain(..).collect()
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Stage;
 
     #[test]
     fn holds_everything_then_closes() {

@@ -4,14 +4,14 @@
 //! transmit it. Large chunks are cut into pieces worth 100 ms each so that the
 //! data trickles out smoothly instead of in bursts. A rate of 0 means no limit.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use super::buffer::{Buffer, Buffered, Buffering};
+use crate::error::ProxyError;
+use crate::stage::{Item, Step};
 
 pub(super) const TYPE: &str = "bandwidth";
 
@@ -29,19 +29,17 @@ impl Bandwidth {
         })
     }
 
-    pub(super) fn stage(self) -> BandwidthStage {
+    pub(super) fn stage(self) -> Buffered<BandwidthStage> {
         let bytes_per_sec = self.rate_kb_per_sec as f64 * 1000.0;
         // 100 ms worth of data per piece, at least one byte.
         let piece = usize::try_from(self.rate_kb_per_sec.saturating_mul(100))
             .unwrap_or(usize::MAX)
             .max(1);
-        BandwidthStage {
+        Buffered::new(BandwidthStage {
             bytes_per_sec,
             piece,
-            queue: VecDeque::new(),
             free_at: None,
-            bytes: 0,
-        }
+        })
     }
 }
 
@@ -50,10 +48,8 @@ pub(crate) struct BandwidthStage {
     /// 0 means unlimited.
     bytes_per_sec: f64,
     piece: usize,
-    queue: VecDeque<(Item, Instant)>,
     /// When the link finished transmitting the last piece.
     free_at: Option<Instant>,
-    bytes: usize,
 }
 
 impl BandwidthStage {
@@ -65,21 +61,20 @@ impl BandwidthStage {
     }
 }
 
-impl Stage for BandwidthStage {
-    fn push(&mut self, item: Item, entered: Instant) {
-        self.bytes += item.len();
+impl Buffering for BandwidthStage {
+    fn push(&mut self, buffer: &mut Buffer, item: Item, entered: Instant) {
         match item {
             Item::Data(data) if self.bytes_per_sec > 0.0 && data.len() > self.piece => {
                 for piece in data.chunks(self.piece) {
-                    self.queue.push_back((Item::Data(piece.to_vec()), entered));
+                    buffer.push(Item::Data(piece.to_vec()), entered);
                 }
             }
-            item => self.queue.push_back((item, entered)),
+            item => buffer.push(item, entered),
         }
     }
 
-    fn poll(&mut self, now: Instant) -> Step {
-        let Some((head, entered)) = self.queue.front() else {
+    fn poll(&mut self, buffer: &mut Buffer, now: Instant) -> Step {
+        let Some((head, entered)) = buffer.front() else {
             return Step::Idle;
         };
         let due = match head {
@@ -95,35 +90,26 @@ impl Stage for BandwidthStage {
             }
             Item::Eof | Item::Close => None,
         };
-        match self.queue.pop_front() {
-            Some((item, _)) => {
+        match buffer.pop() {
+            Some(item) => {
                 if due.is_some() {
                     self.free_at = due;
                 }
-                self.bytes -= item.len();
                 Step::Emit(item)
             }
             None => Step::Idle,
         }
-    }
-
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)> {
-        self.bytes = 0;
-        self.queue.drain(..).collect()
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Stage;
 
     /// Runs the stage on a synthetic clock until it is empty; returns when the
     /// last byte left.
-    fn drain_time(stage: &mut BandwidthStage, t0: Instant) -> (Duration, usize) {
+    fn drain_time(stage: &mut Buffered<BandwidthStage>, t0: Instant) -> (Duration, usize) {
         let mut now = t0;
         let mut total = 0;
         loop {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use crate::error::ProxyError;
+use crate::stage::{Item, Stage, Step};
 
 pub(super) const TYPE: &str = "latency";
 

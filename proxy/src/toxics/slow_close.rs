@@ -3,14 +3,14 @@
 //! Data passes untouched; the EOF (FIN) or a close decided by an earlier toxic
 //! waits `delay` ms before it moves on.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use super::buffer::{Buffer, Buffered, Buffering};
+use crate::error::ProxyError;
+use crate::stage::{Item, Step};
 
 pub(super) const TYPE: &str = "slow_close";
 
@@ -28,30 +28,19 @@ impl SlowClose {
         })
     }
 
-    pub(super) fn stage(self) -> SlowCloseStage {
-        SlowCloseStage {
-            delay: self.delay,
-            queue: VecDeque::new(),
-            bytes: 0,
-        }
+    pub(super) fn stage(self) -> Buffered<SlowCloseStage> {
+        Buffered::new(SlowCloseStage { delay: self.delay })
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct SlowCloseStage {
     delay: Duration,
-    queue: VecDeque<(Item, Instant)>,
-    bytes: usize,
 }
 
-impl Stage for SlowCloseStage {
-    fn push(&mut self, item: Item, entered: Instant) {
-        self.bytes += item.len();
-        self.queue.push_back((item, entered));
-    }
-
-    fn poll(&mut self, now: Instant) -> Step {
-        match self.queue.front() {
+impl Buffering for SlowCloseStage {
+    fn poll(&mut self, buffer: &mut Buffer, now: Instant) -> Step {
+        match buffer.front() {
             None => return Step::Idle,
             Some((Item::Eof | Item::Close, entered)) => {
                 let due = *entered + self.delay;
@@ -61,28 +50,17 @@ impl Stage for SlowCloseStage {
             }
             Some((Item::Data(_), _)) => {}
         }
-        match self.queue.pop_front() {
-            Some((item, _)) => {
-                self.bytes -= item.len();
-                Step::Emit(item)
-            }
+        match buffer.pop() {
+            Some(item) => Step::Emit(item),
             None => Step::Idle,
         }
-    }
-
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)> {
-        self.bytes = 0;
-        self.queue.drain(..).collect()
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Stage;
 
     #[test]
     fn data_passes_and_the_close_waits() {

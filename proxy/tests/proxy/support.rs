@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use faultline_chaos::proxy::{NewProxy, ProxyServer, ProxyServerConfig, ToxiproxyClient};
+use faultline_proxy::{NewProxy, ProxyServer, ProxyServerConfig, ToxiproxyClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use faultline_chaos::proxy::toxics::{
+use faultline_proxy::toxics::{
     Bandwidth, Latency, LimitData, ResetPeer, SlowClose, Timeout, ToxicKind,
 };
-use faultline_chaos::proxy::{NewToxic, Stream};
+use faultline_proxy::{NewToxic, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;

@@ -15,42 +15,15 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::error::ProxyError;
-use super::link::{self, LinkContext};
-use super::metrics::{self as proxy_metrics, ProxyMetrics};
-use super::model::{NewProxy, NewToxic, Proxy, ProxyUpdate, Stream, Toxic, ToxicUpdate};
-use super::toxics::ToxicKind;
+use crate::error::ProxyError;
+use crate::link::{self, LinkContext};
+use crate::metrics::{self as proxy_metrics, ProxyMetrics};
+use crate::model::{NewProxy, NewToxic, Proxy, ProxyUpdate, Toxic, ToxicUpdate};
+use crate::pipeline::{ActiveToxic, ToxicSet};
+use crate::toxics::ToxicKind;
 
 /// How long stopping a proxy waits for its connection tasks to finish.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A toxic as the connections see it.
-#[derive(Debug, Clone)]
-pub(crate) struct ActiveToxic {
-    /// Unique and increasing in the order toxics are added: the chain order.
-    pub(crate) id: u64,
-    /// Bumped on every update, so connections know to rebuild the stage.
-    pub(crate) revision: u64,
-    pub(crate) name: String,
-    pub(crate) stream: Stream,
-    pub(crate) toxicity: f32,
-    pub(crate) kind: ToxicKind,
-}
-
-impl ActiveToxic {
-    fn to_wire(&self) -> Toxic {
-        Toxic {
-            name: self.name.clone(),
-            toxic_type: self.kind.type_name().to_owned(),
-            stream: self.stream,
-            toxicity: self.toxicity,
-            attributes: self.kind.attributes(),
-        }
-    }
-}
-
-/// The toxics of one proxy, as published to its connections.
-pub(crate) type ToxicSet = Arc<Vec<ActiveToxic>>;
 
 #[derive(Debug)]
 struct Running {

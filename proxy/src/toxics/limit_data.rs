@@ -3,13 +3,12 @@
 //! The chunk that crosses the limit is cut at the limit. The count is per
 //! connection and direction, and starts again when the toxic is updated.
 
-use std::collections::VecDeque;
-
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use super::buffer::{Buffer, Buffered, Buffering};
+use crate::error::ProxyError;
+use crate::stage::{Item, Step};
 
 pub(super) const TYPE: &str = "limit_data";
 
@@ -27,79 +26,56 @@ impl LimitData {
         })
     }
 
-    pub(super) fn stage(self) -> LimitDataStage {
-        LimitDataStage {
+    pub(super) fn stage(self) -> Buffered<LimitDataStage> {
+        Buffered::new(LimitDataStage {
             remaining: self.bytes,
-            queue: VecDeque::new(),
-            bytes: 0,
             closed: false,
-        }
+        })
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct LimitDataStage {
     remaining: u64,
-    queue: VecDeque<(Item, Instant)>,
-    bytes: usize,
     closed: bool,
 }
 
-impl Stage for LimitDataStage {
-    fn push(&mut self, item: Item, entered: Instant) {
+impl Buffering for LimitDataStage {
+    fn push(&mut self, buffer: &mut Buffer, item: Item, entered: Instant) {
         if !self.closed {
-            self.bytes += item.len();
-            self.queue.push_back((item, entered));
+            buffer.push(item, entered);
         }
     }
 
-    fn poll(&mut self, _now: Instant) -> Step {
+    fn poll(&mut self, buffer: &mut Buffer, _now: Instant) -> Step {
         if self.closed {
             return Step::Idle;
         }
         if self.remaining == 0 {
             self.closed = true;
-            self.queue.clear();
-            self.bytes = 0;
+            buffer.clear();
             return Step::Emit(Item::Close);
         }
-        let Some((item, _)) = self.queue.front_mut() else {
-            return Step::Idle;
-        };
-        if let Item::Data(data) = item {
-            let allowed = usize::try_from(self.remaining).unwrap_or(usize::MAX);
-            if data.len() > allowed {
-                // Cut at the limit; the rest is dropped with the close.
-                let rest = data.split_off(allowed);
-                let head = std::mem::replace(data, rest);
-                self.bytes -= head.len();
-                self.remaining = 0;
-                return Step::Emit(Item::Data(head));
-            }
+        let allowed = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        if let Some(head) = buffer.split_front(allowed) {
+            // Cut at the limit; the rest is dropped with the close.
+            self.remaining = 0;
+            return Step::Emit(head);
         }
-        match self.queue.pop_front() {
-            Some((item, _)) => {
-                self.bytes -= item.len();
+        match buffer.pop() {
+            Some(item) => {
                 self.remaining -= item.len() as u64;
                 Step::Emit(item)
             }
             None => Step::Idle,
         }
     }
-
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)> {
-        self.bytes = 0;
-        self.queue.drain(..).collect()
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Stage;
 
     #[test]
     fn cuts_at_the_limit_then_closes() {

@@ -3,8 +3,8 @@
 
 use std::io::ErrorKind;
 
-use faultline_chaos::proxy::toxics::{Latency, ToxicKind};
-use faultline_chaos::proxy::{
+use faultline_proxy::toxics::{Latency, ToxicKind};
+use faultline_proxy::{
     ErrorBody, NewProxy, NewToxic, ProxyUpdate, Stream, ToxicUpdate, ToxiproxyClient,
 };
 use serde_json::{Value, json};
@@ -404,10 +404,7 @@ async fn the_client_round_trips_every_operation() {
     let h = Harness::start().await;
     let client: &ToxiproxyClient = &h.client;
     let echo = echo_server().await.to_string();
-    assert_eq!(
-        client.version().await.unwrap(),
-        faultline_chaos::proxy::VERSION
-    );
+    assert_eq!(client.version().await.unwrap(), faultline_proxy::VERSION);
 
     let created = client
         .create_proxy(&NewProxy::new("svc", "127.0.0.1:0", &echo))

@@ -4,8 +4,8 @@
 
 use metrics::{Counter, Gauge};
 
-use super::model::Stream;
-use super::toxics::TOXIC_TYPES;
+use crate::model::Stream;
+use crate::toxics::TOXIC_TYPES;
 
 /// Connections accepted, by proxy.
 pub const CONNECTIONS_TOTAL: &str = "proxy_connections_total";

@@ -14,61 +14,41 @@
 //! with their original entry times, to its replacement; a new stage starts empty.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::model::Stream;
-use super::registry::ActiveToxic;
+use crate::model::{Stream, Toxic};
+use crate::stage::{Item, Stage, Step};
+use crate::toxics::ToxicKind;
 
-/// One unit travelling through a pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Item {
-    /// Bytes read from the source peer (never empty).
-    Data(Vec<u8>),
-    /// The source peer finished sending: half-close the destination.
-    Eof,
-    /// A toxic decided to close the whole connection, after the data before it.
-    Close,
+/// A toxic as the connections see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveToxic {
+    /// Unique and increasing in the order toxics are added: the chain order.
+    pub(crate) id: u64,
+    /// Bumped on every update, so connections know to rebuild the stage.
+    pub(crate) revision: u64,
+    pub(crate) name: String,
+    pub(crate) stream: Stream,
+    pub(crate) toxicity: f32,
+    pub(crate) kind: ToxicKind,
 }
 
-impl Item {
-    /// Payload bytes carried by this item.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Item::Data(data) => data.len(),
-            Item::Eof | Item::Close => 0,
+impl ActiveToxic {
+    pub(crate) fn to_wire(&self) -> Toxic {
+        Toxic {
+            name: self.name.clone(),
+            toxic_type: self.kind.type_name().to_owned(),
+            stream: self.stream,
+            toxicity: self.toxicity,
+            attributes: self.kind.attributes(),
         }
     }
 }
 
-/// What a stage wants to happen next.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Pass this item on to the next stage now.
-    Emit(Item),
-    /// Nothing is due before this instant.
-    Wait(Instant),
-    /// Nothing to do until more input arrives.
-    Idle,
-    /// Abort the connection with a TCP reset, discarding everything in flight.
-    Reset,
-}
-
-/// One toxic applied to one direction of one connection.
-///
-/// Invariants every stage keeps: items leave in the order they entered;
-/// `poll` returns [`Step::Wait`] only for an instant later than `now`.
-pub(crate) trait Stage: Send + fmt::Debug {
-    /// Accepts an item that entered this stage at `entered`.
-    fn push(&mut self, item: Item, entered: Instant);
-    /// Releases the next due item, or says when one will be due.
-    fn poll(&mut self, now: Instant) -> Step;
-    /// Removes and returns every buffered item, oldest first, with its entry time.
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)>;
-    /// Payload bytes currently held.
-    fn buffered_bytes(&self) -> usize;
-}
+/// The toxics of one proxy, as published to its connections.
+pub(crate) type ToxicSet = Arc<Vec<ActiveToxic>>;
 
 /// A control item that reached the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +323,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::proxy::toxics::{Bandwidth, Latency, LimitData, SlowClose, Timeout, ToxicKind};
+    use crate::toxics::{Bandwidth, Latency, LimitData, SlowClose, Timeout};
 
     fn toxic(id: u64, kind: ToxicKind) -> ActiveToxic {
         ActiveToxic {

@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::metrics::{CloseReason, ProxyMetrics};
-use super::model::Stream;
-use super::pipeline::{Control, Item, Pipeline};
-use super::registry::ToxicSet;
+use crate::metrics::{CloseReason, ProxyMetrics};
+use crate::model::Stream;
+use crate::pipeline::{Control, Pipeline, ToxicSet};
+use crate::stage::Item;
 
 /// The most payload bytes one direction of one connection holds in flight.
 pub(crate) const MAX_BUFFERED: usize = 1 << 20;

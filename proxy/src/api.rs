@@ -14,9 +14,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use faultline_telemetry::Metrics;
 
-use super::error::ProxyError;
-use super::model::{self, ErrorBody, Populated, VersionInfo};
-use super::registry::Registry;
+use crate::error::ProxyError;
+use crate::model::{self, ErrorBody, Populated, VersionInfo};
+use crate::registry::Registry;
 
 /// The version `/version` reports: this crate's.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

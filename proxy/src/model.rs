@@ -9,8 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::ProxyError;
-use super::toxics::ToxicKind;
+use crate::error::ProxyError;
+use crate::toxics::ToxicKind;
 
 /// The listen address a proxy gets when a request leaves it out: an
 /// ephemeral port on the loopback interface.

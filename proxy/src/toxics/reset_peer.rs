@@ -4,14 +4,14 @@
 //! `SO_LINGER` set to 0, so both peers get a TCP RST ("connection reset by
 //! peer") and any data still in flight is discarded, as with a real reset.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Attributes;
-use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Item, Stage, Step};
+use super::buffer::{Buffer, Buffered, Buffering};
+use crate::error::ProxyError;
+use crate::stage::Step;
 
 pub(super) const TYPE: &str = "reset_peer";
 
@@ -29,54 +29,34 @@ impl ResetPeer {
         })
     }
 
-    pub(super) fn stage(self, now: Instant) -> ResetPeerStage {
-        ResetPeerStage {
+    pub(super) fn stage(self, now: Instant) -> Buffered<ResetPeerStage> {
+        Buffered::new(ResetPeerStage {
             deadline: now + self.timeout,
-            queue: VecDeque::new(),
-            bytes: 0,
-        }
+        })
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct ResetPeerStage {
     deadline: Instant,
-    queue: VecDeque<(Item, Instant)>,
-    bytes: usize,
 }
 
-impl Stage for ResetPeerStage {
-    fn push(&mut self, item: Item, entered: Instant) {
-        self.bytes += item.len();
-        self.queue.push_back((item, entered));
-    }
-
-    fn poll(&mut self, now: Instant) -> Step {
+impl Buffering for ResetPeerStage {
+    fn poll(&mut self, buffer: &mut Buffer, now: Instant) -> Step {
         if self.deadline <= now {
             return Step::Reset;
         }
-        match self.queue.pop_front() {
-            Some((item, _)) => {
-                self.bytes -= item.len();
-                Step::Emit(item)
-            }
+        match buffer.pop() {
+            Some(item) => Step::Emit(item),
             None => Step::Wait(self.deadline),
         }
-    }
-
-    fn take_buffered(&mut self) -> Vec<(Item, Instant)> {
-        self.bytes = 0;
-        self.queue.drain(..).collect()
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::{Item, Stage};
 
     #[test]
     fn passes_data_then_resets() {

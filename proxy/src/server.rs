@@ -8,12 +8,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{self, ApiState};
-use super::client::{ClientError, ToxiproxyClient};
-use super::error::ProxyError;
-use super::metrics as proxy_metrics;
-use super::model::NewProxy;
-use super::registry::Registry;
+use crate::api::{self, ApiState};
+use crate::client::{ClientError, ToxiproxyClient};
+use crate::error::ProxyError;
+use crate::metrics as proxy_metrics;
+use crate::model::NewProxy;
+use crate::registry::Registry;
 
 /// The control API's default address, as Toxiproxy's.
 pub const DEFAULT_API_LISTEN: SocketAddr =

@@ -16,7 +16,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use faultline_chaos::proxy::{
+//! use faultline_proxy::{
 //!     NewProxy, NewToxic, ProxyServer, ProxyServerConfig, Stream, toxics::{Latency, ToxicKind},
 //! };
 //!
@@ -48,6 +48,7 @@ mod model;
 mod pipeline;
 mod registry;
 mod server;
+mod stage;
 pub mod toxics;
 
 pub use api::VERSION;

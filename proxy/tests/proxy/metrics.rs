@@ -1,6 +1,6 @@
 //! `/metrics`: the proxy's series are rendered, and only catalogued names are.
 
-use faultline_chaos::proxy::metrics::NAMES;
+use faultline_proxy::metrics::NAMES;
 use faultline_telemetry::Catalog;
 use tokio::net::TcpStream;
 
@@ -29,8 +29,8 @@ async fn metrics_count_connections_bytes_and_toxics() {
     h.client
         .add_toxic(
             "metered",
-            &faultline_chaos::proxy::NewToxic::new(&faultline_chaos::proxy::ToxicKind::LimitData(
-                faultline_chaos::proxy::toxics::LimitData { bytes: 1 << 20 },
+            &faultline_proxy::NewToxic::new(&faultline_proxy::ToxicKind::LimitData(
+                faultline_proxy::toxics::LimitData { bytes: 1 << 20 },
             )),
         )
         .await

@@ -1,0 +1,67 @@
+//! How to undo a change: plain data, written to the [`crate::ledger`] before
+//! the change is made, and carried out by [`crate::actions`]
+//! ([`UndoRecord::execute`], [`HttpRequest::send`]).
+//!
+//! The ledger stores and reads them without knowing the actions, and the
+//! actions report a ledger failure as an [`crate::actions::ActionError`]: the
+//! dependency goes one way, actions to ledger to undo.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::platform::{ContainerAction, TargetRef};
+
+/// A resolved HTTP request and the statuses it must get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<u16>,
+}
+
+/// How to undo one change; stored in the ledger, so plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UndoRecord {
+    /// Delete a toxic (already gone is fine).
+    RemoveToxic {
+        api: String,
+        proxy: String,
+        toxic: String,
+    },
+    /// Bring a proxy back up.
+    EnableProxy { api: String, proxy: String },
+    /// Bring a container to a state (start, unpause, reconnect), if it is
+    /// not there already.
+    Container {
+        platform: String,
+        target: TargetRef,
+        action: ContainerAction,
+    },
+    /// Send a request (e.g. `DELETE /faults`).
+    Http { request: HttpRequest },
+}
+
+impl fmt::Display for UndoRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UndoRecord::RemoveToxic { proxy, toxic, .. } => {
+                write!(f, "remove toxic {toxic} from proxy {proxy}")
+            }
+            UndoRecord::EnableProxy { proxy, .. } => write!(f, "enable proxy {proxy}"),
+            UndoRecord::Container { target, action, .. } => {
+                write!(f, "{action} container {}", target.name)
+            }
+            UndoRecord::Http { request } => write!(f, "{} {}", request.method, request.url),
+        }
+    }
+}
