@@ -7,22 +7,11 @@ use faultline_proxy::{NewProxy, ToxiproxyClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-fn config_file(proxies: &[NewProxy]) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "faultline-proxy-test-{}-{}.json",
-        std::process::id(),
-        uuid_like()
-    ));
-    std::fs::write(&path, serde_json::to_vec(proxies).unwrap()).unwrap();
-    path
-}
-
-fn uuid_like() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
+/// A proxies file holding `proxies`; removed when dropped.
+fn config_file(proxies: &[NewProxy]) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(proxies).unwrap()).unwrap();
+    file
 }
 
 /// The longest any single wait in this test may take.
@@ -41,7 +30,7 @@ async fn the_binary_serves_the_api_and_stops_on_sigterm() {
     let config = config_file(&[NewProxy::new("from_file", "127.0.0.1:0", "127.0.0.1:9")]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
         .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
+        .arg(config.path())
         .env("RUST_LOG", "info")
         .env("OTEL_TRACES_EXPORTER", "none")
         .stdout(Stdio::piped())
@@ -76,5 +65,4 @@ async fn the_binary_serves_the_api_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = within("the proxy's exit", child.wait()).await.unwrap();
     assert!(status.success(), "{status}");
-    std::fs::remove_file(&config).unwrap();
 }
