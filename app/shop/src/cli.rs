@@ -56,22 +56,8 @@ pub enum Command {
 /// Parses the command line and runs the command; errors go to stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One TLS provider for the whole process (ring, as sqlx and bollard use).
-    // An error means one is already installed, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "exiting");
-            eprintln!("faultline-shop: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    faultline_signal::install_crypto_provider();
+    faultline_signal::run_main("faultline-shop", ExitCode::FAILURE, run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

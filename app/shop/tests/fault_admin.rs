@@ -25,7 +25,7 @@ fn payments(fault_admin: bool) -> RoleConfig {
 }
 
 async fn start(config: RoleConfig) -> (SocketAddr, Option<SocketAddr>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     let app = Application::build(config).await.unwrap();
     let addrs = (app.http_addr(), app.fault_admin_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));

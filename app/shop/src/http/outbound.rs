@@ -16,9 +16,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// (`FAULTLINE_UPSTREAM_KEEPALIVE=off`) no idle connection is kept, so every
 /// call opens its own.
 pub fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
-    // One TLS provider for the whole process (ring, as sqlx and bollard use);
-    // an error means one is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    faultline_signal::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
         // Replicas are on the same network: a connection that takes longer
