@@ -1,5 +1,5 @@
-//! The proxy's metrics. Names and labels are listed in the metric catalog `app/telemetry/metrics.toml`
-//! (merged into the catalog `app/telemetry/metrics.toml`); every label set is
+//! The proxy's metrics. Names, types, units, labels and help are listed in
+//! the metric catalog `app/telemetry/metrics.toml` (source `proxy`); every label set is
 //! bounded by the configured proxies and the fixed toxic types and reasons.
 
 use metrics::{Counter, Gauge};
@@ -31,35 +31,10 @@ pub const NAMES: &[&str] = &[
     ENABLED,
 ];
 
-/// Registers the help text of every proxy metric with the global recorder.
-pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        CONNECTIONS_TOTAL,
-        metrics::Unit::Count,
-        "Connections accepted by the fault proxy."
-    );
-    describe_counter!(
-        CONNECTIONS_CLOSED_TOTAL,
-        metrics::Unit::Count,
-        "Connections the fault proxy ended, by reason."
-    );
-    describe_gauge!(
-        ACTIVE_CONNECTIONS,
-        metrics::Unit::Count,
-        "Connections open through the fault proxy."
-    );
-    describe_counter!(
-        BYTES_TOTAL,
-        metrics::Unit::Bytes,
-        "Bytes forwarded by the fault proxy, by direction."
-    );
-    describe_gauge!(
-        TOXICS_ACTIVE,
-        metrics::Unit::Count,
-        "Toxics configured on a proxy, by type."
-    );
-    describe_gauge!(ENABLED, "1 when the proxy is enabled, 0 when it is down.");
+/// Registers the help text of every proxy metric with the global recorder,
+/// from the metric catalog (source `proxy`).
+pub fn describe() -> Result<(), faultline_telemetry::catalog::CatalogError> {
+    faultline_telemetry::catalog::describe_source("proxy")
 }
 
 /// Why a proxied connection ended (the `reason` label).

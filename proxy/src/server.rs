@@ -59,6 +59,8 @@ impl ProxyServerConfig {
 pub enum ServerError {
     #[error("cannot set up metrics: {0}")]
     Metrics(MetricsError),
+    #[error("cannot describe the proxy's metrics: {0}")]
+    Describe(faultline_telemetry::catalog::CatalogError),
     #[error("cannot listen for the control API on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
@@ -91,7 +93,7 @@ impl ProxyServer {
     /// the same process share it.
     pub async fn start(config: ProxyServerConfig) -> Result<Self, ServerError> {
         let metrics = Metrics::install().map_err(ServerError::Metrics)?;
-        proxy_metrics::describe();
+        proxy_metrics::describe().map_err(ServerError::Describe)?;
         faultline_telemetry::metrics::record_build_info("faultline-proxy", api::VERSION);
         let listener =
             TcpListener::bind(config.listen)

@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn every_source_the_code_describes_has_entries() {
         let catalog = Catalog::embedded().unwrap();
-        for source in ["shop", "telemetry", "chaos"] {
+        for source in ["shop", "telemetry", "proxy"] {
             assert!(catalog.from_source(source).next().is_some(), "{source}");
         }
     }

@@ -11,7 +11,7 @@ fn the_catalog_lists_exactly_the_emitted_names() {
     let catalog = Catalog::embedded().unwrap();
     let mut listed: Vec<&str> = catalog
         .iter()
-        .filter(|spec| spec.source == "chaos")
+        .filter(|spec| spec.source == "proxy")
         .map(|spec| spec.name.as_str())
         .collect();
     let mut emitted = NAMES.to_vec();

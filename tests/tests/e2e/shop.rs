@@ -486,7 +486,7 @@ async fn services_render_exactly_the_metric_catalog() -> anyhow::Result<()> {
     }
     let missing: Vec<&str> = catalog
         .iter()
-        .filter(|spec| spec.source != "chaos" && !spec.optional && !rendered.contains(&spec.name))
+        .filter(|spec| spec.source != "proxy" && !spec.optional && !rendered.contains(&spec.name))
         .map(|spec| spec.name.as_str())
         .collect();
     assert!(
