@@ -359,7 +359,6 @@ fn scale_seconds(text: &str, factor: u64, expr: &str) -> Result<String, RulesErr
         reason: format!("{text:?} is not a number of seconds"),
     })?;
     // Factors are small integers; the conversion is exact.
-    #[allow(clippy::cast_precision_loss)]
     let scaled = seconds / factor as f64;
     Ok(format!("{scaled}"))
 }

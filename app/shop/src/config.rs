@@ -2,11 +2,13 @@
 //!
 //! Every setting has an environment variable, so the same image runs any role
 //! anywhere: compose, Kubernetes, or a test that builds the structs directly.
+//!
+//! This module holds what several roles share (serving, the database, the
+//! outbound client); each role's own settings are in its folder
+//! (`roles/<role>/config.rs`, exported as `roles::<role>::<Role>Config`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use url::Url;
 
 /// Settings every long-running role shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -136,137 +138,6 @@ pub fn parse_on_off(value: &str) -> Result<bool, String> {
         "off" | "false" | "0" => Ok(false),
         _ => Err("use on or off".to_owned()),
     }
-}
-
-/// The public entry point: forwards to catalog and orders.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GatewayConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    #[command(flatten)]
-    pub client: ClientConfig,
-    /// Catalog replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Orders replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_ORDERS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub orders_urls: Vec<Url>,
-    /// Requests per second each client (X-Client-Id, else IP) may send.
-    #[arg(long, env = "FAULTLINE_RATE_LIMIT_PER_SECOND", default_value = "100")]
-    pub rate_limit_per_second: std::num::NonZeroU32,
-    /// Requests a client may send at once above its rate.
-    #[arg(long, env = "FAULTLINE_RATE_LIMIT_BURST", default_value = "50")]
-    pub rate_limit_burst: std::num::NonZeroU32,
-    /// Catalog answers kept: served fresh within the TTL, and marked stale
-    /// while the catalog is down.
-    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_ENTRIES", default_value_t = 1000)]
-    pub catalog_cache_entries: usize,
-    /// How long a catalog answer is served from the cache without asking the
-    /// catalog (`0s`: always ask; the stale fallback works either way).
-    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub catalog_cache_ttl: Duration,
-}
-
-/// Products, stock and reservations.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CatalogConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-}
-
-/// Checkout: orders, idempotency and the outbox.
-#[derive(Debug, Clone, clap::Args)]
-pub struct OrdersConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub client: ClientConfig,
-    /// Catalog replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Payments replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_PAYMENTS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub payments_urls: Vec<Url>,
-    /// How long checkout waits for a payment authorisation before accepting
-    /// the order as payment_pending for the worker to settle.
-    #[arg(long, env = "FAULTLINE_PAYMENT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
-    pub payment_timeout: Duration,
-}
-
-/// The simulated payment provider.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PaymentsConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    /// Median authorisation latency (log-normal distribution).
-    #[arg(long, env = "FAULTLINE_PAYMENTS_LATENCY_MEDIAN", default_value = "20ms", value_parser = humantime::parse_duration)]
-    pub latency_median: Duration,
-    /// 99th percentile authorisation latency.
-    #[arg(long, env = "FAULTLINE_PAYMENTS_LATENCY_P99", default_value = "80ms", value_parser = humantime::parse_duration)]
-    pub latency_p99: Duration,
-    /// Share of authorisations declined, 0 to 1.
-    #[arg(long, env = "FAULTLINE_PAYMENTS_DECLINE_RATIO", default_value_t = 0.02)]
-    pub decline_ratio: f64,
-    /// Seed of the simulation: the same seed and order give the same outcome and latency.
-    #[arg(long, env = "FAULTLINE_PAYMENTS_SEED", default_value_t = 42)]
-    pub seed: u64,
-}
-
-/// Drains the outbox and settles pending payments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub client: ClientConfig,
-    /// Catalog replicas, comma-separated base URLs (to release stock).
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Payments replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_PAYMENTS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub payments_urls: Vec<Url>,
-    /// How long to wait before looking again when the outbox is empty.
-    #[arg(long, env = "FAULTLINE_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
-    pub poll_interval: Duration,
-    /// The longest wait before retrying a failed event.
-    #[arg(long, env = "FAULTLINE_WORKER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub max_backoff: Duration,
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use faultline_shop::config::{PaymentsConfig, ServeConfig};
+use faultline_shop::config::ServeConfig;
+use faultline_shop::roles::payments::PaymentsConfig;
 use faultline_shop::{Application, RoleConfig};
 use serde_json::json;
 

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use faultline_shop::config::{CatalogConfig, DatabaseConfig, ServeConfig};
+use faultline_shop::config::{DatabaseConfig, ServeConfig};
+use faultline_shop::roles::catalog::CatalogConfig;
 use faultline_shop::{Application, RoleConfig};
 use faultline_tests::eventually;
 use faultline_tests::postgres::Postgres;

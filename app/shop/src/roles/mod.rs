@@ -20,10 +20,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    CatalogConfig, DatabaseConfig, GatewayConfig, OrdersConfig, PaymentsConfig, ServeConfig,
-    WorkerConfig,
-};
+use crate::config::{DatabaseConfig, ServeConfig};
 use crate::health::Health;
 use crate::http::Upstream;
 use crate::resilience::rate_limit::RateLimit;
@@ -33,15 +30,15 @@ use crate::startup::StartupError;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RoleConfig {
     /// The public API: forwards to catalog and orders.
-    Gateway(GatewayConfig),
+    Gateway(gateway::GatewayConfig),
     /// Products, stock and reservations.
-    Catalog(CatalogConfig),
+    Catalog(catalog::CatalogConfig),
     /// Checkout: orders, idempotency and the outbox.
-    Orders(OrdersConfig),
+    Orders(orders::OrdersConfig),
     /// A simulated payment provider.
-    Payments(PaymentsConfig),
+    Payments(payments::PaymentsConfig),
     /// Drains the outbox: settles payments, releases stock, notifies.
-    Worker(WorkerConfig),
+    Worker(worker::WorkerConfig),
 }
 
 impl RoleConfig {

@@ -1,6 +1,10 @@
 //! catalog: products, stock and reservations. Fails fast, never hangs: every
 //! query waits at most the pool's acquire timeout for a connection.
 
+mod config;
+
+pub use config::CatalogConfig;
+
 pub mod store;
 
 use axum::Router;
@@ -10,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use sqlx::PgPool;
 
-use crate::config::CatalogConfig;
 use crate::domain::{OrderId, ProductId, ProductList, ReservationRequest};
 use crate::http::{ApiJson, ApiPath};
 use crate::problem::Problem;

@@ -2,6 +2,10 @@
 //! upstream a list of replica endpoints, and answers a fast 503 problem when an
 //! upstream cannot. `/openapi.json` documents the API.
 
+mod config;
+
+pub use config::GatewayConfig;
+
 pub mod cache;
 pub mod openapi;
 
@@ -11,7 +15,6 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::config::GatewayConfig;
 use crate::domain::{CheckoutBody, Order, Product, ProductList};
 use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::http::client::UpstreamResponse;

@@ -3,6 +3,10 @@
 //! payments is slow or failing the order is accepted as `payment_pending` and
 //! the worker settles it later.
 
+mod config;
+
+pub use config::OrdersConfig;
+
 pub mod store;
 
 use std::time::Duration;
@@ -17,7 +21,6 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, Reserved};
-use crate::config::OrdersConfig;
 use crate::domain::{
     Authorization, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId, OrderStatus, Reservation,
 };

@@ -4,6 +4,10 @@
 //! the configured seed and the order id, so the same order always gets the same
 //! answer: retries are idempotent and runs are reproducible.
 
+mod config;
+
+pub use config::PaymentsConfig;
+
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -16,7 +20,6 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
-use crate::config::PaymentsConfig;
 use crate::domain::{Authorization, AuthorizationRequest, OrderId};
 use crate::http::ApiJson;
 use crate::problem::Problem;

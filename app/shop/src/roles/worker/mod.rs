@@ -4,6 +4,10 @@
 //! with exponential backoff (so nothing is lost). It settles `payment_pending`
 //! orders, gives back the stock of declined payments, and sends notifications.
 
+mod config;
+
+pub use config::WorkerConfig;
+
 use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, Transaction};
@@ -11,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, PaymentsError};
-use crate::config::WorkerConfig;
 use crate::db::timed;
 use crate::domain::{OrderId, OrderStatus};
 use crate::http::outbound::Upstreams;

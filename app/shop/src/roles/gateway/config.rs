@@ -1,0 +1,46 @@
+//! The gateway role's settings.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::{ClientConfig, ServeConfig};
+
+/// The public entry point: forwards to catalog and orders.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub client: ClientConfig,
+    /// Catalog replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// Orders replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_ORDERS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub orders_urls: Vec<Url>,
+    /// Requests per second each client (X-Client-Id, else IP) may send.
+    #[arg(long, env = "FAULTLINE_RATE_LIMIT_PER_SECOND", default_value = "100")]
+    pub rate_limit_per_second: std::num::NonZeroU32,
+    /// Requests a client may send at once above its rate.
+    #[arg(long, env = "FAULTLINE_RATE_LIMIT_BURST", default_value = "50")]
+    pub rate_limit_burst: std::num::NonZeroU32,
+    /// Catalog answers kept: served fresh within the TTL, and marked stale
+    /// while the catalog is down.
+    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_ENTRIES", default_value_t = 1000)]
+    pub catalog_cache_entries: usize,
+    /// How long a catalog answer is served from the cache without asking the
+    /// catalog (`0s`: always ask; the stale fallback works either way).
+    #[arg(long, env = "FAULTLINE_CATALOG_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub catalog_cache_ttl: Duration,
+}

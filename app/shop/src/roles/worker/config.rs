@@ -1,0 +1,40 @@
+//! The worker role's settings.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
+
+/// Drains the outbox and settles pending payments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub client: ClientConfig,
+    /// Catalog replicas, comma-separated base URLs (to release stock).
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// Payments replicas, comma-separated base URLs.
+    #[arg(
+        long,
+        env = "FAULTLINE_PAYMENTS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub payments_urls: Vec<Url>,
+    /// How long to wait before looking again when the outbox is empty.
+    #[arg(long, env = "FAULTLINE_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// The longest wait before retrying a failed event.
+    #[arg(long, env = "FAULTLINE_WORKER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+}
