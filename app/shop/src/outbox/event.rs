@@ -43,11 +43,14 @@ pub enum MalformedEvent {
 }
 
 impl MalformedEvent {
+    /// Every value of [`MalformedEvent::reason`].
+    pub const REASONS: [&'static str; 2] = ["unknown_kind", "invalid_payload"];
+
     /// The bounded `reason` label of `outbox_events_malformed_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::UnknownKind(_) => "unknown_kind",
-            Self::Payload { .. } => "invalid_payload",
+            Self::UnknownKind(_) => Self::REASONS[0],
+            Self::Payload { .. } => Self::REASONS[1],
         }
     }
 }

@@ -89,6 +89,9 @@ pub fn register_metrics() {
     for status in ["settled", "payment_failed"] {
         metrics::counter!("orders_total", "status" => status).absolute(0);
     }
+    for reason in MalformedEvent::REASONS {
+        metrics::counter!(MALFORMED_EVENTS, "reason" => reason).absolute(0);
+    }
 }
 
 impl Worker {
