@@ -1,5 +1,6 @@
 //! Container actions (kill, stop/start, pause/unpause, restart, network
-//! disconnect/connect, exec) on the containers a [`Selector`] names.
+//! disconnect/connect, exec, CPU and memory limits, a partition from some
+//! peers) on the containers a [`Selector`] names.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Action, ActionError, Fault, Prepared, Services, UndoRecord, execute_all};
 use crate::experiment::{ContainerFault, ContainerOp};
-use crate::platform::{ContainerAction, Platform, Selector, TargetRef};
+use crate::platform::{ContainerAction, Limits, Platform, Selector, TargetRef};
 
 /// One action on one resolved container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,19 +33,7 @@ impl ContainerInjection {
 
     /// The same, for callers that build faults in code.
     pub fn action(services: Services, action: ContainerOp, target: Selector) -> Self {
-        Self::new(
-            services,
-            ContainerFault {
-                action,
-                target,
-                signal: None,
-                timeout: None,
-                network: None,
-                command: Vec::new(),
-                undo: Vec::new(),
-                user: None,
-            },
-        )
+        Self::new(services, ContainerFault::new(action, target))
     }
 }
 
@@ -55,6 +44,51 @@ fn exec(spec: &ContainerFault, command: &[String]) -> ContainerAction {
         user: spec.user.clone(),
         timeout_s: spec.timeout.map(|t| t.as_secs()),
     }
+}
+
+/// Cuts `target` off from the addresses the spec's peers have on the
+/// networks they share with it.
+async fn partition(
+    platform: &dyn Platform,
+    spec: &ContainerFault,
+    target: &TargetRef,
+) -> Result<ContainerAction, ActionError> {
+    let Some(peer) = &spec.peer else {
+        return Err(ActionError::Config("partition needs a peer".into()));
+    };
+    let own = platform.status(target).await?;
+    let mut peers = Vec::new();
+    for other in platform.resolve(peer).await? {
+        if other.id == target.id {
+            continue;
+        }
+        let status = platform.status(&other).await?;
+        let shared: Vec<String> = status
+            .addresses
+            .iter()
+            .filter(|(network, _)| own.addresses.contains_key(*network))
+            .map(|(_, address)| address.clone())
+            .collect();
+        if shared.is_empty() {
+            return Err(ActionError::Config(format!(
+                "{} shares no network with {}: nothing to partition",
+                other.name, target.name
+            )));
+        }
+        peers.extend(shared);
+    }
+    if peers.is_empty() {
+        return Err(ActionError::Config(format!(
+            "the peer {peer} selects only {} itself",
+            target.name
+        )));
+    }
+    peers.sort();
+    peers.dedup();
+    Ok(ContainerAction::Partition {
+        peers,
+        image: spec.image.clone().unwrap_or(own.image),
+    })
 }
 
 /// The platform actions a spec means for one container.
@@ -86,6 +120,16 @@ async fn actions_for(
                 .collect(),
         },
         ContainerOp::Exec => vec![exec(spec, &spec.command)],
+        ContainerOp::Limit => {
+            let current = platform.status(target).await?.limits;
+            let memory = spec
+                .memory_mib
+                .map(|mib| i64::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX));
+            vec![ContainerAction::Update {
+                limits: Limits::squeeze(&current, spec.cpus, memory),
+            }]
+        }
+        ContainerOp::Partition => vec![partition(platform, spec, target).await?],
         ContainerOp::Connect => match &spec.network {
             Some(network) => vec![ContainerAction::Connect {
                 network: network.clone(),

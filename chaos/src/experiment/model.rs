@@ -327,10 +327,16 @@ pub enum ContainerOp {
     /// Run a command in the container (a file changed, a signal sent), and
     /// the `undo` command when the fault is reverted.
     Exec,
+    /// Squeeze the container's CPU (`cpus`) and/or memory (`memory_mib`)
+    /// live; the old limits come back when the fault is reverted.
+    Limit,
+    /// Cut the container off from the `peer` containers only (both
+    /// directions, packets dropped), and from nothing else.
+    Partition,
 }
 
 /// `type = "container"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerFault {
     pub action: ContainerOp,
@@ -362,6 +368,40 @@ pub struct ContainerFault {
     /// For exec: the user both commands run as (default: the container's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// For limit: the CPUs the container may use (`0.2` is a fifth of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// For limit: its memory limit in MiB, swap included (at least 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// For partition: the containers it is cut off from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Selector>,
+    /// For partition: the image whose `iptables` filters the packets, run
+    /// beside the container in its network namespace (default: the
+    /// container's own image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl ContainerFault {
+    /// `action` on `target`, every other field left out.
+    pub fn new(action: ContainerOp, target: Selector) -> Self {
+        Self {
+            action,
+            target,
+            signal: None,
+            timeout: None,
+            network: None,
+            command: Vec::new(),
+            undo: Vec::new(),
+            user: None,
+            cpus: None,
+            memory_mib: None,
+            peer: None,
+            image: None,
+        }
+    }
 }
 
 /// `type = "http"` as a fault: a request, and the request that undoes it.
@@ -433,7 +473,7 @@ pub enum ActionKind {
     /// `POST /reset` on the proxy API: every proxy up, every toxic gone.
     ProxyReset(ProxyResetAction),
     /// A container action.
-    Container(ContainerFault),
+    Container(Box<ContainerFault>),
 }
 
 /// `type = "proxy_reset"`.

@@ -336,19 +336,59 @@ fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (Field
     if fault.action == ContainerOp::Connect && fault.network.is_none() {
         return Err((path.key("network"), "connect needs a network".into()));
     }
-    if fault.action == ContainerOp::Exec {
-        if fault.command.first().is_none_or(String::is_empty) {
-            return Err((path.key("command"), "exec needs a command".into()));
+    if fault.action == ContainerOp::Exec && fault.command.first().is_none_or(String::is_empty) {
+        return Err((path.key("command"), "exec needs a command".into()));
+    }
+    if fault.action == ContainerOp::Limit {
+        if fault.cpus.is_none() && fault.memory_mib.is_none() {
+            return Err((
+                path.key("cpus"),
+                "limit needs cpus, memory_mib or both".into(),
+            ));
         }
-    } else {
-        let exec_only = [
-            ("command", !fault.command.is_empty()),
-            ("undo", !fault.undo.is_empty()),
-            ("user", fault.user.is_some()),
-        ];
-        if let Some((field, _)) = exec_only.into_iter().find(|(_, set)| *set) {
-            return Err((path.key(field), "only applies to action = \"exec\"".into()));
+        if let Some(cpus) = fault.cpus
+            && !(0.01..=1024.0).contains(&cpus)
+        {
+            return Err((
+                path.key("cpus"),
+                format!("{cpus} is not between 0.01 and 1024"),
+            ));
         }
+        if fault.memory_mib.is_some_and(|m| m < 6) {
+            return Err((
+                path.key("memory_mib"),
+                "the engine allows no memory limit under 6 MiB".into(),
+            ));
+        }
+    }
+    if fault.action == ContainerOp::Partition {
+        let Some(peer) = &fault.peer else {
+            return Err((path.key("peer"), "partition needs a peer".into()));
+        };
+        peer.validate()
+            .map_err(|message| (path.clone().key("peer"), message))?;
+    }
+    let only_for = [
+        ("command", ContainerOp::Exec, !fault.command.is_empty()),
+        ("undo", ContainerOp::Exec, !fault.undo.is_empty()),
+        ("user", ContainerOp::Exec, fault.user.is_some()),
+        ("cpus", ContainerOp::Limit, fault.cpus.is_some()),
+        ("memory_mib", ContainerOp::Limit, fault.memory_mib.is_some()),
+        ("peer", ContainerOp::Partition, fault.peer.is_some()),
+        ("image", ContainerOp::Partition, fault.image.is_some()),
+    ];
+    if let Some((field, op, _)) = only_for
+        .into_iter()
+        .find(|(_, op, set)| *set && *op != fault.action)
+    {
+        let name = serde_json::to_value(op)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err((
+            path.key(field),
+            format!("only applies to action = \"{name}\""),
+        ));
     }
     Ok(())
 }

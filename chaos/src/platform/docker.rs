@@ -12,16 +12,19 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
-    EndpointSettings, ExecConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, ExecConfig, HostConfig,
+    NetworkConnectRequest, NetworkDisconnectRequest,
 };
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RestartContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
 use super::{
-    ContainerAction, EXEC_TIMEOUT, Platform, PlatformError, Selector, TargetRef, TargetStatus,
+    ContainerAction, EXEC_TIMEOUT, Limits, Platform, PlatformError, Selector, TargetRef,
+    TargetStatus,
 };
 use crate::environment::{COMPOSE_PROJECT_LABEL, DockerTarget};
 
@@ -159,6 +162,123 @@ impl DockerPlatform {
         }
     }
 
+    /// Runs the packet filter in a short-lived container that shares the
+    /// target's network namespace (so the target needs no extra capability
+    /// and no iptables of its own), waits for it, and removes it.
+    async fn sidecar(
+        &self,
+        target: &TargetRef,
+        action: &ContainerAction,
+        image: &str,
+        script: &str,
+        peers: &[String],
+    ) -> Result<(), PlatformError> {
+        let failed = |reason: String| PlatformError::Action {
+            action: action.to_string(),
+            target: target.name.clone(),
+            reason,
+        };
+        if let Some(bad) = peers
+            .iter()
+            .find(|peer| peer.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(failed(format!("{bad:?} is not an IP address")));
+        }
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                script.to_owned(),
+                "faultline-partition".to_owned(),
+            ]),
+            cmd: Some(peers.to_vec()),
+            user: Some("0".to_owned()),
+            labels: Some(HashMap::from([(
+                SIDECAR_LABEL.to_owned(),
+                target.name.clone(),
+            )])),
+            host_config: Some(HostConfig {
+                network_mode: Some(format!("container:{}", target.id)),
+                cap_add: Some(vec!["NET_ADMIN".to_owned()]),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let created = self
+            .docker
+            .create_container(None, body)
+            .await
+            .map_err(|err| {
+                failed(format!(
+                    "cannot create the packet filter container from {image}: {err}"
+                ))
+            })?;
+        let outcome = async {
+            self.docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await
+                .map_err(|err| failed(err.to_string()))?;
+            let mut wait = self.docker.wait_container(&created.id, None);
+            let waited = tokio::time::timeout(EXEC_TIMEOUT, wait.next())
+                .await
+                .map_err(|_| {
+                    failed(format!(
+                        "the packet filter still runs after {EXEC_TIMEOUT:?}"
+                    ))
+                })?;
+            let code = match waited {
+                Some(Ok(response)) => response.status_code,
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(err)) => return Err(failed(err.to_string())),
+                None => -1,
+            };
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(failed(format!("the packet filter exited {code}")))
+            }
+        }
+        .await;
+        let outcome = match outcome {
+            Err(PlatformError::Action {
+                action,
+                target,
+                reason,
+            }) => {
+                let logs = self.logs(&created.id).await;
+                Err(PlatformError::Action {
+                    action,
+                    target,
+                    reason: if logs.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}: {logs}")
+                    },
+                })
+            }
+            other => other,
+        };
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        // Best effort: a leftover filter container holds nothing once exited.
+        let _ = self
+            .docker
+            .remove_container(&created.id, Some(remove))
+            .await;
+        outcome
+    }
+
+    /// The end of a container's output, for error messages.
+    async fn logs(&self, id: &str) -> String {
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut output = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            output.push_str(&chunk.to_string());
+        }
+        tail(&output, 400).to_owned()
+    }
+
     fn action_error(
         action: &ContainerAction,
         target: &TargetRef,
@@ -171,6 +291,26 @@ impl DockerPlatform {
         }
     }
 }
+
+/// The label on the packet filter containers, naming the container they
+/// filter for.
+pub const SIDECAR_LABEL: &str = "org.faultline.packet-filter-for";
+
+/// Drops everything to and from each address given as an argument, once
+/// (`-C` first, so that running it twice adds nothing).
+const PARTITION_SCRIPT: &str = r#"set -e
+command -v iptables >/dev/null || { echo "this image has no iptables" >&2; exit 127; }
+for ip in "$@"; do
+  iptables -w -C INPUT -s "$ip" -j DROP 2>/dev/null || iptables -w -I INPUT -s "$ip" -j DROP
+  iptables -w -C OUTPUT -d "$ip" -j DROP 2>/dev/null || iptables -w -I OUTPUT -d "$ip" -j DROP
+done"#;
+
+/// Removes every rule [`PARTITION_SCRIPT`] adds (none left is fine).
+const HEAL_SCRIPT: &str = r#"command -v iptables >/dev/null || { echo "this image has no iptables" >&2; exit 127; }
+for ip in "$@"; do
+  while iptables -w -D INPUT -s "$ip" -j DROP 2>/dev/null; do :; done
+  while iptables -w -D OUTPUT -d "$ip" -j DROP 2>/dev/null; do :; done
+done"#;
 
 /// The last `max` bytes of `text` (on a character boundary), trimmed.
 fn tail(text: &str, max: usize) -> &str {
@@ -297,6 +437,27 @@ impl Platform for DockerPlatform {
                     .exec(target, action, command, user.as_deref(), limit)
                     .await;
             }
+            ContainerAction::Update { limits } => {
+                let body = ContainerUpdateBody {
+                    cpu_quota: limits.cpu_quota,
+                    cpu_period: limits.cpu_period,
+                    nano_cpus: limits.nano_cpus,
+                    memory: limits.memory,
+                    memory_swap: limits.memory_swap,
+                    ..ContainerUpdateBody::default()
+                };
+                self.docker.update_container(id, body).await
+            }
+            ContainerAction::Partition { peers, image } => {
+                return self
+                    .sidecar(target, action, image, PARTITION_SCRIPT, peers)
+                    .await;
+            }
+            ContainerAction::Heal { peers, image } => {
+                return self
+                    .sidecar(target, action, image, HEAL_SCRIPT, peers)
+                    .await;
+            }
             ContainerAction::Connect { network, aliases } => {
                 let request = NetworkConnectRequest {
                     container: id.to_owned(),
@@ -329,7 +490,11 @@ impl Platform for DockerPlatform {
             ContainerAction::Stop { .. } | ContainerAction::Kill { .. } => status.running,
             ContainerAction::Connect { network, .. } => !status.networks.contains_key(network),
             ContainerAction::Disconnect { network } => status.networks.contains_key(network),
-            ContainerAction::Restart { .. } | ContainerAction::Exec { .. } => true,
+            ContainerAction::Restart { .. }
+            | ContainerAction::Exec { .. }
+            | ContainerAction::Update { .. }
+            | ContainerAction::Partition { .. }
+            | ContainerAction::Heal { .. } => true,
         };
         if !needed {
             return Ok(());
@@ -360,10 +525,30 @@ impl Platform for DockerPlatform {
             })?;
         let state = inspect.state.unwrap_or_default();
         let short_id: String = target.id.chars().take(12).collect();
-        let networks = inspect
+        let host = inspect.host_config.unwrap_or_default();
+        let limits = Limits {
+            cpu_quota: host.cpu_quota,
+            cpu_period: host.cpu_period,
+            nano_cpus: host.nano_cpus,
+            memory: host.memory,
+            memory_swap: host.memory_swap,
+        };
+        let image = inspect
+            .config
+            .and_then(|config| config.image)
+            .unwrap_or_default();
+        let endpoints = inspect
             .network_settings
             .and_then(|settings| settings.networks)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let addresses = endpoints
+            .iter()
+            .filter_map(|(name, endpoint)| {
+                let ip = endpoint.ip_address.clone().filter(|ip| !ip.is_empty())?;
+                Some((name.clone(), ip))
+            })
+            .collect();
+        let networks = endpoints
             .into_iter()
             .map(|(name, endpoint)| {
                 // The engine adds the short container id as an alias by itself.
@@ -382,6 +567,9 @@ impl Platform for DockerPlatform {
             paused: state.paused.unwrap_or(false),
             exit_code: state.exit_code,
             networks,
+            addresses,
+            limits,
+            image,
         })
     }
 }

@@ -123,6 +123,25 @@ pub enum ContainerAction {
         #[serde(default)]
         aliases: Vec<String>,
     },
+    /// Changes the container's CPU and memory limits (each field that is
+    /// set), live, through the engine's update call.
+    Update {
+        #[serde(flatten)]
+        limits: Limits,
+    },
+    /// Drops every packet between the container and each of `peers` (IP
+    /// addresses), in both directions, and nothing else: a partition from
+    /// those peers only. `image` runs the packet filter beside the
+    /// container, in its network namespace.
+    Partition {
+        peers: Vec<String>,
+        image: String,
+    },
+    /// Undoes [`ContainerAction::Partition`] (idempotent).
+    Heal {
+        peers: Vec<String>,
+        image: String,
+    },
     /// Runs `command` in the container; it must exit 0 within `timeout_s`
     /// (default [`EXEC_TIMEOUT`]).
     Exec {
@@ -158,7 +177,125 @@ impl fmt::Display for ContainerAction {
             ContainerAction::Disconnect { network } => write!(f, "disconnect from {network}"),
             ContainerAction::Connect { network, .. } => write!(f, "connect to {network}"),
             ContainerAction::Exec { command, .. } => write!(f, "exec {}", command.join(" ")),
+            ContainerAction::Update { limits } => write!(f, "limit {limits}"),
+            ContainerAction::Partition { peers, .. } => {
+                write!(f, "partition from {}", peers.join(", "))
+            }
+            ContainerAction::Heal { peers, .. } => {
+                write!(f, "heal partition from {}", peers.join(", "))
+            }
         }
+    }
+}
+
+/// A container's CPU and memory limits, in the engine's units; `None` leaves
+/// a value as it is. `0` reads as "not set".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU time per period, in microseconds (the CFS quota); -1: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    /// The CFS period, in microseconds (Docker's default is 100 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    /// CPUs in billionths (`--cpus`); exclusive with a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes; -1: unlimited swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+}
+
+/// The CFS period the engine uses when none is set.
+pub const DEFAULT_CPU_PERIOD_US: i64 = 100_000;
+
+/// What a memory limit is raised to when the container had none: the engine
+/// cannot remove a memory limit once set, so "none" comes back as one larger
+/// than any host (1 TiB).
+pub const UNLIMITED_MEMORY: i64 = 1 << 40;
+
+impl Limits {
+    /// The limits that squeeze a container with `current` limits to `cpus`
+    /// CPUs and `memory` bytes (each optional).
+    pub fn squeeze(current: &Limits, cpus: Option<f64>, memory: Option<i64>) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(cpus) = cpus {
+            // The engine refuses a quota on a container created with --cpus.
+            if current.nano_cpus.unwrap_or(0) > 0 {
+                limits.nano_cpus = Some((cpus * 1e9).round() as i64);
+            } else {
+                let period = current
+                    .cpu_period
+                    .filter(|p| *p > 0)
+                    .unwrap_or(DEFAULT_CPU_PERIOD_US);
+                limits.cpu_period = Some(period);
+                limits.cpu_quota = Some(((cpus * period as f64).round() as i64).max(1000));
+            }
+        }
+        if let Some(memory) = memory {
+            limits.memory = Some(memory);
+            limits.memory_swap = Some(memory);
+        }
+        limits
+    }
+
+    /// The limits that bring back `before` after `applied` was applied.
+    pub fn restore(before: &Limits, applied: &Limits) -> Limits {
+        let mut limits = Limits::default();
+        if applied.nano_cpus.is_some() {
+            limits.nano_cpus = before.nano_cpus;
+        }
+        if applied.cpu_quota.is_some() || applied.cpu_period.is_some() {
+            limits.cpu_quota = Some(before.cpu_quota.filter(|q| *q != 0).unwrap_or(-1));
+            limits.cpu_period = Some(
+                before
+                    .cpu_period
+                    .filter(|p| *p > 0)
+                    .unwrap_or(DEFAULT_CPU_PERIOD_US),
+            );
+        }
+        if applied.memory.is_some() || applied.memory_swap.is_some() {
+            // The kernel (cgroup v1) wants memory ≤ memory+swap at every
+            // step, and the engine writes the memory first: so the swap limit
+            // comes back as a number, never -1 ("unlimited" is one too large
+            // to matter, like the memory).
+            let memory = before.memory.filter(|m| *m > 0).unwrap_or(UNLIMITED_MEMORY);
+            let swap = before
+                .memory_swap
+                .filter(|s| *s >= memory)
+                .unwrap_or(UNLIMITED_MEMORY.saturating_mul(2).max(memory));
+            limits.memory = Some(memory);
+            limits.memory_swap = Some(swap);
+        }
+        limits
+    }
+}
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(nano) = self.nano_cpus {
+            parts.push(format!("cpus={:.2}", nano as f64 / 1e9));
+        }
+        match (self.cpu_quota, self.cpu_period) {
+            (Some(q), _) if q < 0 => parts.push("cpus=unlimited".to_owned()),
+            (Some(q), p) => parts.push(format!(
+                "cpus={:.2}",
+                q as f64 / p.filter(|p| *p > 0).unwrap_or(DEFAULT_CPU_PERIOD_US) as f64
+            )),
+            _ => {}
+        }
+        if let Some(memory) = self.memory {
+            if memory >= UNLIMITED_MEMORY {
+                parts.push("memory=unlimited".to_owned());
+            } else {
+                parts.push(format!("memory={}MiB", memory / (1024 * 1024)));
+            }
+        }
+        f.write_str(&parts.join(" "))
     }
 }
 
@@ -172,6 +309,15 @@ pub struct TargetStatus {
     pub exit_code: Option<i64>,
     /// Networks the container is attached to, with its aliases there.
     pub networks: BTreeMap<String, Vec<String>>,
+    /// Its IPv4 address on each network it is attached to.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
+    /// Its CPU and memory limits now.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The image it runs.
+    #[serde(default)]
+    pub image: String,
 }
 
 /// Why a platform operation failed.
@@ -249,10 +395,93 @@ pub trait Platform: Send + Sync + fmt::Debug {
             ContainerAction::Connect { network, .. } => vec![ContainerAction::Disconnect {
                 network: network.clone(),
             }],
+            ContainerAction::Update { limits } => {
+                let before = self.status(target).await?.limits;
+                vec![ContainerAction::Update {
+                    limits: Limits::restore(&before, limits),
+                }]
+            }
+            ContainerAction::Partition { peers, image } => vec![ContainerAction::Heal {
+                peers: peers.clone(),
+                image: image.clone(),
+            }],
             ContainerAction::Start
             | ContainerAction::Unpause
             | ContainerAction::Restart { .. }
+            | ContainerAction::Heal { .. }
             | ContainerAction::Exec { .. } => Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_squeeze_uses_a_quota_and_is_undone_to_unlimited() {
+        let before = Limits::default();
+        let squeeze = Limits::squeeze(&before, Some(0.25), None);
+        assert_eq!(squeeze.cpu_quota, Some(25_000));
+        assert_eq!(squeeze.cpu_period, Some(DEFAULT_CPU_PERIOD_US));
+        assert_eq!(squeeze.memory, None);
+        let restore = Limits::restore(&before, &squeeze);
+        assert_eq!(restore.cpu_quota, Some(-1));
+        assert_eq!(restore.memory, None);
+        assert_eq!(squeeze.to_string(), "cpus=0.25");
+        assert_eq!(restore.to_string(), "cpus=unlimited");
+    }
+
+    #[test]
+    fn a_container_made_with_cpus_is_squeezed_in_nano_cpus_and_gets_them_back() {
+        let before = Limits {
+            nano_cpus: Some(1_500_000_000),
+            ..Limits::default()
+        };
+        let squeeze = Limits::squeeze(&before, Some(0.1), None);
+        assert_eq!(squeeze.nano_cpus, Some(100_000_000));
+        assert_eq!(squeeze.cpu_quota, None);
+        let restore = Limits::restore(&before, &squeeze);
+        assert_eq!(restore.nano_cpus, Some(1_500_000_000));
+        assert_eq!(restore.cpu_quota, None);
+    }
+
+    #[test]
+    fn a_memory_squeeze_allows_no_swap_and_restores_the_old_limit_or_none() {
+        let mib = 1024 * 1024;
+        let squeeze = Limits::squeeze(&Limits::default(), None, Some(64 * mib));
+        assert_eq!(
+            (squeeze.memory, squeeze.memory_swap),
+            (Some(64 * mib), Some(64 * mib))
+        );
+        let from_none = Limits::restore(&Limits::default(), &squeeze);
+        assert_eq!(
+            (from_none.memory, from_none.memory_swap),
+            (Some(UNLIMITED_MEMORY), Some(2 * UNLIMITED_MEMORY))
+        );
+        assert_eq!(from_none.to_string(), "memory=unlimited");
+        let before = Limits {
+            memory: Some(512 * mib),
+            memory_swap: Some(1024 * mib),
+            ..Limits::default()
+        };
+        let restore = Limits::restore(&before, &squeeze);
+        assert_eq!(
+            (restore.memory, restore.memory_swap),
+            (Some(512 * mib), Some(1024 * mib))
+        );
+        assert_eq!(restore.cpu_quota, None);
+    }
+
+    #[test]
+    fn limits_round_trip_through_the_ledger_format() {
+        let action = ContainerAction::Update {
+            limits: Limits::squeeze(&Limits::default(), Some(0.5), Some(1 << 26)),
+        };
+        let json = serde_json::to_value(&action).expect("serialises");
+        assert_eq!(json["op"], "update");
+        assert_eq!(json["cpu_quota"], 50_000);
+        let back: ContainerAction = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, action);
     }
 }

@@ -303,9 +303,10 @@ pub fn compile(
                 ActionKind::ProxyReset(_) => {
                     Arc::new(ProxyReset::new(compiler.proxy_client(&what)?))
                 }
-                ActionKind::Container(container) => {
-                    Arc::new(ContainerRollback::new(services.clone(), container.clone()))
-                }
+                ActionKind::Container(container) => Arc::new(ContainerRollback::new(
+                    services.clone(),
+                    (**container).clone(),
+                )),
             };
             Ok(PlannedAction {
                 name: a.name.clone(),

@@ -283,11 +283,6 @@ async fn an_exec_fault_runs_its_command_and_its_undo() {
     let fault = ContainerInjection::new(
         services,
         ContainerFault {
-            action: ContainerOp::Exec,
-            target: project.replica(1),
-            signal: None,
-            timeout: None,
-            network: None,
             command: ["sh", "-c", "echo broken > /tmp/faultline-broken"]
                 .map(str::to_owned)
                 .to_vec(),
@@ -295,6 +290,7 @@ async fn an_exec_fault_runs_its_command_and_its_undo() {
                 .map(str::to_owned)
                 .to_vec(),
             user: Some("root".to_owned()),
+            ..ContainerFault::new(ContainerOp::Exec, project.replica(1))
         },
     );
     let prepared = fault.prepare().await.unwrap();
@@ -370,6 +366,188 @@ async fn network_disconnect_and_reconnect_keep_aliases() {
     );
 
     // Reverting twice is harmless.
+    fault.revert(&prepared).await.unwrap();
+}
+
+/// A shell command that passes when `command`'s output is `expected`.
+fn output_is(command: &str, expected: &str) -> ContainerAction {
+    exec(&[
+        "sh",
+        "-c",
+        &format!("test \"$({command})\" = \"{expected}\""),
+    ])
+}
+
+/// The CFS quota in the container's cgroup (v1 or v2), as `max`/-1 or microseconds.
+const CPU_QUOTA: &str =
+    "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max";
+
+#[tokio::test]
+async fn a_limit_squeezes_cpu_and_memory_and_gives_them_back() {
+    let project = Project::start("limit", 1).await.unwrap();
+    let target = project.target(1).await.unwrap();
+    let platform = &project.platform;
+    let before = project.state(&target).await.unwrap().limits;
+    let services = Services::new(DockerTarget::default())
+        .unwrap()
+        .with_platform(Arc::new(platform.clone()));
+    let fault = ContainerInjection::new(
+        services,
+        ContainerFault {
+            cpus: Some(0.2),
+            memory_mib: Some(64),
+            ..ContainerFault::new(ContainerOp::Limit, project.replica(1))
+        },
+    );
+    let prepared = fault.prepare().await.unwrap();
+    assert_eq!(prepared.undo.len(), 1, "{prepared:?}");
+    assert_eq!(
+        project.state(&target).await.unwrap().limits,
+        before,
+        "nothing changes while preparing"
+    );
+
+    fault.inject(&prepared).await.unwrap();
+    let squeezed = project.state(&target).await.unwrap().limits;
+    assert_eq!(squeezed.cpu_quota, Some(20_000), "{squeezed:?}");
+    assert_eq!(squeezed.memory, Some(64 * 1024 * 1024), "{squeezed:?}");
+    // The kernel enforces it, not only the engine's record.
+    platform
+        .apply(&target, &output_is(CPU_QUOTA, "20000"))
+        .await
+        .unwrap();
+
+    fault.revert(&prepared).await.unwrap();
+    let restored = project.state(&target).await.unwrap().limits;
+    assert!(
+        restored.cpu_quota.unwrap_or(0) <= 0,
+        "no CPU quota again: {restored:?}"
+    );
+    assert!(
+        restored.memory.unwrap_or(0) >= 1 << 40 || restored.memory.unwrap_or(0) == 0,
+        "no practical memory limit again: {restored:?}"
+    );
+    platform
+        .apply(
+            &target,
+            &exec(&[
+                "sh",
+                "-c",
+                &format!("q=$({CPU_QUOTA}); test \"$q\" = -1 || test \"$q\" = max"),
+            ]),
+        )
+        .await
+        .unwrap();
+    // Reverting twice is harmless.
+    fault.revert(&prepared).await.unwrap();
+}
+
+/// Passes when a TCP connection from the container to `ip` is refused (the
+/// peer is reachable, nothing listens on port 9), fails when it hangs (the
+/// packets are dropped).
+fn reachable(ip: &str) -> ContainerAction {
+    exec(&[
+        "bash",
+        "-c",
+        &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/9'; test $? -eq 1"),
+    ])
+}
+
+/// Passes when that connection hangs until the timeout: the packets are dropped.
+fn cut_off(ip: &str) -> ContainerAction {
+    exec(&[
+        "bash",
+        "-c",
+        &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/9'; test $? -eq 124"),
+    ])
+}
+
+#[tokio::test]
+async fn a_partition_cuts_one_replica_from_one_peer_and_not_from_the_others() {
+    let project = Project::start("partition", 3).await.unwrap();
+    let platform = &project.platform;
+    let mut ips = Vec::new();
+    let mut targets = Vec::new();
+    for replica in 1..=3 {
+        let target = project.target(replica).await.unwrap();
+        let status = project.state(&target).await.unwrap();
+        ips.push(status.addresses[&project.network].clone());
+        targets.push(target);
+    }
+    let services = Services::new(DockerTarget::default())
+        .unwrap()
+        .with_platform(Arc::new(platform.clone()));
+    let fault = ContainerInjection::new(
+        services,
+        ContainerFault {
+            peer: Some(project.replica(2)),
+            ..ContainerFault::new(ContainerOp::Partition, project.replica(1))
+        },
+    );
+    let prepared = fault.prepare().await.unwrap();
+    assert_eq!(prepared.undo.len(), 1, "{prepared:?}");
+    platform
+        .apply(&targets[0], &reachable(&ips[1]))
+        .await
+        .unwrap();
+
+    fault.inject(&prepared).await.unwrap();
+    // Both directions between 1 and 2 are cut...
+    platform
+        .apply(&targets[0], &cut_off(&ips[1]))
+        .await
+        .unwrap();
+    platform
+        .apply(&targets[1], &cut_off(&ips[0]))
+        .await
+        .unwrap();
+    // ...and nothing else: 1 ↔ 3 and 2 ↔ 3 still reach each other.
+    platform
+        .apply(&targets[0], &reachable(&ips[2]))
+        .await
+        .unwrap();
+    platform
+        .apply(&targets[2], &reachable(&ips[0]))
+        .await
+        .unwrap();
+    platform
+        .apply(&targets[1], &reachable(&ips[2]))
+        .await
+        .unwrap();
+    // The packet filter ran beside the replica and is gone.
+    let leftovers = platform
+        .client()
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&std::collections::HashMap::from([(
+                    "label".to_owned(),
+                    vec![faultline_chaos::platform::docker::SIDECAR_LABEL.to_owned()],
+                )]))
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(faultline_chaos::platform::docker::SIDECAR_LABEL))
+                == Some(&targets[0].name)
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no packet filter container is left behind");
+
+    fault.revert(&prepared).await.unwrap();
+    platform
+        .apply(&targets[0], &reachable(&ips[1]))
+        .await
+        .unwrap();
+    platform
+        .apply(&targets[1], &reachable(&ips[0]))
+        .await
+        .unwrap();
+    // Healing twice is harmless.
     fault.revert(&prepared).await.unwrap();
 }
 

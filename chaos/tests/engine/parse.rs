@@ -208,6 +208,41 @@ fn semantic_errors_point_at_the_field() {
             "method.faults[0].undo",
             "only applies to action = \"exec\"",
         ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"limit\""),
+            "method.faults[0].cpus",
+            "limit needs cpus, memory_mib or both",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"limit\"\ncpus = 0"),
+            "method.faults[0].cpus",
+            "not between 0.01 and 1024",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"limit\"\nmemory_mib = 2"),
+            "method.faults[0].memory_mib",
+            "under 6 MiB",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"pause\"\ncpus = 0.5"),
+            "method.faults[0].cpus",
+            "only applies to action = \"limit\"",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"partition\""),
+            "method.faults[0].peer",
+            "partition needs a peer",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"partition\"\npeer = { replica = 2 }"),
+            "method.faults[0].peer",
+            "a target needs a service, a name or labels",
+        ),
+        (
+            MINIMAL.replace("action = \"pause\"", "action = \"kill\"\nimage = \"x\""),
+            "method.faults[0].image",
+            "only applies to action = \"partition\"",
+        ),
     ];
     for (text, expected_field, needle) in cases {
         let (message, field, (line, _)) = error(&text).unwrap();
@@ -231,6 +266,34 @@ fn an_exec_fault_carries_its_command_undo_and_user() {
     assert_eq!(fault.command, ["sh", "-c", "touch /tmp/x"]);
     assert_eq!(fault.undo, ["rm", "-f", "/tmp/x"]);
     assert_eq!(fault.user.as_deref(), Some("root"));
+}
+
+#[test]
+fn limit_and_partition_faults_carry_their_settings() {
+    let text = MINIMAL.replace(
+        "action = \"pause\"",
+        "action = \"limit\"\ncpus = 0.25\nmemory_mib = 128",
+    );
+    let experiment = parse(&text).unwrap();
+    let FaultKind::Container(fault) = &experiment.method.faults[0].kind else {
+        panic!("not a container fault: {:?}", experiment.method.faults[0]);
+    };
+    assert_eq!(fault.action, ContainerOp::Limit);
+    assert_eq!((fault.cpus, fault.memory_mib), (Some(0.25), Some(128)));
+
+    let text = MINIMAL.replace(
+        "action = \"pause\"",
+        "action = \"partition\"\npeer = { service = \"gateway\" }",
+    );
+    let experiment = parse(&text).unwrap();
+    let FaultKind::Container(fault) = &experiment.method.faults[0].kind else {
+        panic!("not a container fault: {:?}", experiment.method.faults[0]);
+    };
+    assert_eq!(fault.action, ContainerOp::Partition);
+    assert_eq!(
+        fault.peer.as_ref().and_then(|p| p.service.as_deref()),
+        Some("gateway")
+    );
 }
 
 #[test]
