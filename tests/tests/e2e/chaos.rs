@@ -215,6 +215,15 @@ async fn the_kill_replica_experiment_passes() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_replica_partitioned_experiment_passes() -> anyhow::Result<()> {
+    let options = StackOptions {
+        orders_replicas: 3,
+        ..StackOptions::default()
+    };
+    passes("replica-partitioned", options).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_payments_latency_experiment_passes() -> anyhow::Result<()> {
     let options = StackOptions {
         payments_through_proxy: true,
