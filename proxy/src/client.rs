@@ -4,6 +4,11 @@
 //! 2.6+ prefers `PATCH` but still takes `POST`), and a `/version` answer that
 //! may be JSON (`{"version": "..."}`, Toxiproxy 2.7+ and this proxy) or plain
 //! text (older Toxiproxy).
+//!
+//! The lease methods ([`ToxiproxyClient::renew_toxic_lease`],
+//! [`ToxiproxyClient::disable_with_lease`], [`ToxiproxyClient::renew_proxy_lease`])
+//! use an extension of this proxy: a real Toxiproxy ignores `lease_ms`, so
+//! with it a lease never expires.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use url::Url;
 
 use crate::model::{
     ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Toxic, ToxicUpdate, VersionInfo,
+    lease_millis,
 };
 
 /// How long one request may take by default.
@@ -212,6 +218,37 @@ impl ToxiproxyClient {
             .await
     }
 
+    /// Takes a proxy down with a lease: it is enabled again after `lease`
+    /// unless renewed ([`ToxiproxyClient::renew_proxy_lease`]) while it is down.
+    /// A zero `lease` takes it down with no lease.
+    pub async fn disable_with_lease(
+        &self,
+        name: &str,
+        lease: Duration,
+    ) -> Result<Proxy, ClientError> {
+        let update = ProxyUpdate {
+            enabled: Some(false),
+            lease_ms: Some(lease_millis(lease)),
+            ..ProxyUpdate::default()
+        };
+        self.update_proxy(name, &update).await
+    }
+
+    /// Renews the lease of a proxy that is down: it is enabled again `lease`
+    /// from now. A zero `lease` clears the lease (down until enabled). The
+    /// server refuses it (400) for a proxy that is enabled.
+    pub async fn renew_proxy_lease(
+        &self,
+        name: &str,
+        lease: Duration,
+    ) -> Result<Proxy, ClientError> {
+        let update = ProxyUpdate {
+            lease_ms: Some(lease_millis(lease)),
+            ..ProxyUpdate::default()
+        };
+        self.update_proxy(name, &update).await
+    }
+
     /// Deletes a proxy.
     pub async fn delete_proxy(&self, name: &str) -> Result<(), ClientError> {
         self.send(Method::DELETE, &["proxies", name], None).await?;
@@ -258,6 +295,22 @@ impl ToxiproxyClient {
             Some(update),
         )
         .await
+    }
+
+    /// Renews a toxic's lease: it is removed `lease` from now unless renewed
+    /// again. A zero `lease` clears the lease (the toxic stays until removed).
+    /// Only the lease changes: the toxic keeps its state on every connection.
+    pub async fn renew_toxic_lease(
+        &self,
+        proxy: &str,
+        toxic: &str,
+        lease: Duration,
+    ) -> Result<Toxic, ClientError> {
+        let update = ToxicUpdate {
+            lease_ms: Some(lease_millis(lease)),
+            ..ToxicUpdate::default()
+        };
+        self.update_toxic(proxy, toxic, &update).await
     }
 
     /// Removes a toxic from a proxy.

@@ -42,6 +42,7 @@ mod api;
 pub mod cli;
 mod client;
 mod error;
+mod lease;
 mod link;
 pub mod metrics;
 mod model;
@@ -49,14 +50,15 @@ mod pipeline;
 mod registry;
 mod server;
 mod stage;
+mod stats;
 pub mod toxics;
 
 pub use api::VERSION;
 pub use client::{ClientError, DEFAULT_REQUEST_TIMEOUT, ToxiproxyClient};
 pub use error::ProxyError;
 pub use model::{
-    DEFAULT_PROXY_LISTEN, ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Stream,
-    Toxic, ToxicUpdate, VersionInfo,
+    DEFAULT_PROXY_LISTEN, ErrorBody, MAX_LEASE, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate,
+    Stream, Toxic, ToxicStats, ToxicUpdate, VersionInfo,
 };
 pub use registry::Registry;
 pub use server::{DEFAULT_API_LISTEN, ProxyServer, ProxyServerConfig, ServerError};

@@ -20,6 +20,9 @@ pub const BYTES_TOTAL: &str = "proxy_bytes_total";
 pub const TOXICS_ACTIVE: &str = "proxy_toxics_active";
 /// 1 when the proxy is enabled (listening), 0 when it is down or deleted.
 pub const ENABLED: &str = "proxy_enabled";
+/// Leases that ran out, by proxy and kind (`toxic`: the toxic was removed;
+/// `proxy`: the proxy was enabled again).
+pub const LEASES_EXPIRED_TOTAL: &str = "proxy_leases_expired_total";
 
 /// Every metric name the proxy emits.
 pub const NAMES: &[&str] = &[
@@ -29,6 +32,7 @@ pub const NAMES: &[&str] = &[
     BYTES_TOTAL,
     TOXICS_ACTIVE,
     ENABLED,
+    LEASES_EXPIRED_TOTAL,
 ];
 
 /// Registers the help text of every proxy metric with the global recorder,
@@ -67,6 +71,26 @@ impl CloseReason {
     }
 }
 
+/// What a lease kept in place (the `kind` label of `proxy_leases_expired_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseKind {
+    /// A toxic, removed when its lease ran out.
+    Toxic,
+    /// A proxy taken down, enabled again when its lease ran out.
+    Proxy,
+}
+
+impl LeaseKind {
+    pub(crate) const ALL: [LeaseKind; 2] = [LeaseKind::Toxic, LeaseKind::Proxy];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LeaseKind::Toxic => "toxic",
+            LeaseKind::Proxy => "proxy",
+        }
+    }
+}
+
 /// Metric handles for one proxy, resolved once and shared by its connections.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyMetrics {
@@ -80,6 +104,11 @@ pub(crate) struct ProxyMetrics {
 impl ProxyMetrics {
     pub(crate) fn new(proxy: &str) -> Self {
         let label = proxy.to_owned();
+        // Every expiry series exists from the start, at 0, so that a
+        // dashboard shows the proxy before its first lease runs out.
+        for kind in LeaseKind::ALL {
+            lease_counter(proxy, kind).increment(0);
+        }
         Self {
             proxy: label.clone(),
             connections: metrics::counter!(CONNECTIONS_TOTAL, "proxy" => label.clone()),
@@ -104,6 +133,11 @@ impl ProxyMetrics {
         }
     }
 
+    /// Counts a lease that ran out.
+    pub(crate) fn lease_expired(&self, kind: LeaseKind) {
+        lease_counter(&self.proxy, kind).increment(1);
+    }
+
     pub(crate) fn closed(&self, reason: CloseReason) {
         metrics::counter!(
             CONNECTIONS_CLOSED_TOTAL,
@@ -112,6 +146,10 @@ impl ProxyMetrics {
         )
         .increment(1);
     }
+}
+
+fn lease_counter(proxy: &str, kind: LeaseKind) -> Counter {
+    metrics::counter!(LEASES_EXPIRED_TOTAL, "proxy" => proxy.to_owned(), "kind" => kind.as_str())
 }
 
 /// Sets `proxy_enabled{proxy}`.

@@ -3,18 +3,27 @@
 //! Field names and defaults follow Toxiproxy's v2 API: a proxy is
 //! `{name, listen, upstream, enabled, toxics}`, a toxic is
 //! `{name, type, stream, toxicity, attributes}`.
+//!
+//! Two extensions add optional fields that Toxiproxy clients ignore: leases
+//! (`lease_ms` in requests, `lease_remaining_ms` in documents) and per-toxic
+//! `stats`. Requests without them behave as in Toxiproxy.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ProxyError;
+use crate::stats::CounterValues;
 use crate::toxics::ToxicKind;
 
 /// The listen address a proxy gets when a request leaves it out: an
 /// ephemeral port on the loopback interface.
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:0";
+
+/// The longest lease a request may ask for: one day.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Which direction of a proxied connection a toxic acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -63,6 +72,10 @@ pub struct Proxy {
     pub enabled: bool,
     #[serde(default)]
     pub toxics: Vec<Toxic>,
+    /// While the proxy is down with a lease: milliseconds until it is enabled
+    /// again. Absent without a lease (and from a real Toxiproxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_remaining_ms: Option<u64>,
 }
 
 /// A request to create a proxy (`POST /proxies`, `POST /populate`).
@@ -109,6 +122,11 @@ pub struct ProxyUpdate {
     pub upstream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// Only for a proxy that is or goes down (`enabled: false`): enable it
+    /// again this many milliseconds from now, unless renewed; 0 clears the
+    /// lease (down until enabled). An extension of this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 impl ProxyUpdate {
@@ -136,6 +154,43 @@ pub struct Toxic {
     pub toxicity: f32,
     #[serde(default)]
     pub attributes: Map<String, Value>,
+    /// Milliseconds until the toxic is removed, unless renewed. Absent
+    /// without a lease (and from a real Toxiproxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_remaining_ms: Option<u64>,
+    /// What the toxic did so far. Always present from this proxy, absent from
+    /// a real Toxiproxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ToxicStats>,
+}
+
+/// A toxic's counters since it was added (updates keep them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToxicStats {
+    /// Connections the toxic is active on (its toxicity draw included them).
+    pub connections: u64,
+    /// Payload bytes it acted on: delayed, paced, held or dropped.
+    pub bytes: u64,
+    /// Connections it reset (`reset_peer`).
+    pub resets: u64,
+    /// Connections it closed (`timeout`, `limit_data`) or whose close it
+    /// delayed (`slow_close`).
+    pub closes: u64,
+    /// HTTP requests it matched (HTTP toxics; 0 for the TCP toxics).
+    pub requests: u64,
+}
+
+impl From<CounterValues> for ToxicStats {
+    fn from(values: CounterValues) -> Self {
+        Self {
+            connections: values.connections,
+            bytes: values.bytes,
+            resets: values.resets,
+            closes: values.closes,
+            requests: values.requests,
+        }
+    }
 }
 
 impl Toxic {
@@ -160,6 +215,10 @@ pub struct NewToxic {
     pub toxicity: f32,
     #[serde(default)]
     pub attributes: Map<String, Value>,
+    /// Remove the toxic this many milliseconds after it is added, unless
+    /// renewed; `None` or 0: no lease. An extension of this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 impl NewToxic {
@@ -171,7 +230,16 @@ impl NewToxic {
             stream: Stream::Downstream,
             toxicity: 1.0,
             attributes: kind.attributes(),
+            lease_ms: None,
         }
+    }
+
+    /// Removes the toxic after `lease` unless it is renewed
+    /// ([`crate::ToxiproxyClient::renew_toxic_lease`]). Whole milliseconds;
+    /// zero means no lease. A real Toxiproxy ignores it.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease_ms = Some(lease_millis(lease));
+        self
     }
 
     /// Names the toxic.
@@ -208,13 +276,25 @@ impl From<ToxicKind> for NewToxic {
 }
 
 /// Changes to a toxic (`POST /proxies/{name}/toxics/{toxic}`): a new toxicity
-/// and/or some attributes; the others keep their values.
+/// and/or some attributes, and/or a lease; the others keep their values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToxicUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toxicity: Option<f32>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub attributes: Map<String, Value>,
+    /// Renews the lease: the toxic is removed this many milliseconds from
+    /// now; 0 clears the lease (the toxic stays). An extension of this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+impl ToxicUpdate {
+    /// Whether this update changes the toxic itself (not only its lease).
+    /// An update that only renews a lease leaves the connections' stages alone.
+    pub fn changes_toxic(&self) -> bool {
+        self.lease_ms.is_none() || self.toxicity.is_some() || !self.attributes.is_empty()
+    }
 }
 
 /// The body of every error answer: `{"error": "...", "status": 404}`.
@@ -248,6 +328,42 @@ fn default_toxicity() -> f32 {
     1.0
 }
 
+/// A lease as whole milliseconds, as the API takes it (saturating).
+pub(crate) fn lease_millis(lease: Duration) -> u64 {
+    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Checks a lease given in milliseconds: `None` for 0 (no lease).
+pub(crate) fn check_lease(lease_ms: u64) -> Result<Option<Duration>, ProxyError> {
+    let lease = Duration::from_millis(lease_ms);
+    if lease > MAX_LEASE {
+        return Err(ProxyError::InvalidField {
+            field: "lease_ms",
+            reason: format!(
+                "must be at most {} ms (one day), not {lease_ms}",
+                lease_millis(MAX_LEASE)
+            ),
+        });
+    }
+    Ok((!lease.is_zero()).then_some(lease))
+}
+
+/// Reads `lease_ms` from a request: absent or null is `None`, otherwise a
+/// whole number of milliseconds.
+fn parse_lease(value: Option<Value>) -> Result<Option<u64>, ProxyError> {
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Ok(None);
+    };
+    let lease_ms = value.as_u64().ok_or_else(|| ProxyError::InvalidField {
+        field: "lease_ms",
+        reason: format!(
+            "must be a whole number of milliseconds, 0 or more (0 clears the lease), not {value}"
+        ),
+    })?;
+    check_lease(lease_ms)?;
+    Ok(Some(lease_ms))
+}
+
 // ---- Lenient parsing of request bodies, with API-grade error messages. ----
 
 fn bad_body(err: &serde_json::Error) -> ProxyError {
@@ -262,10 +378,20 @@ struct RawProxy {
     listen: Option<String>,
     upstream: Option<String>,
     enabled: Option<bool>,
+    #[serde(default)]
+    lease_ms: Option<Value>,
 }
 
 impl RawProxy {
     fn into_new(self) -> Result<NewProxy, ProxyError> {
+        if self.lease_ms.as_ref().is_some_and(|lease| !lease.is_null()) {
+            return Err(ProxyError::InvalidField {
+                field: "lease_ms",
+                reason: "is for updates only: create the proxy, then take it down with \
+                         {\"enabled\": false, \"lease_ms\": N} at /proxies/{name}"
+                    .to_owned(),
+            });
+        }
         let name = self
             .name
             .filter(|name| !name.is_empty())
@@ -317,6 +443,7 @@ pub(crate) fn parse_proxy_update(name: &str, body: &[u8]) -> Result<ProxyUpdate,
         listen: raw.listen.filter(|listen| !listen.is_empty()),
         upstream: raw.upstream.filter(|upstream| !upstream.is_empty()),
         enabled: raw.enabled,
+        lease_ms: parse_lease(raw.lease_ms)?,
     })
 }
 
@@ -329,6 +456,8 @@ struct RawToxic {
     stream: Option<String>,
     toxicity: Option<f64>,
     attributes: Option<Map<String, Value>>,
+    #[serde(default)]
+    lease_ms: Option<Value>,
 }
 
 fn check_toxicity(toxicity: f64) -> Result<f32, ProxyError> {
@@ -359,6 +488,7 @@ pub(crate) fn parse_new_toxic(body: &[u8]) -> Result<NewToxic, ProxyError> {
         stream,
         toxicity: check_toxicity(raw.toxicity.unwrap_or(1.0))?,
         attributes: raw.attributes.unwrap_or_default(),
+        lease_ms: parse_lease(raw.lease_ms)?,
     })
 }
 
@@ -386,6 +516,7 @@ pub(crate) fn parse_toxic_update(current: &Toxic, body: &[u8]) -> Result<ToxicUp
     Ok(ToxicUpdate {
         toxicity: raw.toxicity.map(check_toxicity).transpose()?,
         attributes: raw.attributes.unwrap_or_default(),
+        lease_ms: parse_lease(raw.lease_ms)?,
     })
 }
 
@@ -455,7 +586,10 @@ mod tests {
             stream: Stream::Upstream,
             toxicity: 1.0,
             attributes: Map::new(),
+            lease_remaining_ms: Some(100),
+            stats: Some(ToxicStats::default()),
         };
+        // The whole document back, its read-only fields included, is fine.
         let same = serde_json::to_vec(&current).unwrap();
         assert!(parse_toxic_update(&current, &same).is_ok());
         for body in [
@@ -488,7 +622,10 @@ mod tests {
                     .as_object()
                     .cloned()
                     .unwrap(),
+                lease_remaining_ms: None,
+                stats: None,
             }],
+            lease_remaining_ms: None,
         };
         assert_eq!(
             serde_json::to_value(&proxy).unwrap(),
@@ -506,5 +643,116 @@ mod tests {
                 }]
             })
         );
+    }
+
+    #[test]
+    fn documents_of_a_real_toxiproxy_parse_without_the_extensions() {
+        let proxy: Proxy = serde_json::from_value(json!({
+            "name": "db",
+            "listen": "127.0.0.1:5433",
+            "upstream": "db:5432",
+            "enabled": true,
+            "toxics": [{
+                "name": "latency_downstream",
+                "type": "latency",
+                "stream": "downstream",
+                "toxicity": 1.0,
+                "attributes": {"latency": 100, "jitter": 0}
+            }]
+        }))
+        .unwrap();
+        assert_eq!(proxy.lease_remaining_ms, None);
+        assert_eq!(proxy.toxics[0].lease_remaining_ms, None);
+        assert_eq!(proxy.toxics[0].stats, None);
+    }
+
+    #[test]
+    fn the_extensions_serialize_only_when_present() {
+        let toxic = Toxic {
+            name: "t".into(),
+            toxic_type: "timeout".into(),
+            stream: Stream::Upstream,
+            toxicity: 1.0,
+            attributes: Map::new(),
+            lease_remaining_ms: Some(250),
+            stats: Some(ToxicStats {
+                connections: 2,
+                bytes: 10,
+                resets: 0,
+                closes: 1,
+                requests: 0,
+            }),
+        };
+        let value = serde_json::to_value(&toxic).unwrap();
+        assert_eq!(value["lease_remaining_ms"], json!(250));
+        assert_eq!(
+            value["stats"],
+            json!({"connections": 2, "bytes": 10, "resets": 0, "closes": 1, "requests": 0})
+        );
+        let plain = NewToxic::new(&ToxicKind::from_attributes("timeout", &Map::new()).unwrap());
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("lease_ms")
+                .is_none()
+        );
+        let leased = plain.with_lease(Duration::from_millis(1500));
+        assert_eq!(
+            serde_json::to_value(&leased).unwrap()["lease_ms"],
+            json!(1500)
+        );
+        assert!(
+            serde_json::to_value(ProxyUpdate::enabled(false))
+                .unwrap()
+                .get("lease_ms")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn leases_are_whole_milliseconds_up_to_a_day() {
+        let toxic = parse_new_toxic(br#"{"type":"latency","lease_ms":300}"#).unwrap();
+        assert_eq!(toxic.lease_ms, Some(300));
+        let toxic = parse_new_toxic(br#"{"type":"latency","lease_ms":null}"#).unwrap();
+        assert_eq!(toxic.lease_ms, None);
+        let update = parse_proxy_update("p", br#"{"enabled":false,"lease_ms":0}"#).unwrap();
+        assert_eq!(update.lease_ms, Some(0));
+        for (body, needle) in [
+            (r#"{"type":"latency","lease_ms":-5}"#, "whole number"),
+            (r#"{"type":"latency","lease_ms":"300"}"#, "whole number"),
+            (r#"{"type":"latency","lease_ms":1.5}"#, "whole number"),
+            (r#"{"type":"latency","lease_ms":86400001}"#, "one day"),
+        ] {
+            let err = parse_new_toxic(body.as_bytes()).unwrap_err();
+            assert_eq!(err.status(), 400, "{err}");
+            let message = err.to_string();
+            assert!(
+                message.contains("lease_ms") && message.contains(needle),
+                "{message}"
+            );
+        }
+        let err = parse_new_proxy(br#"{"name":"x","upstream":"a:1","lease_ms":5}"#).unwrap_err();
+        assert!(err.to_string().contains("updates only"), "{err}");
+        assert_eq!(check_lease(0).unwrap(), None);
+        assert_eq!(check_lease(5).unwrap(), Some(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn an_update_with_only_a_lease_leaves_the_toxic_alone() {
+        let current = Toxic {
+            name: "lat".into(),
+            toxic_type: "latency".into(),
+            stream: Stream::Downstream,
+            toxicity: 1.0,
+            attributes: Map::new(),
+            lease_remaining_ms: None,
+            stats: None,
+        };
+        let renewal = parse_toxic_update(&current, br#"{"lease_ms":1000}"#).unwrap();
+        assert_eq!(renewal.lease_ms, Some(1000));
+        assert!(!renewal.changes_toxic());
+        let both = parse_toxic_update(&current, br#"{"lease_ms":1000,"toxicity":0.5}"#).unwrap();
+        assert!(both.changes_toxic());
+        assert!(parse_toxic_update(&current, b"{}").unwrap().changes_toxic());
     }
 }

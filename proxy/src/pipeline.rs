@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::model::{Stream, Toxic};
 use crate::stage::{Item, Stage, Step};
+use crate::stats::ToxicCounters;
 use crate::toxics::ToxicKind;
 
 /// A toxic as the connections see it.
@@ -33,9 +34,12 @@ pub(crate) struct ActiveToxic {
     pub(crate) stream: Stream,
     pub(crate) toxicity: f32,
     pub(crate) kind: ToxicKind,
+    /// The toxic's counters, shared by every connection; kept across updates.
+    pub(crate) stats: Arc<ToxicCounters>,
 }
 
 impl ActiveToxic {
+    /// The toxic as the API shows it, without a lease.
     pub(crate) fn to_wire(&self) -> Toxic {
         Toxic {
             name: self.name.clone(),
@@ -43,6 +47,8 @@ impl ActiveToxic {
             stream: self.stream,
             toxicity: self.toxicity,
             attributes: self.kind.attributes(),
+            lease_remaining_ms: None,
+            stats: Some(self.stats.values().into()),
         }
     }
 }
@@ -66,12 +72,27 @@ struct Slot {
     id: u64,
     revision: u64,
     stage: Box<dyn Stage>,
+    stats: Arc<ToxicCounters>,
+    /// Count the payload bytes entering the stage in `stats`.
+    count_bytes: bool,
+}
+
+impl Slot {
+    /// Pushes an item that enters this toxic's stage for the first time.
+    fn enter(&mut self, item: Item, entered: Instant) {
+        if self.count_bytes && item.len() > 0 {
+            self.stats.count_bytes(item.len());
+        }
+        self.stage.push(item, entered);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Decision {
     toxicity: f32,
     affected: bool,
+    /// The toxic's `connections` counts this connection already.
+    counted: bool,
 }
 
 /// The toxics of one direction of one connection, plus its output queue.
@@ -131,7 +152,7 @@ impl Pipeline {
             return;
         }
         match self.slots.first_mut() {
-            Some(slot) => slot.stage.push(item, now),
+            Some(slot) => slot.enter(item, now),
             None => self.push_out(item),
         }
     }
@@ -154,7 +175,7 @@ impl Pipeline {
                 let step = self.slots[index].stage.poll(now);
                 match step {
                     Step::Emit(item) => match self.slots.get_mut(index + 1) {
-                        Some(next) => next.stage.push(item, now),
+                        Some(next) => next.enter(item, now),
                         None => self.push_out(item),
                     },
                     Step::Wait(at) => {
@@ -162,7 +183,10 @@ impl Pipeline {
                         break;
                     }
                     Step::Idle => break,
-                    Step::Reset => return Err(ResetRequested),
+                    Step::Reset => {
+                        self.slots[index].stats.count_reset();
+                        return Err(ResetRequested);
+                    }
                 }
             }
         }
@@ -213,21 +237,29 @@ impl Pipeline {
                 .sum::<usize>()
     }
 
+    /// Whether `toxic` affects this connection; counts the connection in the
+    /// toxic's stats the first time it does.
     fn decide(&mut self, toxic: &ActiveToxic) -> bool {
-        match self.decisions.get(&toxic.id) {
-            Some(decision) if decision.toxicity == toxic.toxicity => decision.affected,
-            _ => {
-                let affected = (self.roll)(toxic.toxicity);
-                self.decisions.insert(
-                    toxic.id,
-                    Decision {
-                        toxicity: toxic.toxicity,
-                        affected,
-                    },
-                );
-                affected
+        let previous = self.decisions.get(&toxic.id).copied();
+        let decision = match previous {
+            Some(decision) if decision.toxicity == toxic.toxicity => decision,
+            _ => Decision {
+                toxicity: toxic.toxicity,
+                affected: (self.roll)(toxic.toxicity),
+                counted: previous.is_some_and(|previous| previous.counted),
+            },
+        };
+        let decision = if decision.affected && !decision.counted {
+            toxic.stats.count_connection();
+            Decision {
+                counted: true,
+                ..decision
             }
-        }
+        } else {
+            decision
+        };
+        self.decisions.insert(toxic.id, decision);
+        decision.affected
     }
 
     /// Applies a new set of toxics (the whole proxy's set; only this
@@ -276,16 +308,13 @@ impl Pipeline {
                             Some(slot) if slot.revision == toxic.revision => slot,
                             Some(mut slot) => {
                                 // Updated: the replacement inherits the buffer,
-                                // with the original entry times.
-                                let mut stage = toxic.kind.stage(now);
+                                // with the original entry times. The items are
+                                // not new to this toxic: their bytes count once.
+                                let mut replacement = new_slot(toxic, now);
                                 for (item, entered) in slot.stage.take_buffered() {
-                                    stage.push(item, entered);
+                                    replacement.stage.push(item, entered);
                                 }
-                                Slot {
-                                    id: toxic.id,
-                                    revision: toxic.revision,
-                                    stage,
-                                }
+                                replacement
                             }
                             None => new_slot(toxic, now),
                         }
@@ -293,7 +322,7 @@ impl Pipeline {
                         new_slot(toxic, now)
                     };
                     for item in carry.drain(..) {
-                        slot.stage.push(item, now);
+                        slot.enter(item, now);
                     }
                     slots.push(slot);
                 }
@@ -312,7 +341,9 @@ fn new_slot(toxic: &ActiveToxic, now: Instant) -> Slot {
     Slot {
         id: toxic.id,
         revision: toxic.revision,
-        stage: toxic.kind.stage(now),
+        stage: toxic.kind.stage(now, &toxic.stats),
+        stats: Arc::clone(&toxic.stats),
+        count_bytes: toxic.kind.acts_on_every_byte(),
     }
 }
 
@@ -333,6 +364,7 @@ mod tests {
             stream: Stream::Downstream,
             toxicity: 1.0,
             kind,
+            stats: Arc::default(),
         }
     }
 
@@ -504,6 +536,68 @@ mod tests {
         pipeline.advance(t0 + Duration::from_millis(100)).unwrap();
         assert_eq!(drain(&mut pipeline, &mut sink), Some(Control::Close));
         assert_eq!(sink, b"abc");
+    }
+
+    #[test]
+    fn stats_count_a_connection_once_and_a_byte_once_across_updates() {
+        let t0 = Instant::now();
+        let mut pipeline = Pipeline::new(Stream::Downstream);
+        let mut t = toxic(1, latency(100));
+        pipeline.reconfigure(std::slice::from_ref(&t), t0);
+        pipeline.push(Item::Data(b"abcd".to_vec()), t0);
+        // The replacement stage inherits "abcd": the toxic saw it once.
+        t.revision = 1;
+        t.kind = latency(50);
+        pipeline.reconfigure(std::slice::from_ref(&t), t0);
+        pipeline.push(Item::Data(b"ef".to_vec()), t0);
+        pipeline.advance(t0 + Duration::from_millis(100)).unwrap();
+        let mut sink = Vec::new();
+        drain(&mut pipeline, &mut sink);
+        assert_eq!(sink, b"abcdef");
+        let stats = t.stats.values();
+        assert_eq!((stats.connections, stats.bytes), (1, 6));
+        // A new toxicity draws again, but the connection counts once.
+        t.toxicity = 0.99;
+        pipeline.reconfigure(std::slice::from_ref(&t), t0);
+        t.toxicity = 1.0;
+        pipeline.reconfigure(std::slice::from_ref(&t), t0);
+        assert_eq!(t.stats.values().connections, 1);
+    }
+
+    #[test]
+    fn bytes_released_by_a_removed_stage_count_in_the_next() {
+        let t0 = Instant::now();
+        let mut pipeline = Pipeline::new(Stream::Downstream);
+        let held = toxic(1, hold());
+        let delayed = toxic(2, latency(10));
+        pipeline.reconfigure(&[held.clone(), delayed.clone()], t0);
+        pipeline.push(Item::Data(b"abc".to_vec()), t0);
+        pipeline.advance(t0).unwrap();
+        assert_eq!(delayed.stats.values().bytes, 0);
+        pipeline.reconfigure(std::slice::from_ref(&delayed), t0);
+        assert_eq!(held.stats.values().bytes, 3);
+        assert_eq!(delayed.stats.values().bytes, 3);
+    }
+
+    #[test]
+    fn resets_count_for_their_toxic_and_unaffected_connections_count_nothing() {
+        use crate::toxics::ResetPeer;
+        let t0 = Instant::now();
+        let mut pipeline = Pipeline::new(Stream::Downstream);
+        let mut never = toxic(1, latency(10));
+        never.toxicity = 0.0;
+        let reset = toxic(
+            2,
+            ToxicKind::ResetPeer(ResetPeer {
+                timeout: Duration::ZERO,
+            }),
+        );
+        pipeline.reconfigure(&[never.clone(), reset.clone()], t0);
+        pipeline.push(Item::Data(b"x".to_vec()), t0);
+        assert_eq!(pipeline.advance(t0), Err(ResetRequested));
+        assert_eq!(never.stats.values(), Default::default());
+        let stats = reset.stats.values();
+        assert_eq!((stats.connections, stats.resets, stats.bytes), (1, 1, 0));
     }
 
     fn arbitrary_kind() -> impl Strategy<Value = ToxicKind> {

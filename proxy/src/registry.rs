@@ -4,21 +4,27 @@
 //! the chaos engine) may drive a registry directly. Operations are serialised
 //! by one lock, so each one sees and leaves a consistent state: when
 //! disabling a proxy returns, its listener is closed and its connections are gone.
+//!
+//! Leases (see [`crate::lease`]) expire under the same lock: a toxic whose
+//! lease runs out is removed, and a proxy taken down with a lease is enabled
+//! again, as if a client had asked at that instant.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ProxyError;
+use crate::lease::Lease;
 use crate::link::{self, LinkContext};
-use crate::metrics::{self as proxy_metrics, ProxyMetrics};
-use crate::model::{NewProxy, NewToxic, Proxy, ProxyUpdate, Toxic, ToxicUpdate};
+use crate::metrics::{self as proxy_metrics, LeaseKind, ProxyMetrics};
+use crate::model::{self, NewProxy, NewToxic, Proxy, ProxyUpdate, Toxic, ToxicUpdate};
 use crate::pipeline::{ActiveToxic, ToxicSet};
 use crate::toxics::ToxicKind;
 
@@ -45,6 +51,22 @@ impl Running {
     }
 }
 
+/// A toxic of a proxy: what its connections see, and its lease if it has one.
+#[derive(Debug)]
+struct ToxicEntry {
+    active: ActiveToxic,
+    lease: Option<Lease>,
+}
+
+impl ToxicEntry {
+    fn to_wire(&self, now: Instant) -> Toxic {
+        Toxic {
+            lease_remaining_ms: self.lease.as_ref().map(|lease| lease.remaining_ms(now)),
+            ..self.active.to_wire()
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// The listen address as last requested (may have port 0).
@@ -53,10 +75,12 @@ struct Entry {
     listen: String,
     upstream: String,
     enabled: bool,
-    toxics: Vec<ActiveToxic>,
+    toxics: Vec<ToxicEntry>,
     toxics_tx: watch::Sender<ToxicSet>,
     running: Option<Running>,
     metrics: ProxyMetrics,
+    /// While the proxy is down: when it comes back up by itself.
+    lease: Option<Lease>,
 }
 
 impl Entry {
@@ -71,16 +95,19 @@ impl Entry {
             toxics_tx,
             running: None,
             metrics: ProxyMetrics::new(&new.name),
+            lease: None,
         }
     }
 
     fn to_wire(&self, name: &str) -> Proxy {
+        let now = Instant::now();
         Proxy {
             name: name.to_owned(),
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
             enabled: self.enabled,
-            toxics: self.toxics.iter().map(ActiveToxic::to_wire).collect(),
+            toxics: self.toxics.iter().map(|t| t.to_wire(now)).collect(),
+            lease_remaining_ms: self.lease.as_ref().map(|lease| lease.remaining_ms(now)),
         }
     }
 
@@ -125,15 +152,28 @@ impl Entry {
 
     /// Hands the current toxics to every connection.
     fn publish(&self, name: &str) {
-        self.toxics_tx.send_replace(Arc::new(self.toxics.clone()));
-        let types: Vec<&str> = self.toxics.iter().map(|t| t.kind.type_name()).collect();
+        let set: Vec<ActiveToxic> = self.toxics.iter().map(|t| t.active.clone()).collect();
+        self.toxics_tx.send_replace(Arc::new(set));
+        let types: Vec<&str> = self
+            .toxics
+            .iter()
+            .map(|t| t.active.kind.type_name())
+            .collect();
         proxy_metrics::set_toxics(name, &types);
+    }
+
+    /// Drops every lease, cancelling its timer.
+    fn drop_leases(&mut self) {
+        self.lease = None;
+        for toxic in &mut self.toxics {
+            toxic.lease = None;
+        }
     }
 
     fn toxic_index(&self, proxy: &str, toxic: &str) -> Result<usize, ProxyError> {
         self.toxics
             .iter()
-            .position(|t| t.name == toxic)
+            .position(|t| t.active.name == toxic)
             .ok_or_else(|| ProxyError::ToxicNotFound {
                 proxy: proxy.to_owned(),
                 toxic: toxic.to_owned(),
@@ -226,10 +266,25 @@ async fn bind(listen: &str) -> Result<TcpListener, ProxyError> {
 struct State {
     proxies: BTreeMap<String, Entry>,
     next_toxic_id: u64,
+    next_lease_id: u64,
     shut_down: bool,
+    /// The registry itself, for the lease timers (weak: they must not keep
+    /// a dropped registry alive).
+    weak: Weak<Mutex<State>>,
 }
 
 impl State {
+    /// Arms a lease whose expiry is `expire(registry, lease id)`.
+    fn arm<F, Fut>(&mut self, ttl: Duration, expire: F) -> Lease
+    where
+        F: FnOnce(Weak<Mutex<State>>, u64) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.next_lease_id += 1;
+        let id = self.next_lease_id;
+        Lease::arm(id, ttl, expire(self.weak.clone(), id))
+    }
+
     fn entry(&self, name: &str) -> Result<&Entry, ProxyError> {
         self.proxies
             .get(name)
@@ -266,7 +321,52 @@ impl State {
         if let Some(upstream) = &update.upstream {
             check_address("upstream", upstream, false)?;
         }
+        // None: keep the lease; Some(None): clear it; Some(Some(ttl)): (re)arm it.
+        let lease = update.lease_ms.map(model::check_lease).transpose()?;
+        let current = self.entry(name)?;
+        let enabled = update.enabled.unwrap_or(current.enabled);
+        if lease.is_some() && enabled {
+            let reason = if update.enabled == Some(true) {
+                "cannot go with \"enabled\": true (enabling a proxy clears its lease)".to_owned()
+            } else {
+                format!(
+                    "applies only to a proxy that is down, and proxy {name:?} is enabled; \
+                     send \"enabled\": false with it to take the proxy down with a lease"
+                )
+            };
+            return Err(ProxyError::InvalidField {
+                field: "lease_ms",
+                reason,
+            });
+        }
+        let new_lease = match lease {
+            Some(Some(ttl)) => {
+                let proxy = name.to_owned();
+                Some(self.arm(ttl, move |state, id| expire_proxy_lease(state, proxy, id)))
+            }
+            _ => None,
+        };
         let entry = self.entry_mut(name)?;
+        entry.apply(name, update, enabled).await?;
+        if enabled {
+            entry.lease = None;
+        } else if lease.is_some() {
+            // Replacing the lease cancels the old timer.
+            entry.lease = new_lease;
+        }
+        Ok(entry.to_wire(name))
+    }
+}
+
+impl Entry {
+    /// Applies an update's address, upstream and enabled flag (not its lease).
+    async fn apply(
+        &mut self,
+        name: &str,
+        update: &ProxyUpdate,
+        enabled: bool,
+    ) -> Result<(), ProxyError> {
+        let entry = self;
         let listen_changed = update
             .listen
             .as_ref()
@@ -275,9 +375,8 @@ impl State {
             .upstream
             .as_ref()
             .is_some_and(|u| *u != entry.upstream);
-        let enabled = update.enabled.unwrap_or(entry.enabled);
         if !listen_changed && !upstream_changed && enabled == entry.enabled {
-            return Ok(entry.to_wire(name));
+            return Ok(());
         }
         let before = (
             entry.requested_listen.clone(),
@@ -311,15 +410,18 @@ impl State {
             }
             return Err(err);
         }
-        Ok(entry.to_wire(name))
+        Ok(())
     }
+}
 
+impl State {
     async fn delete(&mut self, name: &str) -> Result<(), ProxyError> {
         let mut entry = self
             .proxies
             .remove(name)
             .ok_or_else(|| ProxyError::ProxyNotFound(name.to_owned()))?;
         entry.stop(name).await;
+        entry.drop_leases();
         entry.toxics.clear();
         entry.publish(name);
         tracing::info!(proxy = name, "proxy deleted");
@@ -327,19 +429,88 @@ impl State {
     }
 }
 
+/// A proxy's lease ran out: enables the proxy again, unless the lease was
+/// renewed or dropped meanwhile.
+async fn expire_proxy_lease(state: Weak<Mutex<State>>, proxy: String, lease_id: u64) {
+    let Some(state) = state.upgrade() else { return };
+    let mut state = state.lock().await;
+    if state.shut_down {
+        return;
+    }
+    let Some(entry) = state.proxies.get_mut(&proxy) else {
+        return;
+    };
+    if entry.lease.as_ref().map(Lease::id) != Some(lease_id) {
+        return;
+    }
+    if let Some(lease) = entry.lease.take() {
+        lease.expired();
+    }
+    entry.metrics.lease_expired(LeaseKind::Proxy);
+    tracing::warn!(proxy = %proxy, "proxy lease expired: enabling the proxy again");
+    if !entry.enabled
+        && let Err(err) = entry.start(&proxy).await
+    {
+        tracing::warn!(proxy = %proxy, error = %err, "cannot enable the proxy after its lease expired; it stays down");
+    }
+}
+
+/// A toxic's lease ran out: removes the toxic, unless the lease was renewed
+/// or dropped meanwhile.
+async fn expire_toxic_lease(state: Weak<Mutex<State>>, proxy: String, lease_id: u64) {
+    let Some(state) = state.upgrade() else { return };
+    let mut state = state.lock().await;
+    if state.shut_down {
+        return;
+    }
+    let Some(entry) = state.proxies.get_mut(&proxy) else {
+        return;
+    };
+    let Some(index) = entry
+        .toxics
+        .iter()
+        .position(|t| t.lease.as_ref().map(Lease::id) == Some(lease_id))
+    else {
+        return;
+    };
+    let mut removed = entry.toxics.remove(index);
+    if let Some(lease) = removed.lease.take() {
+        lease.expired();
+    }
+    entry.publish(&proxy);
+    entry.metrics.lease_expired(LeaseKind::Toxic);
+    tracing::warn!(
+        proxy = %proxy,
+        toxic = %removed.active.name,
+        "toxic lease expired: toxic removed"
+    );
+}
+
 /// Every proxy of one fault-proxy server, with their listeners and toxics.
 ///
 /// Cloning gives another handle on the same registry. Proxies keep listening
 /// until they are disabled or deleted, or until [`Registry::shutdown`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     state: Arc<Mutex<State>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
-        Self::default()
+        let state = Arc::new_cyclic(|weak| {
+            Mutex::new(State {
+                weak: weak.clone(),
+                ..State::default()
+            })
+        });
+        Self { state }
     }
 
     async fn lock(&self) -> Result<MutexGuard<'_, State>, ProxyError> {
@@ -371,10 +542,13 @@ impl Registry {
         self.lock().await?.create(new).await
     }
 
-    /// Changes a proxy's listen address, upstream or enabled flag.
+    /// Changes a proxy's listen address, upstream or enabled flag, or its lease.
     ///
     /// A new listen address or upstream restarts the proxy and drops its
     /// connections; `enabled: false` closes the listener and every connection.
+    /// `lease_ms` (with `enabled: false`, or while the proxy is down) enables
+    /// it again after that many milliseconds, 0 clears the lease; `enabled:
+    /// true` clears it too. `lease_ms` on a proxy that ends up enabled is refused.
     pub async fn update_proxy(
         &self,
         name: &str,
@@ -428,11 +602,12 @@ impl Registry {
         Ok(result)
     }
 
-    /// Enables every proxy and removes every toxic.
+    /// Enables every proxy and removes every toxic, dropping every lease.
     pub async fn reset(&self) -> Result<(), ProxyError> {
         let mut state = self.lock().await?;
         let mut first_error = None;
         for (name, entry) in &mut state.proxies {
+            entry.drop_leases();
             entry.toxics.clear();
             entry.publish(name);
             if !entry.enabled
@@ -454,42 +629,67 @@ impl Registry {
     pub async fn toxic(&self, proxy: &str, toxic: &str) -> Result<Toxic, ProxyError> {
         let state = self.state.lock().await;
         let entry = state.entry(proxy)?;
-        Ok(entry.toxics[entry.toxic_index(proxy, toxic)?].to_wire())
+        Ok(entry.toxics[entry.toxic_index(proxy, toxic)?].to_wire(Instant::now()))
     }
 
     /// Adds a toxic; it applies at once to new and existing connections.
+    /// With `lease_ms`, it is removed that many milliseconds later unless
+    /// renewed ([`Registry::update_toxic`]).
     pub async fn add_toxic(&self, proxy: &str, new: &NewToxic) -> Result<Toxic, ProxyError> {
         let kind = ToxicKind::from_attributes(&new.toxic_type, &new.attributes)?;
         check_toxicity(new.toxicity)?;
+        let lease = new.lease_ms.map(model::check_lease).transpose()?.flatten();
         let name = new.effective_name();
         check_name(&name)?;
         let mut state = self.lock().await?;
         let id = state.next_toxic_id + 1;
-        let entry = state.entry_mut(proxy)?;
-        if entry.toxics.iter().any(|t| t.name == name) {
+        let entry = state.entry(proxy)?;
+        if entry.toxics.iter().any(|t| t.active.name == name) {
             return Err(ProxyError::ToxicExists {
                 proxy: proxy.to_owned(),
                 toxic: name,
             });
         }
-        let toxic = ActiveToxic {
-            id,
-            revision: 0,
-            name,
-            stream: new.stream,
-            toxicity: new.toxicity,
-            kind,
+        let lease = lease.map(|ttl| {
+            let proxy = proxy.to_owned();
+            state.arm(ttl, move |state, lease_id| {
+                expire_toxic_lease(state, proxy, lease_id)
+            })
+        });
+        let toxic = ToxicEntry {
+            active: ActiveToxic {
+                id,
+                revision: 0,
+                name,
+                stream: new.stream,
+                toxicity: new.toxicity,
+                kind,
+                stats: Arc::default(),
+            },
+            lease,
         };
-        let wire = toxic.to_wire();
+        let wire = toxic.to_wire(Instant::now());
+        let entry = state.entry_mut(proxy)?;
         entry.toxics.push(toxic);
         entry.publish(proxy);
         state.next_toxic_id = id;
-        tracing::info!(proxy, toxic = %wire.name, toxic_type = %wire.toxic_type, stream = %wire.stream, "toxic added");
+        tracing::info!(
+            proxy,
+            toxic = %wire.name,
+            toxic_type = %wire.toxic_type,
+            stream = %wire.stream,
+            lease_ms = wire.lease_remaining_ms,
+            "toxic added"
+        );
         Ok(wire)
     }
 
     /// Changes a toxic's toxicity or attributes; connections apply it at once,
-    /// keeping the data the toxic holds.
+    /// keeping the data the toxic holds and its stats.
+    ///
+    /// `lease_ms` renews the lease (the toxic is removed that many
+    /// milliseconds from now) or, with 0, clears it. An update that carries
+    /// only `lease_ms` leaves the connections' stages as they are.
     pub async fn update_toxic(
         &self,
         proxy: &str,
@@ -499,18 +699,52 @@ impl Registry {
         if let Some(toxicity) = update.toxicity {
             check_toxicity(toxicity)?;
         }
+        // None: keep the lease; Some(None): clear it; Some(Some(ttl)): renew it.
+        let lease = update.lease_ms.map(model::check_lease).transpose()?;
         let mut state = self.lock().await?;
-        let entry = state.entry_mut(proxy)?;
+        let entry = state.entry(proxy)?;
         let index = entry.toxic_index(proxy, toxic)?;
+        let current = &entry.toxics[index].active;
+        let changed = if update.changes_toxic() {
+            let mut changed = current.clone();
+            changed.kind = changed.kind.with_attributes(&update.attributes)?;
+            if let Some(toxicity) = update.toxicity {
+                changed.toxicity = toxicity;
+            }
+            changed.revision += 1;
+            Some(changed)
+        } else {
+            None
+        };
+        let new_lease = match lease {
+            Some(Some(ttl)) => {
+                let proxy = proxy.to_owned();
+                Some(state.arm(ttl, move |state, lease_id| {
+                    expire_toxic_lease(state, proxy, lease_id)
+                }))
+            }
+            _ => None,
+        };
+        let entry = state.entry_mut(proxy)?;
         let current = &mut entry.toxics[index];
-        current.kind = current.kind.with_attributes(&update.attributes)?;
-        if let Some(toxicity) = update.toxicity {
-            current.toxicity = toxicity;
+        if lease.is_some() {
+            // Replacing the lease cancels the old timer.
+            current.lease = new_lease;
         }
-        current.revision += 1;
-        let wire = current.to_wire();
-        entry.publish(proxy);
-        tracing::info!(proxy, toxic, "toxic updated");
+        let wire = if let Some(changed) = changed {
+            current.active = changed;
+            let wire = current.to_wire(Instant::now());
+            entry.publish(proxy);
+            wire
+        } else {
+            current.to_wire(Instant::now())
+        };
+        tracing::info!(
+            proxy,
+            toxic,
+            lease_ms = wire.lease_remaining_ms,
+            "toxic updated"
+        );
         Ok(wire)
     }
 
@@ -530,6 +764,7 @@ impl Registry {
         let mut state = self.state.lock().await;
         state.shut_down = true;
         for (name, entry) in &mut state.proxies {
+            entry.drop_leases();
             entry.stop(name).await;
             entry.enabled = false;
         }

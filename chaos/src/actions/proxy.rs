@@ -55,6 +55,7 @@ impl ToxicInjection {
             stream,
             toxicity: 1.0,
             attributes,
+            lease_ms: None,
         };
         Self::new(client, proxy, toxic, None)
     }
@@ -120,6 +121,7 @@ impl Fault for ToxicInjection {
         let update = ToxicUpdate {
             toxicity: None,
             attributes,
+            lease_ms: None,
         };
         let toxic = self
             .client

@@ -277,6 +277,7 @@ impl ToxicFault {
             stream: self.stream,
             toxicity: self.toxicity,
             attributes: self.api_attributes(),
+            lease_ms: None,
         }
     }
 }

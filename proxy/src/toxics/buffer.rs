@@ -56,6 +56,11 @@ impl Buffer {
         Some(Item::Data(head))
     }
 
+    /// Payload bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Drops everything held.
     pub(crate) fn clear(&mut self) {
         self.queue.clear();

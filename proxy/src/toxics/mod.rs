@@ -21,6 +21,7 @@ mod reset_peer;
 mod slow_close;
 mod timeout;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -35,6 +36,7 @@ pub use timeout::Timeout;
 
 use crate::error::ProxyError;
 use crate::stage::Stage;
+use crate::stats::ToxicCounters;
 
 /// Every toxic type this proxy implements, as the API names them.
 pub const TOXIC_TYPES: &[&str] = &[
@@ -122,14 +124,30 @@ impl ToxicKind {
     }
 
     /// A fresh stage applying this toxic to one direction of one connection.
-    pub(crate) fn stage(&self, now: Instant) -> Box<dyn Stage> {
+    ///
+    /// `stats` are the toxic's counters; a stage that sees something the
+    /// pipeline cannot (a close it decides, bytes it drops, a request it
+    /// matches) keeps a clone and counts it (see [`crate::stats`]).
+    pub(crate) fn stage(&self, now: Instant, stats: &Arc<ToxicCounters>) -> Box<dyn Stage> {
         match self {
             ToxicKind::Latency(t) => Box::new(t.stage()),
             ToxicKind::Bandwidth(t) => Box::new(t.stage()),
-            ToxicKind::Timeout(t) => Box::new(t.stage(now)),
+            ToxicKind::Timeout(t) => Box::new(t.stage(now, Arc::clone(stats))),
             ToxicKind::ResetPeer(t) => Box::new(t.stage(now)),
-            ToxicKind::SlowClose(t) => Box::new(t.stage()),
-            ToxicKind::LimitData(t) => Box::new(t.stage()),
+            ToxicKind::SlowClose(t) => Box::new(t.stage(Arc::clone(stats))),
+            ToxicKind::LimitData(t) => Box::new(t.stage(Arc::clone(stats))),
+        }
+    }
+
+    /// Whether this toxic acts on every byte that enters its stage (delays,
+    /// paces or holds it), so that the pipeline counts those bytes in the
+    /// toxic's `bytes`. The others let data through untouched and count only
+    /// the bytes they drop themselves (`limit_data`), if any.
+    pub(crate) fn acts_on_every_byte(&self) -> bool {
+        match self {
+            ToxicKind::Latency(_) | ToxicKind::Timeout(_) => true,
+            ToxicKind::Bandwidth(t) => t.rate_kb_per_sec > 0,
+            ToxicKind::ResetPeer(_) | ToxicKind::SlowClose(_) | ToxicKind::LimitData(_) => false,
         }
     }
 }

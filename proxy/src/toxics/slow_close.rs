@@ -3,6 +3,7 @@
 //! Data passes untouched; the EOF (FIN) or a close decided by an earlier toxic
 //! waits `delay` ms before it moves on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,6 +12,7 @@ use super::Attributes;
 use super::buffer::{Buffer, Buffered, Buffering};
 use crate::error::ProxyError;
 use crate::stage::{Item, Step};
+use crate::stats::ToxicCounters;
 
 pub(super) const TYPE: &str = "slow_close";
 
@@ -28,14 +30,19 @@ impl SlowClose {
         })
     }
 
-    pub(super) fn stage(self) -> Buffered<SlowCloseStage> {
-        Buffered::new(SlowCloseStage { delay: self.delay })
+    pub(super) fn stage(self, stats: Arc<ToxicCounters>) -> Buffered<SlowCloseStage> {
+        Buffered::new(SlowCloseStage {
+            delay: self.delay,
+            stats,
+        })
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct SlowCloseStage {
     delay: Duration,
+    /// Counts each close (EOF or a toxic's close) it delayed.
+    stats: Arc<ToxicCounters>,
 }
 
 impl Buffering for SlowCloseStage {
@@ -47,6 +54,7 @@ impl Buffering for SlowCloseStage {
                 if due > now {
                     return Step::Wait(due);
                 }
+                self.stats.count_close();
             }
             Some((Item::Data(_), _)) => {}
         }
@@ -65,17 +73,21 @@ mod tests {
     #[test]
     fn data_passes_and_the_close_waits() {
         let t0 = Instant::now();
+        let stats = Arc::new(ToxicCounters::default());
         let mut stage = SlowClose {
             delay: Duration::from_millis(300),
         }
-        .stage();
+        .stage(Arc::clone(&stats));
         stage.push(Item::Data(b"bye".to_vec()), t0);
         stage.push(Item::Eof, t0);
         assert_eq!(stage.poll(t0), Step::Emit(Item::Data(b"bye".to_vec())));
         assert_eq!(stage.poll(t0), Step::Wait(t0 + Duration::from_millis(300)));
+        assert_eq!(stats.values().closes, 0);
         assert_eq!(
             stage.poll(t0 + Duration::from_millis(300)),
             Step::Emit(Item::Eof)
         );
+        assert_eq!(stats.values().closes, 1);
+        assert_eq!(stats.values().bytes, 0, "data passes untouched");
     }
 }

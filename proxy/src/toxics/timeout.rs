@@ -6,6 +6,7 @@
 //! order. While it holds, the proxy stops reading once its buffer is full, so
 //! the sender sees the back-pressure a real partition would cause.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use super::Attributes;
 use super::buffer::{Buffer, Buffered, Buffering};
 use crate::error::ProxyError;
 use crate::stage::{Item, Step};
+use crate::stats::ToxicCounters;
 
 pub(super) const TYPE: &str = "timeout";
 
@@ -32,10 +34,11 @@ impl Timeout {
         })
     }
 
-    pub(super) fn stage(self, now: Instant) -> Buffered<TimeoutStage> {
+    pub(super) fn stage(self, now: Instant, stats: Arc<ToxicCounters>) -> Buffered<TimeoutStage> {
         Buffered::new(TimeoutStage {
             deadline: (!self.timeout.is_zero()).then(|| now + self.timeout),
             fired: false,
+            stats,
         })
     }
 }
@@ -44,6 +47,8 @@ impl Timeout {
 pub(crate) struct TimeoutStage {
     deadline: Option<Instant>,
     fired: bool,
+    /// Counts the close; the pipeline counts the bytes held.
+    stats: Arc<ToxicCounters>,
 }
 
 impl Buffering for TimeoutStage {
@@ -61,6 +66,7 @@ impl Buffering for TimeoutStage {
             Some(deadline) if deadline <= now => {
                 self.fired = true;
                 buffer.clear();
+                self.stats.count_close();
                 Step::Emit(Item::Close)
             }
             Some(deadline) => Step::Wait(deadline),
@@ -80,7 +86,7 @@ mod tests {
         let mut stage = Timeout {
             timeout: Duration::from_millis(300),
         }
-        .stage(t0);
+        .stage(t0, Arc::default());
         stage.push(Item::Data(b"held".to_vec()), t0);
         stage.push(Item::Eof, t0);
         assert_eq!(stage.buffered_bytes(), 4);
@@ -104,7 +110,7 @@ mod tests {
         let mut stage = Timeout {
             timeout: Duration::ZERO,
         }
-        .stage(t0);
+        .stage(t0, Arc::default());
         stage.push(Item::Data(b"a".to_vec()), t0);
         stage.push(Item::Data(b"b".to_vec()), t0);
         assert_eq!(stage.poll(t0 + Duration::from_secs(3600)), Step::Idle);

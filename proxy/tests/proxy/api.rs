@@ -450,6 +450,7 @@ async fn the_client_round_trips_every_operation() {
             &ToxicUpdate {
                 toxicity: Some(1.0),
                 attributes,
+                lease_ms: None,
             },
         )
         .await
