@@ -201,6 +201,97 @@ async fn client_mistakes_get_json_4xx_answers() {
 }
 
 #[tokio::test]
+async fn bad_leases_get_400_with_a_clear_message() {
+    use reqwest::Method;
+    let h = Harness::start().await;
+    h.proxy("p", echo_server().await).await;
+    h.client
+        .add_toxic(
+            "p",
+            &NewToxic::new(&ToxicKind::Latency(Latency {
+                latency: std::time::Duration::from_millis(1),
+                jitter: std::time::Duration::ZERO,
+            })),
+        )
+        .await
+        .unwrap();
+    let cases = [
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type":"latency","name":"n","lease_ms":-1}"#,
+            "whole number",
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type":"latency","name":"s","lease_ms":"300"}"#,
+            "whole number",
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics/latency_downstream",
+            r#"{"lease_ms":-300}"#,
+            "whole number",
+        ),
+        (
+            Method::PATCH,
+            "/proxies/p/toxics/latency_downstream",
+            r#"{"lease_ms":"soon"}"#,
+            "whole number",
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics/latency_downstream",
+            r#"{"lease_ms":999999999999}"#,
+            "one day",
+        ),
+        (
+            Method::POST,
+            "/proxies/p",
+            r#"{"lease_ms":300}"#,
+            "is enabled",
+        ),
+        (
+            Method::PATCH,
+            "/proxies/p",
+            r#"{"enabled":true,"lease_ms":300}"#,
+            "\"enabled\": true",
+        ),
+        (
+            Method::POST,
+            "/proxies/p",
+            r#"{"enabled":false,"lease_ms":-1}"#,
+            "whole number",
+        ),
+        (
+            Method::POST,
+            "/proxies",
+            r#"{"name":"q","upstream":"h:1","enabled":false,"lease_ms":300}"#,
+            "updates only",
+        ),
+    ];
+    for (method, path, body, needle) in cases {
+        let (status, text) = raw(&h, method.clone(), path, Some(body)).await;
+        assert_eq!(status, 400, "{method} {path} {body}: {text}");
+        let error: ErrorBody = serde_json::from_str(&text).unwrap();
+        assert_eq!(error.status, 400);
+        assert!(
+            error.error.contains("lease_ms") && error.error.contains(needle),
+            "{method} {path} {body}: {}",
+            error.error
+        );
+    }
+    // Nothing changed.
+    let proxy = h.client.proxy("p").await.unwrap();
+    assert!(proxy.enabled && proxy.lease_remaining_ms.is_none());
+    assert_eq!(proxy.toxics.len(), 1);
+    assert_eq!(proxy.toxics[0].lease_remaining_ms, None);
+    assert!(h.client.proxy("q").await.unwrap_err().is_not_found());
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn browsers_may_read_but_not_change() {
     let h = Harness::start().await;
     let http = reqwest::Client::builder()
@@ -247,8 +338,11 @@ async fn documents_have_toxiproxy_shapes() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+    // Toxiproxy's document, plus the stats extension (no lease was asked for).
+    let mut toxic: Value = serde_json::from_str(&text).unwrap();
+    let stats = toxic.as_object_mut().unwrap().remove("stats");
     assert_eq!(
-        serde_json::from_str::<Value>(&text).unwrap(),
+        toxic,
         json!({
             "name": "latency_downstream",
             "type": "latency",
@@ -257,10 +351,22 @@ async fn documents_have_toxiproxy_shapes() {
             "attributes": {"latency": 100, "jitter": 0}
         })
     );
+    assert_eq!(
+        stats,
+        Some(json!({"connections": 0, "bytes": 0, "resets": 0, "closes": 0, "requests": 0}))
+    );
     let (status, text) = raw(&h, reqwest::Method::GET, "/proxies", None).await;
     assert_eq!(status, 200);
     let all: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(all["db"]["toxics"][0]["name"], json!("latency_downstream"));
+    let mut keys: Vec<&str> = all["db"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["enabled", "listen", "name", "toxics", "upstream"]);
 
     // PATCH works like POST for updates.
     let (status, text) = raw(

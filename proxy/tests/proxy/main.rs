@@ -5,6 +5,8 @@
 
 mod api;
 mod cli;
+mod leases;
 mod metrics;
+mod stats;
 mod support;
 mod toxics;

@@ -121,3 +121,12 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16)) as u8)
         .collect()
 }
+
+/// The value of one series (`name{labels}` as rendered) at `GET /metrics`.
+pub async fn metric_value(harness: &Harness, series: &str) -> Option<f64> {
+    let url = format!("{}/metrics", harness.server.api_url());
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
