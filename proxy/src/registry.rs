@@ -786,6 +786,51 @@ mod tests {
         assert!(check_address("upstream", "host:0", false).is_err());
     }
 
+    fn lease_id(state: &State, toxic: &str) -> Option<u64> {
+        let entry = state.proxies.get("p")?;
+        let index = entry.toxic_index("p", toxic).ok()?;
+        entry.toxics[index].lease.as_ref().map(Lease::id)
+    }
+
+    /// An expiry that lost the race to a renewal finds another lease id and
+    /// does nothing; a renewal that carries only a lease keeps the stages.
+    #[tokio::test]
+    async fn a_stale_expiry_leaves_a_renewed_toxic_alone() {
+        let registry = Registry::new();
+        registry
+            .create_proxy(&NewProxy::new("p", "127.0.0.1:0", "127.0.0.1:9"))
+            .await
+            .unwrap();
+        let day = Some(86_400_000);
+        let new = NewToxic {
+            lease_ms: day,
+            ..NewToxic::new(&ToxicKind::from_attributes("timeout", &Default::default()).unwrap())
+        };
+        registry.add_toxic("p", &new).await.unwrap();
+        let first = lease_id(&*registry.state.lock().await, "timeout_downstream");
+        let renewal = ToxicUpdate {
+            lease_ms: day,
+            ..ToxicUpdate::default()
+        };
+        registry
+            .update_toxic("p", "timeout_downstream", &renewal)
+            .await
+            .unwrap();
+        let second = lease_id(&*registry.state.lock().await, "timeout_downstream");
+        assert!(first.is_some() && second.is_some() && first != second);
+        {
+            let state = registry.state.lock().await;
+            assert_eq!(state.proxies["p"].toxics[0].active.revision, 0);
+        }
+
+        let weak = Arc::downgrade(&registry.state);
+        expire_toxic_lease(weak.clone(), "p".into(), first.unwrap()).await;
+        assert_eq!(registry.toxics("p").await.unwrap().len(), 1);
+        expire_toxic_lease(weak, "p".into(), second.unwrap()).await;
+        assert!(registry.toxics("p").await.unwrap().is_empty());
+        registry.shutdown().await;
+    }
+
     #[test]
     fn names_must_fit_in_a_path() {
         assert!(check_name("orders_payments").is_ok());

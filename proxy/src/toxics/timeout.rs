@@ -83,10 +83,11 @@ mod tests {
     #[test]
     fn holds_everything_then_closes() {
         let t0 = Instant::now();
+        let stats = Arc::new(ToxicCounters::default());
         let mut stage = Timeout {
             timeout: Duration::from_millis(300),
         }
-        .stage(t0, Arc::default());
+        .stage(t0, Arc::clone(&stats));
         stage.push(Item::Data(b"held".to_vec()), t0);
         stage.push(Item::Eof, t0);
         assert_eq!(stage.buffered_bytes(), 4);
@@ -100,6 +101,7 @@ mod tests {
         );
         assert_eq!(stage.poll(t0 + Duration::from_secs(1)), Step::Idle);
         assert_eq!(stage.buffered_bytes(), 0);
+        assert_eq!(stats.values().closes, 1);
         stage.push(Item::Data(b"late".to_vec()), t0);
         assert!(stage.take_buffered().is_empty());
     }
