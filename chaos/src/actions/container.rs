@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Action, ActionError, Fault, Prepared, Services, UndoRecord, execute_all};
+use super::{Action, ActionError, Effect, Fault, Prepared, Services, UndoRecord, execute_all};
 use crate::experiment::{ContainerFault, ContainerOp};
-use crate::platform::{ContainerAction, Limits, Platform, Selector, TargetRef};
+use crate::platform::{ContainerAction, Limits, Platform, Selector, TargetRef, TargetStatus};
 
 /// One action on one resolved container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,14 +180,7 @@ impl Fault for ContainerInjection {
     }
 
     async fn inject(&self, prepared: &Prepared) -> Result<Value, ActionError> {
-        let steps: Vec<Step> = prepared
-            .detail
-            .get("steps")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|err| ActionError::Config(format!("bad prepared steps: {err}")))?
-            .unwrap_or_default();
+        let steps = steps_of(prepared)?;
         let platform = self.services.platform()?;
         let mut done = Vec::new();
         for step in &steps {
@@ -197,8 +190,74 @@ impl Fault for ContainerInjection {
         Ok(json!(done))
     }
 
+    async fn effect(&self, prepared: &Prepared) -> Result<Effect, ActionError> {
+        let platform = self.services.platform()?;
+        let mut evidence = Vec::new();
+        let mut verdicts = Vec::new();
+        for step in steps_of(prepared)? {
+            let status = platform.status(&step.target).await?;
+            let shows = shows_effect(&step.action, &status);
+            verdicts.extend(shows);
+            evidence.push(json!({
+                "container": step.target.name,
+                "action": step.action.to_string(),
+                "state": status.state,
+                "running": status.running,
+                "paused": status.paused,
+                "networks": status.networks.keys().collect::<Vec<_>>(),
+                "limits": status.limits.to_string(),
+                "shows_effect": shows,
+            }));
+        }
+        let effective = if verdicts.is_empty() {
+            None
+        } else {
+            Some(verdicts.iter().all(|seen| *seen))
+        };
+        Ok(Effect {
+            effective,
+            evidence: json!(evidence),
+        })
+    }
+
     async fn revert(&self, prepared: &Prepared) -> Result<Value, ActionError> {
         execute_all(&prepared.undo, &self.services).await
+    }
+}
+
+/// The steps [`ContainerInjection::prepare`] planned.
+fn steps_of(prepared: &Prepared) -> Result<Vec<Step>, ActionError> {
+    Ok(prepared
+        .detail
+        .get("steps")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|err| ActionError::Config(format!("bad prepared steps: {err}")))?
+        .unwrap_or_default())
+}
+
+/// Whether a container's state shows that `action` took effect; `None` when
+/// its state cannot tell (an exec, a partition, a restart).
+fn shows_effect(action: &ContainerAction, status: &TargetStatus) -> Option<bool> {
+    let applied = |want: Option<i64>, have: Option<i64>| want.is_none() || want == have;
+    match action {
+        ContainerAction::Kill { .. } | ContainerAction::Stop { .. } => {
+            Some(!status.running || status.state == "restarting")
+        }
+        ContainerAction::Pause => Some(status.paused),
+        ContainerAction::Start | ContainerAction::Unpause => Some(status.running && !status.paused),
+        ContainerAction::Disconnect { network } => Some(!status.networks.contains_key(network)),
+        ContainerAction::Connect { network, .. } => Some(status.networks.contains_key(network)),
+        ContainerAction::Update { limits } => Some(
+            applied(limits.cpu_quota, status.limits.cpu_quota)
+                && applied(limits.nano_cpus, status.limits.nano_cpus)
+                && applied(limits.memory, status.limits.memory),
+        ),
+        ContainerAction::Restart { .. }
+        | ContainerAction::Exec { .. }
+        | ContainerAction::Partition { .. }
+        | ContainerAction::Heal { .. } => None,
     }
 }
 

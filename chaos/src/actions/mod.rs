@@ -74,6 +74,37 @@ pub struct Prepared {
     pub detail: Value,
 }
 
+/// What a fault was seen to do, read just before it is reverted: the
+/// evidence that it took effect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// `Some(true)`: it acted; `Some(false)`: nothing shows it did anything
+    /// (a proxy nobody routes through, a container that is not in the state
+    /// the action leads to), and the run fails as "fault not effective";
+    /// `None`: this fault cannot tell.
+    pub effective: Option<bool>,
+    /// What was read: counters, states.
+    pub evidence: Value,
+}
+
+impl Effect {
+    /// Evidence that does not decide.
+    pub fn unknown(evidence: Value) -> Self {
+        Self {
+            effective: None,
+            evidence,
+        }
+    }
+
+    /// Evidence that decides.
+    pub fn seen(effective: bool, evidence: Value) -> Self {
+        Self {
+            effective: Some(effective),
+            evidence,
+        }
+    }
+}
+
 /// A fault of the method.
 #[async_trait::async_trait]
 pub trait Fault: Send + Sync + fmt::Debug {
@@ -96,6 +127,12 @@ pub trait Fault: Send + Sync + fmt::Debug {
     /// Applies ramp step `step` (1-based).
     async fn ramp(&self, _prepared: &Prepared, _step: usize) -> Result<Value, ActionError> {
         Ok(Value::Null)
+    }
+
+    /// What the fault has done so far, read before it is reverted (see
+    /// [`Effect`]). By default it cannot tell.
+    async fn effect(&self, _prepared: &Prepared) -> Result<Effect, ActionError> {
+        Ok(Effect::default())
     }
 
     /// Reverts the fault.

@@ -35,6 +35,13 @@ pub(crate) struct MethodResult {
     pub probes: Vec<Activity>,
     pub first_injection_s: Option<f64>,
     pub last_revert_s: Option<f64>,
+    /// Faults whose effect could not be seen: "fault not effective", one
+    /// reason each.
+    pub not_effective: Vec<String>,
+    /// The method was neither aborted nor interrupted: the faults still
+    /// active had their whole window, so what they did is read before the
+    /// rollback reverts them.
+    pub ran_to_the_end: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -247,10 +254,42 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
                 .iter()
                 .any(|p| p.name == a.activity.name && p.must == Must::Always)
     });
+    deviations.extend(result.not_effective.iter().cloned());
     if !deviations.is_empty() || failed_always {
         result.end = MethodEnd::Deviated(deviations);
     }
     result
+}
+
+/// Reads what an active fault has done ([`crate::actions::Effect`]) and
+/// records it as its `effect` step. The reason comes back when the evidence
+/// shows it did nothing ("fault not effective"); evidence that cannot be
+/// read fails nothing.
+pub(crate) async fn read_effect(run: &Run, active: &ActiveFault) -> (Activity, Option<String>) {
+    let start_s = run.recorder.clock.now_s();
+    let fault = active.fault.clone();
+    let prepared = active.prepared.clone();
+    let timeout = run.plan.settings.action_timeout;
+    let effect = invoke(timeout, async move { fault.effect(&prepared).await }).await;
+    let mut not_effective = None;
+    let outcome = match effect {
+        Ok(effect) if effect.effective == Some(false) => {
+            let reason = format!("fault not effective: {}: {}", active.name, effect.evidence);
+            not_effective = Some(reason.clone());
+            Err(ActionError::Config(reason))
+        }
+        Ok(effect) => Ok(serde_json::json!(effect)),
+        Err(err) => Ok(serde_json::json!({"unreadable": err.to_string()})),
+    };
+    let activity = run.recorder.activity(
+        ActivityType::Action,
+        &active.name,
+        active.fault.kind(),
+        "effect",
+        start_s,
+        action_outcome(outcome),
+    );
+    (activity, not_effective)
 }
 
 /// Carries out one scheduled event; `Err` aborts the method.
@@ -313,6 +352,10 @@ async fn act(run: &Run, event: Event, result: &mut MethodResult) -> Result<(), S
             let Some(active) = run.active.take(&planned.name) else {
                 return Ok(());
             };
+            // The evidence that it did something, read while it still acts.
+            let (activity, not_effective) = read_effect(run, &active).await;
+            result.actions.push(activity);
+            result.not_effective.extend(not_effective);
             let fault = active.fault.clone();
             let prepared = active.prepared.clone();
             let outcome = invoke(timeout, async move { fault.revert(&prepared).await }).await;

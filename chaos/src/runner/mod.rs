@@ -379,11 +379,22 @@ impl Run {
     }
 
     /// Reverts every active fault, then runs the rollbacks; never cancelled.
-    async fn roll_back(&self) -> (Vec<Activity>, Vec<Activity>, Vec<String>) {
+    /// With `read_effects` (the method ran to its end), what each fault did
+    /// is read first; the reasons of those that did nothing come back last.
+    async fn roll_back(
+        &self,
+        read_effects: bool,
+    ) -> (Vec<Activity>, Vec<Activity>, Vec<String>, Vec<String>) {
         let timeout = self.plan.settings.action_timeout;
         let mut reverts = Vec::new();
         let mut problems = Vec::new();
+        let mut not_effective = Vec::new();
         for active in self.active.drain_reversed() {
+            if read_effects {
+                let (activity, reason) = method::read_effect(self, &active).await;
+                reverts.push(activity);
+                not_effective.extend(reason);
+            }
             let start_s = self.recorder.clock.now_s();
             let fault = active.fault.clone();
             let prepared = active.prepared.clone();
@@ -422,7 +433,7 @@ impl Run {
                 action_outcome(result),
             ));
         }
-        (reverts, rollbacks, problems)
+        (reverts, rollbacks, problems, not_effective)
     }
 
     /// Steady-state and recovery probes, round after round, until all pass

@@ -412,7 +412,7 @@ async fn method_and_rollback(
     let method = method(run, findings, verdicts).await;
 
     run.recorder.phase("rollback");
-    let (reverts, rollbacks, problems) = run.roll_back().await;
+    let (reverts, rollbacks, problems, not_effective) = run.roll_back(method.ran_to_the_end).await;
     guard.disarm();
     let last_revert_s = reverts
         .iter()
@@ -424,6 +424,9 @@ async fn method_and_rollback(
     findings.rollbacks = rollbacks;
     for problem in problems {
         verdicts.abort(problem);
+    }
+    for reason in not_effective {
+        verdicts.deviate(reason);
     }
     let rollback_end_s = run.recorder.clock.now_s();
     let anchors = Anchors {
@@ -460,6 +463,7 @@ async fn method(run: &Run, findings: &mut Findings, verdicts: &mut Verdicts) -> 
     };
     findings.run.append(&mut method.actions);
     findings.steady_states.during.append(&mut method.probes);
+    method.ran_to_the_end = matches!(method.end, MethodEnd::Completed | MethodEnd::Deviated(_));
     match std::mem::take(&mut method.end) {
         MethodEnd::Completed => {}
         MethodEnd::Deviated(reasons) => {

@@ -20,27 +20,111 @@ use faultline_proxy::{NewProxy, NewToxic, ProxyServer, ProxyServerConfig};
 
 type Calls = Arc<Mutex<Vec<String>>>;
 
-/// A fake fault admin API: `POST /faults`, `DELETE /faults`, `GET /health`.
-async fn fake_admin() -> (String, Calls) {
+#[derive(Clone)]
+struct Admin {
+    calls: Calls,
+    active: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Accepts faults and activates none: a fault admin nobody listens to.
+    forgetful: bool,
+}
+
+/// A fake fault admin API: `POST /faults` (the fault becomes active, unless
+/// `forgetful`), `GET /faults` (the active ones), `DELETE /faults`,
+/// `GET /health`.
+async fn fake_admin(forgetful: bool) -> (String, Calls) {
     let calls: Calls = Arc::default();
+    let admin = Admin {
+        calls: calls.clone(),
+        active: Arc::default(),
+        forgetful,
+    };
     let app = Router::new()
         .route(
             "/faults",
-            post(|State(calls): State<Calls>, body: String| async move {
-                calls.lock().unwrap().push(format!("POST {body}"));
+            post(|State(admin): State<Admin>, body: String| async move {
+                admin.calls.lock().unwrap().push(format!("POST {body}"));
+                if !admin.forgetful {
+                    let fault = serde_json::from_str(&body).unwrap();
+                    admin.active.lock().unwrap().push(fault);
+                }
                 StatusCode::CREATED
             })
-            .delete(|State(calls): State<Calls>| async move {
-                calls.lock().unwrap().push("DELETE".to_owned());
+            .get(|State(admin): State<Admin>| async move {
+                axum::Json(admin.active.lock().unwrap().clone())
+            })
+            .delete(|State(admin): State<Admin>| async move {
+                admin.calls.lock().unwrap().push("DELETE".to_owned());
+                admin.active.lock().unwrap().clear();
                 StatusCode::NO_CONTENT
             }),
         )
         .route("/health", get(|| async { "ok" }))
-        .with_state(calls.clone());
+        .with_state(admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, calls)
+}
+
+/// The journal's `effect` activity of `fault`: its recorded [`Effect`].
+fn effect_of(journal: &faultline_chaos::Journal, fault: &str) -> serde_json::Value {
+    journal
+        .run
+        .iter()
+        .find(|a| a.activity.name == fault && a.activity.step == "effect")
+        .map(|a| a.output.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_fault_admin_call_that_changes_nothing_fails_as_not_effective() {
+    let (admin, calls) = fake_admin(true).await;
+    let text = format!(
+        r#"
+title = "an admin that ignores us"
+
+[target]
+fault_admin = {{ orders = "{admin}" }}
+
+[method]
+duration = "600ms"
+
+[[method.faults]]
+name = "orders handler latency"
+type = "http"
+url = "${{fault_admin.orders}}/faults"
+json = {{ kind = "latency", latency_ms = 800 }}
+expect = [201]
+undo = {{ method = "DELETE", url = "${{fault_admin.orders}}/faults", expect = [204] }}
+duration = "300ms"
+"#
+    );
+    let experiment = Experiment::parse(&text, "inline.toml").unwrap();
+    let bindings = Bindings {
+        ledger: LedgerDir::Disabled,
+        ..Bindings::default()
+    };
+    let journal = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_experiment(experiment, bindings),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
+    assert!(
+        journal
+            .reasons
+            .iter()
+            .any(|r| r.contains("fault not effective: orders handler latency")),
+        "{:?}",
+        journal.reasons
+    );
+    // It was still undone.
+    assert_eq!(
+        calls.lock().unwrap().last().map(String::as_str),
+        Some("DELETE")
+    );
 }
 
 #[tokio::test]
@@ -53,7 +137,7 @@ async fn toxic_ramp_and_fault_admin_calls_from_toml_to_journal() {
         .create_proxy(&NewProxy::new("payments", "127.0.0.1:0", "127.0.0.1:9"))
         .await
         .unwrap();
-    let (admin, calls) = fake_admin().await;
+    let (admin, calls) = fake_admin(false).await;
     let text = format!(
         r#"
 title = "ramp and admin"
@@ -140,8 +224,14 @@ type = "proxy_reset"
         .filter(|a| a.activity.name == "payments latency ramp")
         .map(|a| a.activity.step.as_str())
         .collect();
-    assert_eq!(steps, ["inject", "ramp 1", "ramp 2", "ramp 3", "revert"]);
+    assert_eq!(
+        steps,
+        ["inject", "ramp 1", "ramp 2", "ramp 3", "effect", "revert"]
+    );
     assert!(client.toxics("payments").await.unwrap().is_empty());
+    let admin_effect = effect_of(&journal, "orders handler latency");
+    assert_eq!(admin_effect["effective"], true, "{admin_effect}");
+    assert_eq!(admin_effect["evidence"]["active_faults"][0], "latency");
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(

@@ -145,7 +145,9 @@ async fn a_healthy_run_passes() {
         [
             ("a", "inject"),
             ("b", "inject"),
+            ("a", "effect"),
             ("a", "revert"),
+            ("b", "effect"),
             ("b", "revert")
         ]
     );
