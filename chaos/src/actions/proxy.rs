@@ -6,7 +6,7 @@ use std::time::Duration;
 use faultline_proxy::{NewToxic, Stream, ToxicUpdate, ToxiproxyClient};
 use serde_json::{Map, Value, json};
 
-use super::{Action, ActionError, Fault, Prepared, UndoRecord};
+use super::{Action, ActionError, Effect, Fault, Prepared, UndoRecord};
 use crate::experiment::Ramp;
 
 /// A toxic on one proxy for the fault's duration.
@@ -130,6 +130,17 @@ impl Fault for ToxicInjection {
         Ok(json!({"step": step, ramp.attribute.clone(): value, "toxic": toxic}))
     }
 
+    /// The proxy's counters for this toxic: it must have acted on at least
+    /// one connection. A proxy nobody routes through shows none. A real
+    /// Toxiproxy keeps no counters: then it cannot tell.
+    async fn effect(&self, _prepared: &Prepared) -> Result<Effect, ActionError> {
+        let toxic = self.client.toxic(&self.proxy, &self.name()).await?;
+        Ok(match toxic.stats {
+            Some(stats) => Effect::seen(stats.connections > 0, json!(stats)),
+            None => Effect::unknown(json!({"stats": "this proxy keeps none"})),
+        })
+    }
+
     async fn revert(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
         match self.client.remove_toxic(&self.proxy, &self.name()).await {
             Ok(()) => Ok(Value::from(format!("removed toxic {}", self.name()))),
@@ -175,6 +186,16 @@ impl Fault for ProxyOutage {
     async fn inject(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
         let proxy = self.client.set_enabled(&self.proxy, false).await?;
         Ok(serde_json::to_value(proxy).unwrap_or(Value::Null))
+    }
+
+    /// Still down at the end of its window (nobody enabled it behind the
+    /// run's back).
+    async fn effect(&self, _prepared: &Prepared) -> Result<Effect, ActionError> {
+        let proxy = self.client.proxy(&self.proxy).await?;
+        Ok(Effect::seen(
+            !proxy.enabled,
+            json!({"proxy": proxy.name, "enabled": proxy.enabled}),
+        ))
     }
 
     async fn revert(&self, _prepared: &Prepared) -> Result<Value, ActionError> {

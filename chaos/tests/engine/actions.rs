@@ -133,11 +133,18 @@ async fn toxic_ramp_and_fault_admin_calls_from_toml_to_journal() {
         .await
         .unwrap();
     let client = server.client().unwrap();
-    client
-        .create_proxy(&NewProxy::new("payments", "127.0.0.1:0", "127.0.0.1:9"))
-        .await
-        .unwrap();
     let (admin, calls) = fake_admin(false).await;
+    // The during-probe reaches the admin through the proxy, so the toxic
+    // acts on its connections.
+    let proxied = client
+        .create_proxy(&NewProxy::new(
+            "payments",
+            "127.0.0.1:0",
+            admin.trim_start_matches("http://"),
+        ))
+        .await
+        .unwrap()
+        .listen;
     let text = format!(
         r#"
 title = "ramp and admin"
@@ -176,9 +183,9 @@ expect = [201]
 undo = {{ method = "DELETE", url = "${{fault_admin.orders}}/faults", expect = [204] }}
 
 [[during]]
-name = "admin still answers"
+name = "admin still answers through the proxy"
 type = "http"
-url = "${{fault_admin.orders}}/health"
+url = "http://{proxied}/health"
 every = "50ms"
 
 [[rollbacks]]
@@ -229,6 +236,12 @@ type = "proxy_reset"
         ["inject", "ramp 1", "ramp 2", "ramp 3", "effect", "revert"]
     );
     assert!(client.toxics("payments").await.unwrap().is_empty());
+    let toxic_effect = effect_of(&journal, "payments latency ramp");
+    assert_eq!(toxic_effect["effective"], true, "{toxic_effect}");
+    assert!(
+        toxic_effect["evidence"]["connections"].as_u64() >= Some(1),
+        "{toxic_effect}"
+    );
     let admin_effect = effect_of(&journal, "orders handler latency");
     assert_eq!(admin_effect["effective"], true, "{admin_effect}");
     assert_eq!(admin_effect["evidence"]["active_faults"][0], "latency");
@@ -239,6 +252,65 @@ type = "proxy_reset"
         "{calls:?}"
     );
     assert_eq!(calls[1], "DELETE");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_toxic_on_a_proxy_nobody_routes_through_is_not_effective() {
+    let server = ProxyServer::start(ProxyServerConfig::ephemeral())
+        .await
+        .unwrap();
+    let client = server.client().unwrap();
+    client
+        .create_proxy(&NewProxy::new("unused", "127.0.0.1:0", "127.0.0.1:9"))
+        .await
+        .unwrap();
+    let text = format!(
+        r#"
+title = "a toxic where no traffic flows"
+
+[target]
+proxy_api = "{api}"
+
+[method]
+duration = "500ms"
+
+[[method.faults]]
+name = "latency nobody feels"
+type = "toxic"
+proxy = "unused"
+toxic = "latency"
+attributes = {{ latency = 100 }}
+duration = "300ms"
+"#,
+        api = server.api_url(),
+    );
+    let experiment = Experiment::parse(&text, "inline.toml").unwrap();
+    let bindings = Bindings {
+        ledger: LedgerDir::Disabled,
+        ..Bindings::default()
+    };
+    let journal = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_experiment(experiment, bindings),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
+    assert!(
+        journal
+            .reasons
+            .iter()
+            .any(|r| r.contains("fault not effective: latency nobody feels")
+                && r.contains("\"connections\":0")),
+        "{:?}",
+        journal.reasons
+    );
+    assert!(
+        client.toxics("unused").await.unwrap().is_empty(),
+        "still reverted"
+    );
     server.shutdown().await.unwrap();
 }
 
