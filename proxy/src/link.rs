@@ -6,6 +6,13 @@
 //! timers, and applies toxic changes the moment the registry publishes them.
 //! Reading stops while the pipeline holds [`MAX_BUFFERED`] bytes, so a held or
 //! slowed direction pushes back on its sender instead of growing without bound.
+//!
+//! A direction whose pipeline puts out a reply (an HTTP toxic answering a
+//! request itself, [`Item::Reply`]) forwards nothing more: it hands the reply
+//! to the other direction, which feeds it to its own pipeline behind what it
+//! already read, stops reading, and closes the connection once the reply is
+//! written; meanwhile the answered direction reads and discards what its
+//! peer still sends, so that the close is clean.
 
 use std::io;
 use std::sync::Arc;
@@ -14,7 +21,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,13 +122,15 @@ async fn run_connection(mut client: TcpStream, ctx: LinkContext) {
     let _ = server.set_nodelay(true);
 
     let cancel = ctx.cancel.child_token();
+    let (to_client, for_client) = mpsc::unbounded_channel();
+    let (to_server, for_server) = mpsc::unbounded_channel();
     let (up, down) = {
         let (mut client_read, mut client_write) = client.split();
         let (mut server_read, mut server_write) = server.split();
-        let up =
-            Pump::new(Stream::Upstream, &ctx, &cancel).run(&mut client_read, &mut server_write);
-        let down =
-            Pump::new(Stream::Downstream, &ctx, &cancel).run(&mut server_read, &mut client_write);
+        let up = Pump::new(Stream::Upstream, &ctx, &cancel, to_client, for_server)
+            .run(&mut client_read, &mut server_write);
+        let down = Pump::new(Stream::Downstream, &ctx, &cancel, to_server, for_client)
+            .run(&mut server_read, &mut client_write);
         tokio::join!(up, down)
     };
     let (reason, reset) = ending(up, down);
@@ -183,10 +192,22 @@ struct Pump {
     toxics: watch::Receiver<ToxicSet>,
     cancel: CancellationToken,
     bytes: Counter,
+    /// Replies from this direction's pipeline, for the other direction to
+    /// deliver to this direction's source peer.
+    replies_out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Replies from the other direction, to deliver to this direction's
+    /// destination peer.
+    replies_in: mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
 impl Pump {
-    fn new(stream: Stream, ctx: &LinkContext, cancel: &CancellationToken) -> Self {
+    fn new(
+        stream: Stream,
+        ctx: &LinkContext,
+        cancel: &CancellationToken,
+        replies_out: mpsc::UnboundedSender<Vec<u8>>,
+        replies_in: mpsc::UnboundedReceiver<Vec<u8>>,
+    ) -> Self {
         let mut toxics = ctx.toxics.clone();
         let mut pipeline = Pipeline::new(stream);
         let current = toxics.borrow_and_update().clone();
@@ -196,6 +217,8 @@ impl Pump {
             toxics,
             cancel: cancel.clone(),
             bytes: ctx.metrics.bytes(stream),
+            replies_out,
+            replies_in,
         }
     }
 
@@ -221,6 +244,7 @@ impl Pump {
         let mut buf = vec![0u8; READ_BUFFER];
         let mut src_open = true;
         let mut toxics_open = true;
+        let mut replies_open = true;
         loop {
             let wake = match self.pipeline.advance(Instant::now()) {
                 Ok(wake) => wake,
@@ -233,6 +257,12 @@ impl Pump {
                         Ok(()) => Outcome::Done,
                         Err(err) => Outcome::failed(&err),
                     };
+                }
+                Some(Control::Reply(reply)) => {
+                    // The other direction may be gone already; then the
+                    // connection is closing anyway.
+                    let _ = self.replies_out.send(reply);
+                    return self.discard(src, &mut buf).await;
                 }
                 None => {}
             }
@@ -252,6 +282,18 @@ impl Pump {
                     // The proxy is gone; its cancellation follows.
                     Err(_) => toxics_open = false,
                 },
+                reply = self.replies_in.recv(), if replies_open => match reply {
+                    Some(reply) => {
+                        // The proxy answers the destination peer itself: the
+                        // answer goes behind what was read so far, then the
+                        // connection closes.
+                        let now = Instant::now();
+                        self.pipeline.push(Item::Data(reply), now);
+                        self.pipeline.push(Item::Close, now);
+                        src_open = false;
+                    }
+                    None => replies_open = false,
+                },
                 written = dst.write(pending), if has_pending => match written {
                     Ok(0) => return Outcome::failed(&io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
@@ -269,6 +311,26 @@ impl Pump {
                     Err(err) => return Outcome::failed(&err),
                 },
                 () = tokio::time::sleep_until(deadline), if wake.is_some() => {}
+            }
+        }
+    }
+
+    /// After a reply: reads and drops whatever the source still sends, until
+    /// it finishes or the connection closes, so that it ends with a FIN
+    /// rather than a reset for unread data.
+    async fn discard<R>(&mut self, src: &mut R, buf: &mut [u8]) -> Outcome
+    where
+        R: AsyncRead + Unpin,
+    {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Outcome::Cancelled,
+                read = src.read(buf) => match read {
+                    Ok(0) => return Outcome::Done,
+                    Ok(_) => {}
+                    Err(err) => return Outcome::failed(&err),
+                },
             }
         }
     }

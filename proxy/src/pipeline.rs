@@ -57,10 +57,12 @@ impl ActiveToxic {
 pub(crate) type ToxicSet = Arc<Vec<ActiveToxic>>;
 
 /// A control item that reached the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
     Eof,
     Close,
+    /// The proxy's answer to the source peer ([`Item::Reply`]).
+    Reply(Vec<u8>),
 }
 
 /// The pipeline aborted the connection ([`Step::Reset`]).
@@ -218,13 +220,15 @@ impl Pipeline {
 
     /// Pops a control item at the head of the output.
     pub(crate) fn pop_control(&mut self) -> Option<Control> {
-        let control = match self.out.front() {
-            Some(Item::Eof) => Control::Eof,
-            Some(Item::Close) => Control::Close,
-            _ => return None,
-        };
-        self.out.pop_front();
-        Some(control)
+        if matches!(self.out.front(), None | Some(Item::Data(_))) {
+            return None;
+        }
+        match self.out.pop_front() {
+            Some(Item::Eof) => Some(Control::Eof),
+            Some(Item::Close) => Some(Control::Close),
+            Some(Item::Reply(reply)) => Some(Control::Reply(reply)),
+            Some(Item::Data(_)) | None => None,
+        }
     }
 
     /// Payload bytes held anywhere in the pipeline, output included.
@@ -308,10 +312,15 @@ impl Pipeline {
                             Some(slot) if slot.revision == toxic.revision => slot,
                             Some(mut slot) => {
                                 // Updated: the replacement inherits the buffer,
-                                // with the original entry times. The items are
+                                // with the original entry times, and where in
+                                // the stream the buffer starts. The items are
                                 // not new to this toxic: their bytes count once.
                                 let mut replacement = new_slot(toxic, now);
-                                for (item, entered) in slot.stage.take_buffered() {
+                                let buffered = slot.stage.take_buffered();
+                                if let Some(handover) = slot.stage.handover() {
+                                    replacement.stage.take_over(handover);
+                                }
+                                for (item, entered) in buffered {
                                     replacement.stage.push(item, entered);
                                 }
                                 replacement

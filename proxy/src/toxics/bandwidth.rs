@@ -88,7 +88,7 @@ impl Buffering for BandwidthStage {
                 }
                 Some(due)
             }
-            Item::Eof | Item::Close => None,
+            Item::Eof | Item::Close | Item::Reply(_) => None,
         };
         match buffer.pop() {
             Some(item) => {

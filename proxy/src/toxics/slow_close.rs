@@ -56,7 +56,7 @@ impl Buffering for SlowCloseStage {
                 }
                 self.stats.count_close();
             }
-            Some((Item::Data(_), _)) => {}
+            Some((Item::Data(_) | Item::Reply(_), _)) => {}
         }
         match buffer.pop() {
             Some(item) => Step::Emit(item),
