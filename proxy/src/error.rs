@@ -22,7 +22,7 @@ pub enum ProxyError {
     #[error("toxic {toxic:?} already exists on proxy {proxy:?}")]
     ToxicExists { proxy: String, toxic: String },
     #[error(
-        "unknown toxic type {0:?} (supported: latency, bandwidth, timeout, reset_peer, slow_close, limit_data)"
+        "unknown toxic type {0:?} (supported: latency, bandwidth, timeout, reset_peer, slow_close, limit_data, http_abort, http_delay)"
     )]
     UnknownToxicType(String),
     #[error("stream must be \"upstream\" or \"downstream\", not {0:?}")]

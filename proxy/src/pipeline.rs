@@ -363,7 +363,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::toxics::{Bandwidth, Latency, LimitData, SlowClose, Timeout};
+    use crate::toxics::http::{Matcher, Ratio, Selector};
+    use crate::toxics::{Bandwidth, HttpAbort, HttpDelay, Latency, LimitData, SlowClose, Timeout};
 
     fn toxic(id: u64, kind: ToxicKind) -> ActiveToxic {
         ActiveToxic {
@@ -622,6 +623,47 @@ mod tests {
             (0u64..50).prop_map(|d| ToxicKind::SlowClose(SlowClose {
                 delay: Duration::from_millis(d)
             })),
+            arbitrary_http_kind(),
+        ]
+    }
+
+    fn selector(path: Option<&str>, ratio: f64) -> Selector {
+        Selector {
+            matcher: Matcher {
+                path: path.map(str::to_owned),
+                ..Matcher::default()
+            },
+            ratio: Ratio::new(ratio).unwrap(),
+        }
+    }
+
+    fn http_delay(path: Option<&str>, ms: u64, jitter: u64, ratio: f64) -> ToxicKind {
+        ToxicKind::HttpDelay(HttpDelay {
+            latency: Duration::from_millis(ms),
+            jitter: Duration::from_millis(jitter),
+            selector: selector(path, ratio),
+        })
+    }
+
+    fn http_abort(path: &str, status: u16) -> ToxicKind {
+        ToxicKind::HttpAbort(HttpAbort {
+            status,
+            body: None,
+            selector: selector(Some(path), 1.0),
+        })
+    }
+
+    /// HTTP toxics that never answer a request of the generated streams.
+    fn arbitrary_http_kind() -> impl Strategy<Value = ToxicKind> {
+        prop_oneof![
+            (
+                prop::sample::select(vec![None, Some("/slow"), Some("/a")]),
+                0u64..50,
+                0u64..20,
+                prop::sample::select(vec![0.0, 0.5, 1.0]),
+            )
+                .prop_map(|(path, ms, jitter, ratio)| http_delay(path, ms, jitter, ratio)),
+            (500u16..504).prop_map(|status| http_abort("/never", status)),
         ]
     }
 
@@ -702,6 +744,170 @@ mod tests {
             prop_assert_eq!(pipeline.advance(now), Ok(None));
             prop_assert_eq!(drain(&mut pipeline, &mut received), Some(Control::Eof));
             prop_assert_eq!(received, sent);
+        }
+    }
+
+    /// One request: a path, and no body, a `Content-Length` body, or a
+    /// chunked body in these chunk sizes.
+    fn arbitrary_request() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::sample::select(vec!["/a", "/slow/x", "/b?q=1"]),
+            0u8..3,
+            prop::collection::vec(1usize..40, 0..4),
+        )
+            .prop_map(|(path, body, chunks)| {
+                let filler = |len: usize| -> Vec<u8> {
+                    (0..len).map(|i| b"GET / HTTP/1.1\r\n"[i % 16]).collect()
+                };
+                let mut request = match body {
+                    0 => format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
+                    1 => {
+                        let len: usize = chunks.iter().sum();
+                        let mut r = format!(
+                            "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n\r\n"
+                        )
+                        .into_bytes();
+                        r.extend(filler(len));
+                        r
+                    }
+                    _ => {
+                        let mut r =
+                            format!("PUT {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                                .into_bytes();
+                        for len in &chunks {
+                            r.extend(format!("{len:x};e=1\r\n").into_bytes());
+                            r.extend(filler(*len));
+                            r.extend(b"\r\n");
+                        }
+                        r.extend(b"0\r\nT: 1\r\n\r\n");
+                        r
+                    }
+                };
+                request.shrink_to_fit();
+                request
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum HttpOp {
+        Send(usize),
+        Add(ToxicKind),
+        Update(usize, ToxicKind),
+        /// A new latency for the permanent `http_delay` of `/slow`.
+        UpdateDelay(u64),
+        /// A new status for the permanent `http_abort` of `/abort-me`.
+        UpdateAbort(u16),
+        Remove(usize),
+        Tick(u64),
+    }
+
+    fn arbitrary_http_op() -> impl Strategy<Value = HttpOp> {
+        prop_oneof![
+            5 => (1usize..300).prop_map(HttpOp::Send),
+            2 => arbitrary_kind().prop_map(HttpOp::Add),
+            1 => (0usize..8, arbitrary_kind()).prop_map(|(i, k)| HttpOp::Update(i, k)),
+            2 => (0u64..40).prop_map(HttpOp::UpdateDelay),
+            2 => (500u16..504).prop_map(HttpOp::UpdateAbort),
+            2 => (0usize..8).prop_map(HttpOp::Remove),
+            3 => (0u64..80).prop_map(HttpOp::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Pipelined HTTP requests, sent in arbitrary pieces, through HTTP
+        /// toxics that are updated (and other toxics that come and go) while
+        /// requests are in flight: every byte comes out once, in order, and
+        /// the permanent HTTP toxics still frame the stream correctly at the
+        /// end (the delay still delays, the abort still answers).
+        #[test]
+        fn live_reconfiguration_keeps_http_framing(
+            requests in prop::collection::vec(arbitrary_request(), 1..12),
+            ops in prop::collection::vec(arbitrary_http_op(), 1..60),
+        ) {
+            let stream: Vec<u8> = requests.concat();
+            let mut now = Instant::now();
+            let mut pipeline = Pipeline::new(Stream::Upstream);
+            let upstream = |id: u64, kind: ToxicKind| ActiveToxic {
+                stream: Stream::Upstream,
+                ..toxic(id, kind)
+            };
+            // Two permanent toxics first, then the ones that come and go.
+            let mut toxics = vec![
+                upstream(1, http_delay(Some("/slow"), 10, 0, 1.0)),
+                upstream(2, http_abort("/abort-me", 503)),
+            ];
+            pipeline.reconfigure(&toxics, now);
+            let mut next_id = 3;
+            let mut sent = 0;
+            let mut received: Vec<u8> = Vec::new();
+            for op in ops {
+                match op {
+                    HttpOp::Send(len) => {
+                        let end = (sent + len).min(stream.len());
+                        pipeline.push(Item::Data(stream[sent..end].to_vec()), now);
+                        sent = end;
+                    }
+                    HttpOp::Add(kind) => {
+                        toxics.push(upstream(next_id, kind));
+                        next_id += 1;
+                    }
+                    HttpOp::Update(index, kind) => {
+                        if toxics.len() > 2 {
+                            let len = toxics.len() - 2;
+                            let t = &mut toxics[2 + index % len];
+                            t.kind = kind;
+                            t.revision += 1;
+                        }
+                    }
+                    HttpOp::UpdateDelay(ms) => {
+                        toxics[0].kind = http_delay(Some("/slow"), ms, 0, 1.0);
+                        toxics[0].revision += 1;
+                    }
+                    HttpOp::UpdateAbort(status) => {
+                        toxics[1].kind = http_abort("/abort-me", status);
+                        toxics[1].revision += 1;
+                    }
+                    HttpOp::Remove(index) => {
+                        if toxics.len() > 2 {
+                            let len = toxics.len() - 2;
+                            toxics.remove(2 + index % len);
+                        }
+                    }
+                    HttpOp::Tick(ms) => now += Duration::from_millis(ms),
+                }
+                pipeline.reconfigure(&toxics, now);
+                prop_assert!(pipeline.advance(now).is_ok());
+                prop_assert_eq!(drain(&mut pipeline, &mut received), None);
+                prop_assert!(stream.starts_with(&received));
+            }
+            // The rest of the requests, and every toxic but the two gone.
+            pipeline.push(Item::Data(stream[sent..].to_vec()), now);
+            toxics.truncate(2);
+            pipeline.reconfigure(&toxics, now);
+            now += Duration::from_secs(10);
+            prop_assert_eq!(pipeline.advance(now), Ok(None));
+            prop_assert_eq!(drain(&mut pipeline, &mut received), None);
+            prop_assert_eq!(&received, &stream);
+
+            // An update just before the last requests: still in step.
+            toxics[0].kind = http_delay(Some("/slow"), 1000, 0, 1.0);
+            toxics[0].revision += 1;
+            pipeline.reconfigure(&toxics, now);
+            let slow = b"GET /slow/last HTTP/1.1\r\n\r\n";
+            let mut last = slow.to_vec();
+            last.extend_from_slice(b"GET /abort-me HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+            pipeline.push(Item::Data(last), now);
+            prop_assert_eq!(pipeline.advance(now), Ok(Some(now + Duration::from_secs(1))));
+            prop_assert_eq!(drain(&mut pipeline, &mut received), None);
+            prop_assert_eq!(received.len(), stream.len());
+            now += Duration::from_secs(1);
+            prop_assert_eq!(pipeline.advance(now), Ok(None));
+            let answer = drain(&mut pipeline, &mut received);
+            prop_assert!(
+                matches!(&answer, Some(Control::Reply(reply)) if reply.starts_with(b"HTTP/1.1 50")),
+                "{:?}", answer
+            );
+            prop_assert_eq!(&received[stream.len()..], &slow[..]);
         }
     }
 }

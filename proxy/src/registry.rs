@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::lease::Lease;
 use crate::link::{self, LinkContext};
 use crate::metrics::{self as proxy_metrics, LeaseKind, ProxyMetrics};
-use crate::model::{self, NewProxy, NewToxic, Proxy, ProxyUpdate, Toxic, ToxicUpdate};
+use crate::model::{self, NewProxy, NewToxic, Proxy, ProxyUpdate, Stream, Toxic, ToxicUpdate};
 use crate::pipeline::{ActiveToxic, ToxicSet};
 use crate::toxics::ToxicKind;
 
@@ -637,6 +637,16 @@ impl Registry {
     /// renewed ([`Registry::update_toxic`]).
     pub async fn add_toxic(&self, proxy: &str, new: &NewToxic) -> Result<Toxic, ProxyError> {
         let kind = ToxicKind::from_attributes(&new.toxic_type, &new.attributes)?;
+        if kind.upstream_only() && new.stream != Stream::Upstream {
+            return Err(ProxyError::InvalidField {
+                field: "stream",
+                reason: format!(
+                    "{} acts on HTTP requests, which travel client → server: it needs \"stream\": \"upstream\", not {:?}",
+                    new.toxic_type,
+                    new.stream.as_str()
+                ),
+            });
+        }
         check_toxicity(new.toxicity)?;
         let lease = new.lease_ms.map(model::check_lease).transpose()?.flatten();
         let name = new.effective_name();

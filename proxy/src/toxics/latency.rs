@@ -42,7 +42,7 @@ impl Latency {
     }
 
     /// One draw of the delay: uniform in `latency ± jitter`, never negative.
-    fn draw(self) -> Duration {
+    pub(super) fn draw(self) -> Duration {
         if self.jitter.is_zero() {
             return self.latency;
         }

@@ -9,12 +9,17 @@
 //! | `reset_peer` | `timeout` (ms) | resets the connection (TCP RST) after `timeout`, at once if 0 |
 //! | `slow_close` | `delay` (ms) | delays the close (FIN) by `delay` |
 //! | `limit_data` | `bytes` | lets `bytes` bytes through, then closes the connection |
+//! | `http_abort` | `status`, `body`, `ratio`, matchers | answers picked HTTP requests itself, then closes |
+//! | `http_delay` | `latency`, `jitter` (ms), `ratio`, matchers | delays picked HTTP requests |
 //!
-//! Attributes are non-negative integers; a missing attribute is 0, and an
-//! attribute the toxic does not know is rejected.
+//! Attributes of the TCP toxics are non-negative integers; a missing
+//! attribute is 0. The HTTP toxics (`http/`, upstream only) add a required
+//! `status`, a `ratio` (0 to 1, default 1), strings and an object of headers.
+//! An attribute the toxic does not know is rejected.
 
 mod bandwidth;
 mod buffer;
+pub mod http;
 mod latency;
 mod limit_data;
 mod reset_peer;
@@ -28,6 +33,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 pub use bandwidth::Bandwidth;
+pub use http::{HttpAbort, HttpDelay};
 pub use latency::Latency;
 pub use limit_data::LimitData;
 pub use reset_peer::ResetPeer;
@@ -46,6 +52,8 @@ pub const TOXIC_TYPES: &[&str] = &[
     "reset_peer",
     "slow_close",
     "limit_data",
+    "http_abort",
+    "http_delay",
 ];
 
 /// The longest duration an attribute may give: one day.
@@ -60,6 +68,8 @@ pub enum ToxicKind {
     ResetPeer(ResetPeer),
     SlowClose(SlowClose),
     LimitData(LimitData),
+    HttpAbort(HttpAbort),
+    HttpDelay(HttpDelay),
 }
 
 impl ToxicKind {
@@ -72,7 +82,15 @@ impl ToxicKind {
             ToxicKind::ResetPeer(_) => reset_peer::TYPE,
             ToxicKind::SlowClose(_) => slow_close::TYPE,
             ToxicKind::LimitData(_) => limit_data::TYPE,
+            ToxicKind::HttpAbort(_) => http::ABORT_TYPE,
+            ToxicKind::HttpDelay(_) => http::DELAY_TYPE,
         }
+    }
+
+    /// Whether the toxic only makes sense on the `upstream` stream (the HTTP
+    /// toxics act on requests, which travel client → server).
+    pub fn upstream_only(&self) -> bool {
+        matches!(self, ToxicKind::HttpAbort(_) | ToxicKind::HttpDelay(_))
     }
 
     /// Parses a type name and its attributes, as the API receives them.
@@ -88,6 +106,8 @@ impl ToxicKind {
             reset_peer::TYPE => ToxicKind::ResetPeer(ResetPeer::parse(&mut attrs)?),
             slow_close::TYPE => ToxicKind::SlowClose(SlowClose::parse(&mut attrs)?),
             limit_data::TYPE => ToxicKind::LimitData(LimitData::parse(&mut attrs)?),
+            http::ABORT_TYPE => ToxicKind::HttpAbort(HttpAbort::parse(&mut attrs)?),
+            http::DELAY_TYPE => ToxicKind::HttpDelay(HttpDelay::parse(&mut attrs)?),
             other => return Err(ProxyError::UnknownToxicType(other.to_owned())),
         };
         attrs.finish()?;
@@ -110,6 +130,8 @@ impl ToxicKind {
             ToxicKind::ResetPeer(t) => put("timeout", millis(t.timeout)),
             ToxicKind::SlowClose(t) => put("delay", millis(t.delay)),
             ToxicKind::LimitData(t) => put("bytes", t.bytes),
+            ToxicKind::HttpAbort(t) => t.put_attributes(&mut map),
+            ToxicKind::HttpDelay(t) => t.put_attributes(&mut map),
         }
         map
     }
@@ -136,6 +158,8 @@ impl ToxicKind {
             ToxicKind::ResetPeer(t) => Box::new(t.stage(now)),
             ToxicKind::SlowClose(t) => Box::new(t.stage(Arc::clone(stats))),
             ToxicKind::LimitData(t) => Box::new(t.stage(Arc::clone(stats))),
+            ToxicKind::HttpAbort(t) => Box::new(t.stage()),
+            ToxicKind::HttpDelay(t) => Box::new(t.stage()),
         }
     }
 
@@ -147,7 +171,11 @@ impl ToxicKind {
         match self {
             ToxicKind::Latency(_) | ToxicKind::Timeout(_) => true,
             ToxicKind::Bandwidth(t) => t.rate_kb_per_sec > 0,
-            ToxicKind::ResetPeer(_) | ToxicKind::SlowClose(_) | ToxicKind::LimitData(_) => false,
+            ToxicKind::ResetPeer(_)
+            | ToxicKind::SlowClose(_)
+            | ToxicKind::LimitData(_)
+            | ToxicKind::HttpAbort(_)
+            | ToxicKind::HttpDelay(_) => false,
         }
     }
 }
@@ -175,7 +203,7 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    fn invalid(&self, attribute: &str, reason: &str) -> ProxyError {
+    pub(crate) fn invalid(&self, attribute: &str, reason: &str) -> ProxyError {
         ProxyError::InvalidAttribute {
             toxic: self.toxic.to_owned(),
             attribute: attribute.to_owned(),
@@ -185,7 +213,9 @@ impl<'a> Attributes<'a> {
 
     /// A non-negative integer attribute; 0 when absent.
     pub(crate) fn integer(&mut self, key: &'static str) -> Result<u64, ProxyError> {
-        self.known.push(key);
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
         match self.map.get(key) {
             None => Ok(0),
             Some(value) => value
@@ -201,6 +231,55 @@ impl<'a> Attributes<'a> {
             return Err(self.invalid(key, "must be at most 86400000 ms (one day)"));
         }
         Ok(value)
+    }
+
+    /// A required non-negative integer attribute.
+    pub(crate) fn required_integer(&mut self, key: &'static str) -> Result<u64, ProxyError> {
+        if self.present(key).is_none() {
+            return Err(self.invalid(key, "is required"));
+        }
+        self.integer(key)
+    }
+
+    /// A number from 0 to 1; `default` when absent.
+    pub(crate) fn fraction(&mut self, key: &'static str, default: f64) -> Result<f64, ProxyError> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(value) => value
+                .as_f64()
+                .filter(|value| (0.0..=1.0).contains(value))
+                .ok_or_else(|| self.invalid(key, "must be a number from 0 to 1")),
+        }
+    }
+
+    /// A string attribute; `None` when absent or null.
+    pub(crate) fn string(&mut self, key: &'static str) -> Result<Option<String>, ProxyError> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(self.invalid(key, "must be a string")),
+        }
+    }
+
+    /// An object attribute; empty when absent or null.
+    pub(crate) fn object(
+        &mut self,
+        key: &'static str,
+    ) -> Result<&'a Map<String, Value>, ProxyError> {
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        match self.present(key) {
+            None => Ok(&EMPTY),
+            Some(Value::Object(map)) => Ok(map),
+            Some(_) => Err(self.invalid(key, "must be an object")),
+        }
+    }
+
+    /// Marks `key` known; its value unless absent or null.
+    fn present(&mut self, key: &'static str) -> Option<&'a Value> {
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
+        self.map.get(key).filter(|value| !value.is_null())
     }
 
     fn finish(self) -> Result<(), ProxyError> {
@@ -240,12 +319,47 @@ mod tests {
             ("reset_peer", json!({"timeout": 250})),
             ("slow_close", json!({"delay": 300})),
             ("limit_data", json!({"bytes": 1024})),
+            (
+                "http_abort",
+                json!({"status": 503, "body": null, "ratio": 0.5, "method": "POST",
+                       "path": "/api/orders", "headers": {"x-tenant": "blue"}}),
+            ),
+            (
+                "http_delay",
+                json!({"latency": 300, "jitter": 10, "ratio": 1.0, "method": null,
+                       "path": null, "headers": {}}),
+            ),
         ] {
             let kind = ToxicKind::from_attributes(name, &attrs(value.clone())).unwrap();
             assert_eq!(kind.type_name(), name);
             assert_eq!(Value::Object(kind.attributes()), value);
+            assert!(TOXIC_TYPES.contains(&name));
         }
-        assert_eq!(TOXIC_TYPES.len(), 6);
+        assert_eq!(TOXIC_TYPES.len(), 8);
+    }
+
+    #[test]
+    fn http_toxics_default_to_every_request() {
+        let kind =
+            ToxicKind::from_attributes("http_abort", &attrs(json!({"status": 500}))).unwrap();
+        assert_eq!(
+            Value::Object(kind.attributes()),
+            json!({"status": 500, "body": null, "ratio": 1.0, "method": null, "path": null,
+                   "headers": {}})
+        );
+        assert!(kind.upstream_only());
+        // Header names are case-insensitive: shown in lower case.
+        let kind = ToxicKind::from_attributes(
+            "http_delay",
+            &attrs(json!({"latency": 5, "headers": {"X-Tenant": "Blue"}})),
+        )
+        .unwrap();
+        assert_eq!(kind.attributes()["headers"], json!({"x-tenant": "Blue"}));
+        assert!(
+            !ToxicKind::from_attributes("latency", &Map::new())
+                .unwrap()
+                .upstream_only()
+        );
     }
 
     #[test]
@@ -268,6 +382,58 @@ mod tests {
             ("latency", json!({"latency": "100"}), "non-negative"),
             ("latency", json!({"latancy": 100}), "unknown"),
             ("timeout", json!({"timeout": 100_000_000_000u64}), "one day"),
+            ("http_abort", json!({}), "\"status\" is required"),
+            ("http_abort", json!({"status": 99}), "100 to 599"),
+            ("http_abort", json!({"status": 600}), "\"status\""),
+            ("http_abort", json!({"status": "503"}), "\"status\""),
+            (
+                "http_abort",
+                json!({"status": 503, "ratio": 1.5}),
+                "\"ratio\"",
+            ),
+            (
+                "http_abort",
+                json!({"status": 503, "ratio": -0.1}),
+                "\"ratio\"",
+            ),
+            (
+                "http_abort",
+                json!({"status": 503, "ratio": "half"}),
+                "\"ratio\"",
+            ),
+            ("http_abort", json!({"status": 503, "body": 5}), "\"body\""),
+            (
+                "http_abort",
+                json!({"status": 503, "statuss": 1}),
+                "unknown",
+            ),
+            (
+                "http_abort",
+                json!({"status": 503, "method": "GE T"}),
+                "\"method\"",
+            ),
+            ("http_abort", json!({"status": 503, "path": ""}), "\"path\""),
+            (
+                "http_abort",
+                json!({"status": 503, "headers": []}),
+                "\"headers\"",
+            ),
+            (
+                "http_abort",
+                json!({"status": 503, "headers": {"x": 1}}),
+                "\"headers\"",
+            ),
+            (
+                "http_abort",
+                json!({"status": 503, "headers": {"A": "1", "a": "2"}}),
+                "twice",
+            ),
+            ("http_delay", json!({"latency": -5}), "\"latency\""),
+            (
+                "http_delay",
+                json!({"latency": 5, "status": 503}),
+                "unknown",
+            ),
         ] {
             let err = ToxicKind::from_attributes(name, &attrs(value)).unwrap_err();
             assert!(matches!(err, ProxyError::InvalidAttribute { .. }), "{err}");
