@@ -10,9 +10,11 @@
 //! A direction whose pipeline puts out a reply (an HTTP toxic answering a
 //! request itself, [`Item::Reply`]) forwards nothing more: it hands the reply
 //! to the other direction, which feeds it to its own pipeline behind what it
-//! already read, stops reading, and closes the connection once the reply is
-//! written; meanwhile the answered direction reads and discards what its
-//! peer still sends, so that the close is clean.
+//! already read, followed by an EOF, and stops reading. Once the reply is
+//! written, that direction half-closes its peer; the answered direction reads
+//! and drops what its peer still sends until that peer closes (at most
+//! [`LINGER`]), so that the peer gets the reply and a FIN, not a reset for
+//! unread data.
 
 use std::io;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub(crate) const MAX_BUFFERED: usize = 1 << 20;
 
 /// The size of one read from a peer.
 const READ_BUFFER: usize = 32 * 1024;
+
+/// How long a peer that got a reply may keep sending before the proxy closes.
+const LINGER: Duration = Duration::from_secs(10);
 
 /// How long to back off when accepting fails (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -150,6 +155,8 @@ enum Outcome {
     Done,
     /// A toxic closed the connection.
     Close,
+    /// The proxy's reply was delivered and the destination half-closed.
+    Answered,
     /// A toxic reset the connection.
     Reset,
     /// A peer failed (`reset`: it reset the connection).
@@ -171,7 +178,7 @@ fn ending(up: Outcome, down: Outcome) -> (CloseReason, bool) {
     let both = [up, down];
     if both.contains(&Outcome::Reset) {
         (CloseReason::Reset, true)
-    } else if both.contains(&Outcome::Close) {
+    } else if both.contains(&Outcome::Close) || both.contains(&Outcome::Answered) {
         (CloseReason::Toxic, false)
     } else if let Some(reset) = both.iter().find_map(|outcome| match outcome {
         Outcome::Failed { reset } => Some(*reset),
@@ -230,7 +237,7 @@ impl Pump {
         W: AsyncWrite + Unpin,
     {
         let outcome = self.pump(src, dst).await;
-        if outcome != Outcome::Done {
+        if !matches!(outcome, Outcome::Done | Outcome::Answered) {
             self.cancel.cancel();
         }
         outcome
@@ -245,6 +252,8 @@ impl Pump {
         let mut src_open = true;
         let mut toxics_open = true;
         let mut replies_open = true;
+        // A reply from the other direction is on its way to `dst`.
+        let mut answering = false;
         loop {
             let wake = match self.pipeline.advance(Instant::now()) {
                 Ok(wake) => wake,
@@ -254,6 +263,7 @@ impl Pump {
                 Some(Control::Close) => return Outcome::Close,
                 Some(Control::Eof) => {
                     return match dst.shutdown().await {
+                        Ok(()) if answering => Outcome::Answered,
                         Ok(()) => Outcome::Done,
                         Err(err) => Outcome::failed(&err),
                     };
@@ -285,12 +295,12 @@ impl Pump {
                 reply = self.replies_in.recv(), if replies_open => match reply {
                     Some(reply) => {
                         // The proxy answers the destination peer itself: the
-                        // answer goes behind what was read so far, then the
-                        // connection closes.
+                        // answer goes behind what was read so far, then a FIN.
                         let now = Instant::now();
                         self.pipeline.push(Item::Data(reply), now);
-                        self.pipeline.push(Item::Close, now);
+                        self.pipeline.push(Item::Eof, now);
                         src_open = false;
+                        answering = true;
                     }
                     None => replies_open = false,
                 },
@@ -316,16 +326,18 @@ impl Pump {
     }
 
     /// After a reply: reads and drops whatever the source still sends, until
-    /// it finishes or the connection closes, so that it ends with a FIN
-    /// rather than a reset for unread data.
+    /// it finishes (or [`LINGER`] passes, or the connection closes), so that
+    /// it ends with a FIN rather than a reset for unread data.
     async fn discard<R>(&mut self, src: &mut R, buf: &mut [u8]) -> Outcome
     where
         R: AsyncRead + Unpin,
     {
+        let deadline = Instant::now() + LINGER;
         loop {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Outcome::Cancelled,
+                () = tokio::time::sleep_until(deadline) => return Outcome::Close,
                 read = src.read(buf) => match read {
                     Ok(0) => return Outcome::Done,
                     Ok(_) => {}
@@ -346,6 +358,7 @@ mod tests {
         assert_eq!(ending(Done, Done), (CloseReason::Eof, false));
         assert_eq!(ending(Done, Reset), (CloseReason::Reset, true));
         assert_eq!(ending(Cancelled, Close), (CloseReason::Toxic, false));
+        assert_eq!(ending(Done, Answered), (CloseReason::Toxic, false));
         assert_eq!(
             ending(Failed { reset: true }, Cancelled),
             (CloseReason::PeerError, true)

@@ -23,7 +23,8 @@ pub(crate) enum Item {
     /// (an HTTP toxic answering a request itself). When it leaves the
     /// pipeline, this direction forwards nothing more: the link hands the
     /// bytes to the other direction, which delivers them to the source peer
-    /// after what it already holds, then closes the connection.
+    /// after what it already holds, then half-closes it; the connection ends
+    /// when that peer closes.
     Reply(Vec<u8>),
 }
 

@@ -5,6 +5,7 @@
 
 mod api;
 mod cli;
+mod http_toxics;
 mod leases;
 mod metrics;
 mod stats;
