@@ -6,7 +6,8 @@
 //! - [`Registry`] is the set of proxies behind the API, usable without HTTP.
 //! - [`ToxiproxyClient`] drives the API of this proxy or of a real Toxiproxy.
 //! - [`toxics`] holds one module per toxic: `latency`, `bandwidth`, `timeout`,
-//!   `reset_peer`, `slow_close`, `limit_data`.
+//!   `reset_peer`, `slow_close`, `limit_data`, and the HTTP/1.1 toxics
+//!   `http_abort` and `http_delay` (in `toxics::http`).
 //!
 //! Every connection runs each direction through a pipeline of timestamped
 //! chunks with one stage per toxic. Adding, updating or removing a toxic
