@@ -17,7 +17,7 @@
 //!   acts on every byte (see `ToxicKind::acts_on_every_byte`), and `resets`
 //!   (when a stage answers `Step::Reset`);
 //! - a stage counts what only it can see: `closes` when it closes the
-//!   connection, `bytes` it drops, and `requests` it matches. A stage that
+//!   connection, `bytes` it drops, and `requests` it acts on. A stage that
 //!   needs to count receives the toxic's `Arc<ToxicCounters>` when it is
 //!   built (`ToxicKind::stage`) and calls, for example,
 //!   [`ToxicCounters::count_request`] from its `push` or `poll`. A stage must
@@ -69,11 +69,8 @@ impl ToxicCounters {
         self.closes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The toxic matched an HTTP request (for HTTP-aware toxics).
-    #[allow(
-        dead_code,
-        reason = "for the HTTP toxics' stages; no TCP toxic matches requests"
-    )]
+    /// The toxic acted on an HTTP request (for the HTTP toxics: a request
+    /// they matched and picked, that they delayed or answered).
     pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }

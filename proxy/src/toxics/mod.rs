@@ -158,8 +158,8 @@ impl ToxicKind {
             ToxicKind::ResetPeer(t) => Box::new(t.stage(now)),
             ToxicKind::SlowClose(t) => Box::new(t.stage(Arc::clone(stats))),
             ToxicKind::LimitData(t) => Box::new(t.stage(Arc::clone(stats))),
-            ToxicKind::HttpAbort(t) => Box::new(t.stage()),
-            ToxicKind::HttpDelay(t) => Box::new(t.stage()),
+            ToxicKind::HttpAbort(t) => Box::new(t.stage(Arc::clone(stats))),
+            ToxicKind::HttpDelay(t) => Box::new(t.stage(Arc::clone(stats))),
         }
     }
 

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, Uri};
-use faultline_proxy::{ClientError, NewToxic, Stream, Toxic};
+use faultline_proxy::{ClientError, NewToxic, Stream, Toxic, ToxicStats};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +71,11 @@ async fn add(h: &Harness, proxy: &str, new: NewToxic) -> Toxic {
     h.client.add_toxic(proxy, &new).await.unwrap()
 }
 
+async fn stats(h: &Harness, proxy: &str, toxic: &str) -> ToxicStats {
+    let toxic = h.client.toxic(proxy, toxic).await.unwrap();
+    toxic.stats.expect("this proxy always shows stats")
+}
+
 fn client() -> reqwest::Client {
     faultline_signal::install_crypto_provider();
     reqwest::Client::builder()
@@ -90,7 +95,7 @@ async fn abort_answers_matching_requests_in_place_of_the_server() {
     let h = Harness::start().await;
     let (server, seen) = http_server().await;
     let addr = h.proxy("orders", server).await;
-    add(
+    let abort = add(
         &h,
         "orders",
         toxic("http_abort", json!({"status": 503, "path": "/api/orders"})),
@@ -118,6 +123,11 @@ async fn abort_answers_matching_requests_in_place_of_the_server() {
     }
     assert_eq!(seen.count("/api/orders"), 0, "{:?}", seen.all());
     assert_eq!(seen.count("/api/health"), 4);
+    // Each aborted request counts as a request and a close, its bytes as dropped.
+    let stats = stats(&h, "orders", &abort.name).await;
+    assert_eq!((stats.requests, stats.closes, stats.resets), (3, 3, 0));
+    assert!(stats.connections >= 3, "{stats:?}");
+    assert!(stats.bytes >= 3 * 60, "{stats:?}");
     h.stop().await;
 }
 
@@ -192,7 +202,7 @@ async fn delay_holds_matching_requests_only() {
     let h = Harness::start().await;
     let (server, _) = http_server().await;
     let addr = h.proxy("slow", server).await;
-    add(
+    let delay = add(
         &h,
         "slow",
         toxic("http_delay", json!({"latency": 300, "path": "/slow"})),
@@ -211,6 +221,10 @@ async fn delay_holds_matching_requests_only() {
         let fast = start.elapsed();
         assert!(fast < ms(250), "unmatched took {fast:?}");
     }
+    // Only the matched requests count, with the bytes they were held.
+    let stats = stats(&h, "slow", &delay.name).await;
+    assert_eq!((stats.requests, stats.closes), (3, 0));
+    assert!(stats.bytes >= 3 * 30, "{stats:?}");
     h.stop().await;
 }
 

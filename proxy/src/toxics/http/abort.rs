@@ -8,12 +8,15 @@
 //! Requests it does not pick pass untouched.
 
 use axum::http::StatusCode;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::matcher::Selector;
 use super::parse::RequestHead;
 use super::requests::{RequestStage, RequestToxic, Verdict};
 use crate::error::ProxyError;
+use crate::stats::ToxicCounters;
 use crate::toxics::Attributes;
 
 pub(crate) const TYPE: &str = "http_abort";
@@ -49,8 +52,8 @@ impl HttpAbort {
         self.selector.put_attributes(map);
     }
 
-    pub(crate) fn stage(&self) -> RequestStage<Self> {
-        RequestStage::new(self.clone())
+    pub(crate) fn stage(&self, stats: Arc<ToxicCounters>) -> RequestStage<Self> {
+        RequestStage::new(self.clone(), stats)
     }
 
     /// The answer to `head`. A `HEAD` request gets the head only; a 1xx,

@@ -4,6 +4,7 @@
 //! Requests keep their order on a connection (HTTP/1.1 answers in order):
 //! a request behind a delayed one waits for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -12,6 +13,7 @@ use super::matcher::Selector;
 use super::parse::RequestHead;
 use super::requests::{RequestStage, RequestToxic, Verdict};
 use crate::error::ProxyError;
+use crate::stats::ToxicCounters;
 use crate::toxics::{Attributes, Latency, millis};
 
 pub(crate) const TYPE: &str = "http_delay";
@@ -42,8 +44,8 @@ impl HttpDelay {
         self.selector.put_attributes(map);
     }
 
-    pub(crate) fn stage(&self) -> RequestStage<Self> {
-        RequestStage::new(self.clone())
+    pub(crate) fn stage(&self, stats: Arc<ToxicCounters>) -> RequestStage<Self> {
+        RequestStage::new(self.clone(), stats)
     }
 }
 

@@ -11,15 +11,22 @@
 //! Each held item remembers the framing position before it, so that when the
 //! stage gives its items back (its toxic updated), the replacement resumes
 //! framing where the oldest of them starts ([`Stage::handover`]).
+//!
+//! Stats: the stage counts in its toxic's counters the `requests` it acts on
+//! (delays or answers), the bytes it delays or drops, and its answer as a
+//! close. A replacement takes the items given back without counting them
+//! again: the handover says how many bytes it replays.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::parse::{Framer, NotHttp, Piece, Position, RequestHead};
 use crate::stage::{Handover, Item, Stage, Step};
+use crate::stats::ToxicCounters;
 
 /// What an HTTP toxic does with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +46,14 @@ pub(crate) trait RequestToxic: Send + fmt::Debug {
     const TYPE: &'static str;
 
     fn decide(&mut self, head: &RequestHead) -> Verdict;
+}
+
+/// What a stage hands to its replacement: where the bytes it gives back
+/// start in the request stream, and how many there are.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    position: Position,
+    replay: u64,
 }
 
 #[derive(Debug)]
@@ -63,10 +78,17 @@ pub(crate) struct RequestStage<T> {
     answered: bool,
     /// The stream was found not to be HTTP and that was logged.
     reported: bool,
+    stats: Arc<ToxicCounters>,
+    /// Bytes fed to the framer (or dropped after an answer) so far.
+    fed: u64,
+    /// The first `replay` bytes were counted by the stage this one replaced.
+    replay: u64,
+    /// Data bytes given back by `take_buffered`, for the handover.
+    given_back: u64,
 }
 
 impl<T: RequestToxic> RequestStage<T> {
-    pub(crate) fn new(toxic: T) -> Self {
+    pub(crate) fn new(toxic: T, stats: Arc<ToxicCounters>) -> Self {
         Self {
             toxic,
             framer: Framer::new(),
@@ -75,12 +97,25 @@ impl<T: RequestToxic> RequestStage<T> {
             last_release: None,
             answered: false,
             reported: false,
+            stats,
+            fed: 0,
+            replay: 0,
+            given_back: 0,
         }
     }
 
+    /// How many of the stream's bytes `begin..end` are new to this toxic.
+    fn fresh(&self, begin: u64, end: u64) -> usize {
+        usize::try_from(end.saturating_sub(begin.max(self.replay))).unwrap_or(usize::MAX)
+    }
+
     /// Queues an item, due at `due` but never before the one ahead of it.
-    fn hold(&mut self, item: Item, entered: Instant, at: Position, due: Instant) {
+    /// `fresh`: its bytes new to this toxic, counted if they are delayed.
+    fn hold(&mut self, item: Item, entered: Instant, at: Position, due: Instant, fresh: usize) {
         let release = self.last_release.map_or(due, |last| last.max(due));
+        if release > entered && fresh > 0 {
+            self.stats.count_bytes(fresh);
+        }
         self.last_release = Some(release);
         self.bytes += item.len();
         self.queue.push_back(Held {
@@ -103,34 +138,58 @@ impl<T: RequestToxic> RequestStage<T> {
     }
 
     fn push_data(&mut self, data: &[u8], entered: Instant) {
+        // Stream offsets: the bytes held for a head come just before `data`.
+        let held = self.framer.held() as u64;
+        let data_end = self.fed + data.len() as u64;
+        let mut end = self.fed - held;
+        self.fed = data_end;
         let mut pieces = Vec::new();
         self.framer.feed(data, entered, &mut pieces);
         for piece in pieces {
+            let begin = end;
+            end = begin + piece_len(&piece) as u64;
+            let fresh = self.fresh(begin, end);
             match piece {
-                Piece::Raw { bytes, at } => self.hold(Item::Data(bytes), entered, at, entered),
+                Piece::Raw { bytes, at } => {
+                    self.hold(Item::Data(bytes), entered, at, entered, fresh);
+                }
                 Piece::NotHttp {
                     bytes,
                     entered: first,
                     why,
                 } => {
                     self.report(&why);
-                    self.hold(Item::Data(bytes), first, Position::Opaque, entered);
+                    self.hold(Item::Data(bytes), first, Position::Opaque, entered, fresh);
                 }
                 Piece::Head {
                     bytes,
                     head,
                     entered: first,
-                } => match self.toxic.decide(&head) {
-                    Verdict::Pass => self.hold(Item::Data(bytes), first, Position::Head, entered),
-                    Verdict::Delay(delay) => {
-                        self.hold(Item::Data(bytes), first, Position::Head, entered + delay);
+                } => {
+                    let verdict = self.toxic.decide(&head);
+                    // A head the replaced stage decided already counts once.
+                    if verdict != Verdict::Pass && end > self.replay {
+                        self.stats.count_request();
                     }
-                    Verdict::Answer(reply) => {
-                        self.hold(Item::Reply(reply), first, Position::Head, entered);
-                        self.answer();
-                        return;
+                    match verdict {
+                        // Counted if it waits behind a delayed request.
+                        Verdict::Pass => {
+                            self.hold(Item::Data(bytes), first, Position::Head, entered, fresh);
+                        }
+                        Verdict::Delay(delay) => {
+                            let due = entered + delay;
+                            self.hold(Item::Data(bytes), first, Position::Head, due, fresh);
+                        }
+                        Verdict::Answer(reply) => {
+                            // The request and the rest of the chunk are dropped.
+                            self.stats.count_close();
+                            self.stats.count_bytes(fresh + self.fresh(end, data_end));
+                            self.hold(Item::Reply(reply), first, Position::Head, entered, 0);
+                            self.answer();
+                            return;
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -145,16 +204,21 @@ impl<T: RequestToxic> RequestStage<T> {
 impl<T: RequestToxic> Stage for RequestStage<T> {
     fn push(&mut self, item: Item, entered: Instant) {
         match item {
-            Item::Data(_) | Item::Eof if self.answered => {}
+            Item::Data(data) if self.answered => {
+                let begin = self.fed;
+                self.fed += data.len() as u64;
+                self.stats.count_bytes(self.fresh(begin, self.fed));
+            }
+            Item::Eof if self.answered => {}
             Item::Data(data) => self.push_data(&data, entered),
             other => {
                 // The end of the stream or of the connection: an incomplete
                 // head goes on as it is, before it.
                 if let Some((held, first)) = self.framer.take_held() {
-                    self.hold(Item::Data(held), first, Position::Head, entered);
+                    self.hold(Item::Data(held), first, Position::Head, entered, 0);
                 }
                 let answer = matches!(other, Item::Reply(_));
-                self.hold(other, entered, self.framer.position(), entered);
+                self.hold(other, entered, self.framer.position(), entered, 0);
                 if answer {
                     self.answer();
                 }
@@ -189,6 +253,7 @@ impl<T: RequestToxic> Stage for RequestStage<T> {
         if let Some(start) = start {
             self.framer.rewind(start);
         }
+        self.given_back = items.iter().map(|(item, _)| item.len() as u64).sum();
         self.bytes = 0;
         self.last_release = None;
         items
@@ -199,14 +264,26 @@ impl<T: RequestToxic> Stage for RequestStage<T> {
     }
 
     fn handover(&mut self) -> Option<Handover> {
-        Some(Box::new(self.framer.position()))
+        Some(Box::new(Resume {
+            position: self.framer.position(),
+            replay: self.given_back,
+        }))
     }
 
     fn take_over(&mut self, from: Handover) {
-        if let Ok(position) = from.downcast::<Position>() {
-            self.framer = Framer::at(*position);
+        if let Ok(resume) = from.downcast::<Resume>() {
+            self.framer = Framer::at(resume.position);
+            self.replay = resume.replay;
             // Whoever made the stream opaque has said so already.
-            self.reported |= *position == Position::Opaque;
+            self.reported |= resume.position == Position::Opaque;
+        }
+    }
+}
+
+fn piece_len(piece: &Piece) -> usize {
+    match piece {
+        Piece::Head { bytes, .. } | Piece::Raw { bytes, .. } | Piece::NotHttp { bytes, .. } => {
+            bytes.len()
         }
     }
 }
@@ -264,7 +341,7 @@ mod tests {
     #[test]
     fn a_delayed_request_holds_back_the_ones_behind_it() {
         let t0 = Instant::now();
-        let mut stage = RequestStage::new(Script);
+        let mut stage = RequestStage::new(Script, Arc::default());
         stage.push(Item::Data([FAST, SLOW, FAST].concat()), t0);
         assert_eq!(bytes(&due(&mut stage, t0)), FAST);
         assert_eq!(stage.poll(t0), Step::Wait(t0 + ms(100)));
@@ -277,7 +354,7 @@ mod tests {
     #[test]
     fn a_head_in_pieces_is_decided_once_complete() {
         let t0 = Instant::now();
-        let mut stage = RequestStage::new(Script);
+        let mut stage = RequestStage::new(Script, Arc::default());
         stage.push(Item::Data(SLOW[..7].to_vec()), t0);
         assert_eq!(stage.buffered_bytes(), 7);
         assert_eq!(stage.poll(t0), Step::Idle);
@@ -289,7 +366,7 @@ mod tests {
     #[test]
     fn an_answer_replaces_the_request_and_everything_after_it() {
         let t0 = Instant::now();
-        let mut stage = RequestStage::new(Script);
+        let mut stage = RequestStage::new(Script, Arc::default());
         stage.push(
             Item::Data([FAST, b"GET /stop HTTP/1.1\r\n\r\n", FAST].concat()),
             t0,
@@ -305,9 +382,40 @@ mod tests {
     }
 
     #[test]
+    fn stats_count_what_the_toxic_acted_on_once_across_a_handover() {
+        let t0 = Instant::now();
+        let stats = Arc::new(ToxicCounters::default());
+        let mut old = RequestStage::new(Script, Arc::clone(&stats));
+        old.push(Item::Data([FAST, SLOW, FAST].concat()), t0);
+        assert_eq!(bytes(&due(&mut old, t0)), FAST);
+        let values = stats.values();
+        // One request delayed; it and the request behind it wait.
+        assert_eq!(
+            (values.requests, values.bytes),
+            (1, (SLOW.len() + FAST.len()) as u64)
+        );
+        // The toxic is updated: the held requests are replayed, not recounted.
+        let held = old.take_buffered();
+        let mut new = RequestStage::new(Script, Arc::clone(&stats));
+        if let Some(handover) = old.handover() {
+            new.take_over(handover);
+        }
+        for (item, entered) in held {
+            new.push(item, entered);
+        }
+        assert_eq!(stats.values(), values);
+        // An answer: a request, a close, and the bytes it dropped.
+        new.push(Item::Data(b"GET /stop HTTP/1.1\r\n\r\nGET /x".to_vec()), t0);
+        new.push(Item::Data(b"yz".to_vec()), t0);
+        let values = stats.values();
+        assert_eq!((values.requests, values.closes), (2, 1));
+        assert_eq!(values.bytes, (SLOW.len() + FAST.len() + 22 + 6 + 2) as u64);
+    }
+
+    #[test]
     fn not_http_passes_untouched() {
         let t0 = Instant::now();
-        let mut stage = RequestStage::new(Script);
+        let mut stage = RequestStage::new(Script, Arc::default());
         stage.push(Item::Data(b"\x00\x01binary".to_vec()), t0);
         stage.push(Item::Data(b"GET /stop HTTP/1.1\r\n\r\n".to_vec()), t0);
         stage.push(Item::Eof, t0);
@@ -319,7 +427,7 @@ mod tests {
     #[test]
     fn an_incomplete_head_goes_on_before_the_eof() {
         let t0 = Instant::now();
-        let mut stage = RequestStage::new(Script);
+        let mut stage = RequestStage::new(Script, Arc::default());
         stage.push(Item::Data(b"GET /half".to_vec()), t0);
         stage.push(Item::Eof, t0);
         assert_eq!(
@@ -331,7 +439,7 @@ mod tests {
     #[test]
     fn a_replacement_resumes_framing_where_the_held_items_start() {
         let t0 = Instant::now();
-        let mut old = RequestStage::new(Script);
+        let mut old = RequestStage::new(Script, Arc::default());
         // A body in progress passes; the next request is held (delayed) with
         // the start of its body.
         old.push(
@@ -342,7 +450,7 @@ mod tests {
         old.push(Item::Data([b"def", &SLOW[..SLOW.len() - 1]].concat()), t0);
         assert_eq!(bytes(&due(&mut old, t0)), b"def");
         let held = old.take_buffered();
-        let mut new = RequestStage::new(Script);
+        let mut new = RequestStage::new(Script, Arc::default());
         if let Some(handover) = old.handover() {
             new.take_over(handover);
         }
