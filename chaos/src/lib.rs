@@ -14,7 +14,7 @@
 //! - [`evidence`]: the raw series behind the alerts that fired, and the
 //!   promtool test that replays them offline.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`, as
-//!   [`undo`] records.
+//!   [`undo`] records; [`cleanup`] carries out what a ledger file lists.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 //!
 //! The fault proxy is its own crate, `faultline_proxy`; the engine drives it
@@ -27,9 +27,10 @@
 //! 3. `experiment`, `undo`
 //! 4. `ledger`, `probes`, `report`, `coverage`
 //! 5. `actions`, `evidence`
-//! 6. `runner`, `testing`
+//! 6. `runner`, `cleanup`, `testing`
 
 pub mod actions;
+pub mod cleanup;
 pub mod coverage;
 pub mod environment;
 pub mod evidence;

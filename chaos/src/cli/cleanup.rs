@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use faultline_chaos::actions::Services;
 use faultline_chaos::environment::DockerTarget;
-use faultline_chaos::ledger;
+use faultline_chaos::{cleanup, ledger};
 
 use super::style::{Paint, paint};
 
@@ -57,31 +57,26 @@ impl CleanupArgs {
                 continue;
             }
             println!("run {} — {}", run.run_id, run.experiment);
-            let mut run_ok = true;
-            for (fault, undo) in &run.faults {
-                for record in undo.iter().rev() {
-                    if self.dry_run {
-                        println!("  would {record} ({fault})");
-                        continue;
-                    }
-                    match record.execute(&services).await {
-                        Ok(_) => println!(
-                            "  {} {record} ({fault})",
-                            paint(colour, Paint::Good, "done")
-                        ),
-                        Err(err) => {
-                            run_ok = false;
-                            failures += 1;
-                            println!(
-                                "  {} {record} ({fault}): {err}",
-                                paint(colour, Paint::Bad, "failed")
-                            );
-                        }
-                    }
+            if self.dry_run {
+                for (fault, record) in cleanup::planned_steps(&run) {
+                    println!("  would {record} ({fault})");
                 }
+                continue;
             }
-            if run_ok && !self.dry_run {
-                std::fs::remove_file(&path)?;
+            let done = cleanup::revert_run(&path, run, &services).await?;
+            failures += done.failures();
+            for step in &done.steps {
+                let (record, fault) = (&step.record, &step.fault);
+                match &step.result {
+                    Ok(_) => println!(
+                        "  {} {record} ({fault})",
+                        paint(colour, Paint::Good, "done")
+                    ),
+                    Err(err) => println!(
+                        "  {} {record} ({fault}): {err}",
+                        paint(colour, Paint::Bad, "failed")
+                    ),
+                }
             }
         }
         Ok(if failures == 0 { 0 } else { 2 })
