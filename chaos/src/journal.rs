@@ -325,6 +325,15 @@ pub struct ExperimentInfo {
     pub spec: Value,
 }
 
+/// The guardian process of a run (`faultline run` starts one; see
+/// `crate::guardian`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardianRecord {
+    pub pid: u32,
+    /// Its log file (kept only when it had something to revert).
+    pub log: String,
+}
+
 /// The journal of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -344,6 +353,13 @@ pub struct Journal {
     /// Why it did not pass, one line each.
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// What happened besides the activities: a safeguard that could not be
+    /// evaluated, a lease that could not be renewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The process that reverts the faults if this one dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian: Option<GuardianRecord>,
     pub steady_states: SteadyStates,
     /// The method's actions (inject, ramp, revert).
     pub run: Vec<Activity>,

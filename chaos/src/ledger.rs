@@ -127,8 +127,21 @@ impl Ledger {
     }
 }
 
-/// Every ledger file in `dir`, with its path.
+/// Every ledger file in `dir`, with its path; the first that cannot be read
+/// is the error.
 pub fn read_all(dir: &Path) -> Result<Vec<(PathBuf, ActiveFaults)>, LedgerError> {
+    read_each(dir)?
+        .into_iter()
+        .map(|(path, faults)| faults.map(|faults| (path, faults)))
+        .collect()
+}
+
+/// One ledger file, read or not.
+pub type LedgerFile = (PathBuf, Result<ActiveFaults, LedgerError>);
+
+/// Every ledger file in `dir`, each read on its own: one that cannot be
+/// read does not hide the others. `Err` when the directory cannot be listed.
+pub fn read_each(dir: &Path) -> Result<Vec<LedgerFile>, LedgerError> {
     let read = |error| LedgerError::Read {
         path: dir.to_owned(),
         error,
@@ -144,14 +157,17 @@ pub fn read_all(dir: &Path) -> Result<Vec<(PathBuf, ActiveFaults)>, LedgerError>
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let text = std::fs::read(&path).map_err(|error| LedgerError::Read {
-            path: path.clone(),
-            error,
-        })?;
-        let faults = serde_json::from_slice(&text).map_err(|error| LedgerError::Parse {
-            path: path.clone(),
-            error,
-        })?;
+        let faults = std::fs::read(&path)
+            .map_err(|error| LedgerError::Read {
+                path: path.clone(),
+                error,
+            })
+            .and_then(|text| {
+                serde_json::from_slice(&text).map_err(|error| LedgerError::Parse {
+                    path: path.clone(),
+                    error,
+                })
+            });
         all.push((path, faults));
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));

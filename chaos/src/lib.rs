@@ -14,7 +14,8 @@
 //! - [`evidence`]: the raw series behind the alerts that fired, and the
 //!   promtool test that replays them offline.
 //! - [`ledger`]: active faults on disk, for `faultline cleanup`, as
-//!   [`undo`] records; [`cleanup`] carries out what a ledger file lists.
+//!   [`undo`] records; [`cleanup`] carries out what a ledger file lists,
+//!   and the [`guardian`] process does so when its run dies.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
 //!
 //! The fault proxy is its own crate, `faultline_proxy`; the engine drives it
@@ -28,6 +29,7 @@
 //! 4. `ledger`, `probes`, `report`, `coverage`
 //! 5. `actions`, `evidence`
 //! 6. `runner`, `cleanup`, `testing`
+//! 7. `guardian`
 
 pub mod actions;
 pub mod cleanup;
@@ -35,6 +37,7 @@ pub mod coverage;
 pub mod environment;
 pub mod evidence;
 pub mod experiment;
+pub mod guardian;
 pub mod journal;
 pub mod ledger;
 pub mod platform;

@@ -56,6 +56,10 @@ enum Command {
     /// Run the fault proxy: TCP proxies with toxics, driven by a
     /// Toxiproxy-compatible HTTP API.
     Proxy(ProxyArgs),
+    /// Reverts a run's faults once the run's process is gone (started by
+    /// `faultline run`).
+    #[command(hide = true)]
+    Guardian(cli::guardian::GuardianArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Cleanup(args) => args.run().await,
         Command::Coverage(args) => args.run(),
         Command::Regress(args) => args.run(),
+        Command::Guardian(args) => args.run().await,
         Command::Proxy(args) => {
             let telemetry =
                 faultline_telemetry::Telemetry::init("faultline-proxy", env!("CARGO_PKG_VERSION"))

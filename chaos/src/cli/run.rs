@@ -3,14 +3,20 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context;
 use faultline_chaos::environment::Environment;
+use faultline_chaos::guardian::Guardian;
 use faultline_chaos::journal::{Activity, ActivityStatus, ActivityType, Verdict};
 use faultline_chaos::runner::{Bindings, LedgerDir, RunEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::style::{Paint, paint};
+
+/// How long a finished run waits for its guardian to see that it ended.
+const GUARDIAN_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Arguments of `faultline run`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +31,9 @@ Examples:
 Target settings come from the experiment's [target], then FAULTLINE_TARGET_*
 variables (FAULTLINE_TARGET_FAULT_ADMIN__ORDERS for fault_admin.orders), then
 --set. Ctrl-C or SIGTERM stops the run and rolls back; a third Ctrl-C leaves
-at once (then run `faultline cleanup`).
+at once. A guardian process (its pid and log on the first line) reverts
+whatever the run leaves when it dies without rolling back, SIGKILL included;
+--no-guardian runs without one (then `faultline cleanup` undoes a killed run).
 
 Exit code: 0 passed, 1 the hypothesis failed, 2 error or interrupted.")]
 pub struct RunArgs {
@@ -47,9 +55,14 @@ pub struct RunArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Where to record active faults for `faultline cleanup`.
+    /// Where to record active faults for `faultline cleanup` (and for the
+    /// guardian): default $XDG_RUNTIME_DIR/faultline or /tmp/faultline-$USER.
     #[arg(long, env = "FAULTLINE_LEDGER_DIR")]
     pub ledger_dir: Option<PathBuf>,
+    /// Run without a guardian process: if this process is killed outright,
+    /// its faults stay until `faultline cleanup`.
+    #[arg(long)]
+    pub no_guardian: bool,
 }
 
 /// The environment overrides from FAULTLINE_TARGET_* and `--set`.
@@ -134,7 +147,7 @@ fn progress(event: &RunEvent, colour: bool) -> Option<String> {
 }
 
 /// Cancels on the first signal; says so on the second; exits on the third.
-fn watch_signals(cancel: CancellationToken, colour: bool) {
+fn watch_signals(cancel: CancellationToken, colour: bool, guarded: bool) {
     tokio::spawn(async move {
         let mut count = 0;
         loop {
@@ -157,7 +170,15 @@ fn watch_signals(cancel: CancellationToken, colour: bool) {
                     )
                 ),
                 _ => {
-                    eprintln!("leaving without finishing the rollback; run `faultline cleanup`");
+                    if guarded {
+                        eprintln!(
+                            "leaving without finishing the rollback; the guardian reverts what is left"
+                        );
+                    } else {
+                        eprintln!(
+                            "leaving without finishing the rollback; run `faultline cleanup`"
+                        );
+                    }
                     std::process::exit(2);
                 }
             }
@@ -178,8 +199,23 @@ impl RunArgs {
         let colour_err = super::style::enabled(true);
         let colour_out = super::style::enabled(false);
         let environment = environment_overrides(&self.set)?;
+        let ledger_dir = self
+            .ledger_dir
+            .clone()
+            .unwrap_or_else(faultline_chaos::ledger::default_dir);
+        let guardian = if self.no_guardian {
+            None
+        } else {
+            let exe = std::env::current_exe().context(
+                "cannot find this executable to start the guardian (or use --no-guardian)",
+            )?;
+            Some(Guardian::spawn(&exe, &ledger_dir).await.context(
+                "the guardian that reverts the faults if this run is killed did not start \
+                 (--no-guardian runs without one)",
+            )?)
+        };
         let cancel = CancellationToken::new();
-        watch_signals(cancel.clone(), colour_err);
+        watch_signals(cancel.clone(), colour_err, guardian.is_some());
         let (events, mut receiver) = mpsc::unbounded_channel();
         let quiet = self.quiet;
         let printer = tokio::spawn(async move {
@@ -192,19 +228,31 @@ impl RunArgs {
         let bindings = Bindings {
             environment,
             cancel,
-            ledger: match &self.ledger_dir {
-                Some(dir) => LedgerDir::At(dir.clone()),
-                None => LedgerDir::Default,
-            },
+            ledger: LedgerDir::At(ledger_dir),
             events: Some(events),
             platform: None,
             alerts: None,
+            guardian: guardian.as_ref().map(Guardian::record),
         };
         if !quiet {
-            eprintln!("faultline: running {}", self.experiment.display());
+            match &guardian {
+                Some(guardian) => eprintln!(
+                    "faultline: running {} (guardian pid {}, log {})",
+                    self.experiment.display(),
+                    guardian.pid(),
+                    guardian.log().display()
+                ),
+                None => eprintln!(
+                    "faultline: running {} (no guardian)",
+                    self.experiment.display()
+                ),
+            }
         }
         let journal = faultline_chaos::run_experiment(self.experiment.as_path(), bindings).await?;
         let _ = printer.await;
+        if let Some(guardian) = guardian {
+            guardian.release(GUARDIAN_EXIT_WAIT).await;
+        }
 
         let journal_path = self
             .journal

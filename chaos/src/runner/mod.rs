@@ -176,6 +176,8 @@ pub struct Bindings {
     pub platform: Option<Arc<dyn Platform>>,
     /// Alert source to use instead of the target's Prometheus.
     pub alerts: Option<Arc<dyn AlertSource>>,
+    /// The guardian process watching this run, for the journal.
+    pub guardian: Option<GuardianRecord>,
 }
 
 /// An experiment to run: a file, or one already parsed.
@@ -301,6 +303,7 @@ pub(crate) struct Run {
     pub active: ActiveSet,
     /// When the first fault was injected (seconds since the start).
     pub fault_start_s: std::sync::OnceLock<f64>,
+    pub guardian: Option<GuardianRecord>,
 }
 
 impl Run {

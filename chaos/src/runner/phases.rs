@@ -52,6 +52,7 @@ pub async fn run_plan(plan: Plan, bindings: Bindings) -> Journal {
         ledger,
         active: ActiveSet::default(),
         fault_start_s: std::sync::OnceLock::new(),
+        guardian: bindings.guardian.clone(),
     };
     let mut verdicts = Verdicts::default();
     let mut findings = Findings::default();
@@ -181,6 +182,8 @@ impl Findings {
             deviated: verdicts.deviated,
             verdict,
             reasons: verdicts.reasons,
+            notes: recorder.notes(),
+            guardian: run.guardian.clone(),
             steady_states: self.steady_states,
             run: self.run,
             rollbacks: self.rollbacks,

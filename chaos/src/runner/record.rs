@@ -75,6 +75,7 @@ pub struct Recorder {
     pub clock: Clock,
     events: Option<UnboundedSender<RunEvent>>,
     phases: Arc<Mutex<Vec<Interval>>>,
+    notes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Recorder {
@@ -83,7 +84,27 @@ impl Recorder {
             clock,
             events,
             phases: Arc::default(),
+            notes: Arc::default(),
         }
+    }
+
+    /// A note for the journal (`notes`), sent as a [`RunEvent::Note`] too;
+    /// prefixed with the time since the start.
+    pub fn note(&self, text: &str) {
+        let line = format!("{:.1}s: {text}", self.clock.now_s());
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+        self.emit(RunEvent::Note(text.to_owned()));
+    }
+
+    /// Every note so far.
+    pub fn notes(&self) -> Vec<String> {
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn emit(&self, event: RunEvent) {

@@ -1,12 +1,6 @@
 //! The `faultline` binary: exit codes, validation output, reports.
 
-use std::process::Command;
-
-fn faultline() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_faultline"));
-    command.env("NO_COLOR", "1");
-    command
-}
+use crate::support::faultline;
 
 /// `faultline regress JOURNAL --rules RULES`, run to the end.
 fn regress(journal: &std::path::Path, rules: &std::path::Path) -> std::process::Output {

@@ -5,7 +5,9 @@
 
 mod actions;
 mod cli;
+mod guardian;
 mod journal;
 mod parse;
 mod report;
 mod runner;
+mod support;
