@@ -27,7 +27,8 @@ pub enum Status {
     Completed,
     /// The hypothesis did not hold (steady state, probes, alerts, recovery).
     Failed,
-    /// An action failed or the run loop hit an error (or a panic).
+    /// An action failed or the run loop hit an error (or a panic), or an
+    /// `[[abort_when]]` limit stopped it (verdict `aborted`).
     Aborted,
     /// Ctrl-C, SIGTERM or the caller cancelled it.
     Interrupted,
@@ -57,6 +58,9 @@ pub enum Verdict {
     Error,
     /// Stopped by a signal or the caller: exit code 2.
     Interrupted,
+    /// An `[[abort_when]]` limit was crossed: the faults were rolled back
+    /// early. Exit code 3.
+    Aborted,
 }
 
 impl Verdict {
@@ -66,6 +70,7 @@ impl Verdict {
             Verdict::Passed => 0,
             Verdict::Failed => 1,
             Verdict::Error | Verdict::Interrupted => 2,
+            Verdict::Aborted => 3,
         }
     }
 
@@ -75,6 +80,7 @@ impl Verdict {
             Verdict::Failed => "failed",
             Verdict::Error => "error",
             Verdict::Interrupted => "interrupted",
+            Verdict::Aborted => "aborted",
         }
     }
 }

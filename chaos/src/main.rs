@@ -30,7 +30,8 @@ Examples:
   faultline regress <journal>.json --rules alerts/compressed/*.rules.yml --out x.test.yml
   faultline proxy --listen 0.0.0.0:8474
 
-Exit codes: 0 passed, 1 the hypothesis failed, 2 error."
+Exit codes: 0 passed, 1 the hypothesis failed, 2 error or interrupted,
+3 aborted by an [[abort_when]] limit (its faults rolled back early)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -35,7 +35,8 @@ at once. A guardian process (its pid and log on the first line) reverts
 whatever the run leaves when it dies without rolling back, SIGKILL included;
 --no-guardian runs without one (then `faultline cleanup` undoes a killed run).
 
-Exit code: 0 passed, 1 the hypothesis failed, 2 error or interrupted.")]
+Exit code: 0 passed, 1 the hypothesis failed, 2 error or interrupted,
+3 aborted by an [[abort_when]] limit (its faults rolled back early).")]
 pub struct RunArgs {
     /// The experiment file.
     pub experiment: PathBuf,
@@ -284,6 +285,7 @@ impl RunArgs {
                 Verdict::Failed => (Paint::Bad, "FAILED"),
                 Verdict::Error => (Paint::Bad, "ERROR"),
                 Verdict::Interrupted => (Paint::Warn, "INTERRUPTED"),
+                Verdict::Aborted => (Paint::Bad, "ABORTED"),
             };
             println!(
                 "{} {} ({:.1} s)",

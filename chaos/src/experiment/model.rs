@@ -41,6 +41,11 @@ pub struct Experiment {
     /// Probes evaluated continuously while the method runs.
     #[serde(default)]
     pub during: Vec<DuringProbe>,
+    /// Limits evaluated all through the method: the first one crossed
+    /// cancels the faults still to come, rolls back the injected ones at
+    /// once, and ends the run `aborted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort_when: Vec<AbortCondition>,
     /// Actions run after the faults are reverted, whatever happened.
     #[serde(default)]
     pub rollbacks: Vec<ActionSpec>,
@@ -517,6 +522,82 @@ pub struct DuringProbe {
     pub abort: bool,
     #[serde(flatten)]
     pub kind: ProbeKind,
+}
+
+/// `[[abort_when]]`: a limit that must hold while the faults are in.
+///
+/// `promql` and `sli` hold while their tolerance is met (a query with no
+/// sample, or no load window yet, is no data: it does not trip); `alert`
+/// holds while no matching alert is in `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbortCondition {
+    pub name: String,
+    /// How often it is evaluated (default 1 s), from the start of the method.
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub every: Option<Duration>,
+    #[serde(flatten)]
+    pub kind: AbortKind,
+}
+
+/// The kinds of abort condition (`type = "..."`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AbortKind {
+    /// A PromQL query that must stay within its tolerance.
+    Promql(PromqlProbe),
+    /// The SLI of the run's own load, which must stay within its tolerance.
+    Sli(SliProbe),
+    /// Alerts that must not be firing (or pending).
+    Alert(AbortAlert),
+}
+
+impl AbortKind {
+    /// The `type` of this condition.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AbortKind::Promql(_) => "promql",
+            AbortKind::Sli(_) => "sli",
+            AbortKind::Alert(_) => "alert",
+        }
+    }
+}
+
+/// `type = "alert"` in `[[abort_when]]`: trips when an alert matching every
+/// filter given is in `state`. `severity = "page"` alone: any paging alert.
+/// The Watchdog, and the alerts the experiment expects or allows, never trip it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortAlert {
+    /// The alert's name (default: any alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    /// Shorthand for `labels.severity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `firing` (default), `pending` or `active` (either).
+    #[serde(default = "alert_firing")]
+    pub state: AlertState,
+}
+
+fn alert_firing() -> AlertState {
+    AlertState::Firing
+}
+
+impl AbortAlert {
+    /// The labels to match: `labels`, plus `severity`.
+    pub fn all_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        if let Some(severity) = &self.severity {
+            labels.insert("severity".to_owned(), severity.clone());
+        }
+        labels
+    }
 }
 
 /// How a during-probe's evaluations add up.

@@ -180,6 +180,11 @@ impl Experiment {
             unique(&self.during, i, |p| &p.name, &path)?;
             check_probe_kind(&probe.kind, path)?;
         }
+        for (i, condition) in self.abort_when.iter().enumerate() {
+            let path = root.clone().key("abort_when").index(i);
+            unique(&self.abort_when, i, |c| &c.name, &path)?;
+            check_abort(condition, path)?;
+        }
         for (i, action) in self.rollbacks.iter().enumerate() {
             let path = root.clone().key("rollbacks").index(i);
             match &action.kind {
@@ -309,6 +314,32 @@ fn check_probe_kind(kind: &ProbeKind, path: FieldPath) -> Result<(), (FieldPath,
         ProbeKind::Sli(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
         ProbeKind::Sql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
         ProbeKind::Alert(_) | ProbeKind::Invariant(_) => Ok(()),
+    }
+}
+
+fn check_abort(condition: &AbortCondition, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if condition.every.is_some_and(|every| every.is_zero()) {
+        return Err((path.key("every"), "must be more than 0".into()));
+    }
+    match &condition.kind {
+        AbortKind::Promql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
+        AbortKind::Sli(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
+        AbortKind::Alert(alert) => {
+            if alert.alert.is_none() && alert.severity.is_none() && alert.labels.is_empty() {
+                return Err((
+                    path.key("alert"),
+                    "name the alert, a severity or labels (any alert at all would trip at once)"
+                        .into(),
+                ));
+            }
+            if alert.state == AlertState::Inactive {
+                return Err((
+                    path.key("state"),
+                    "an abort condition trips on firing, pending or active alerts".into(),
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -596,6 +627,15 @@ fn action_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
     })
 }
 
+fn abort_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
+    Some(match tag {
+        "promql" => check_as::<PromqlProbe>(de),
+        "sli" => check_as::<SliProbe>(de),
+        "alert" => check_as::<AbortAlert>(de),
+        _ => return None,
+    })
+}
+
 type Relocator = fn(&str, toml::Deserializer<'_>) -> Option<Relocated>;
 
 /// The tagged tables: the keys of the enclosing struct, and the variants.
@@ -603,6 +643,7 @@ const TAGGED: &[(&[&str], Relocator)] = &[
     (&["name", "at", "duration", "type"], fault_variant),
     (&["name", "within", "type"], probe_variant),
     (&["name", "every", "must", "abort", "type"], probe_variant),
+    (&["name", "every", "type"], abort_variant),
     (&["name", "type"], action_variant),
 ];
 

@@ -73,6 +73,7 @@ pub fn render(journal: &Journal, plot: Option<&str>) -> String {
         Verdict::Failed => "❌ FAILED",
         Verdict::Error => "⚠️ ERROR",
         Verdict::Interrupted => "⏹ INTERRUPTED",
+        Verdict::Aborted => "⛔ ABORTED",
     };
     let _ = writeln!(out, "# {}\n", journal.experiment.title);
     let _ = writeln!(

@@ -69,6 +69,7 @@ pub fn draw<DB: DrawingBackend>(
         Verdict::Failed => "FAILED",
         Verdict::Error => "ERROR",
         Verdict::Interrupted => "INTERRUPTED",
+        Verdict::Aborted => "ABORTED",
     };
     let title = format!("{} — {verdict}", journal.experiment.title);
     let root = root

@@ -8,7 +8,9 @@ use std::time::Duration;
 use faultline_proxy::{ClientError, ToxiproxyClient};
 use serde_json::Value;
 
-use super::{Bindings, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe};
+use super::{
+    Bindings, Plan, PlannedAbort, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe,
+};
 use crate::actions::container::{ContainerInjection, ContainerRollback};
 use crate::actions::http::{HttpAction, HttpInjection};
 use crate::actions::load::{LoadConfigError, LoadSurge, Loadgen};
@@ -17,7 +19,7 @@ use crate::actions::{ActionError, Fault, HttpRequest, Services};
 use crate::environment::{Environment, EnvironmentError};
 use crate::experiment::*;
 use crate::journal::ExperimentInfo;
-use crate::probes::alert::AlertCheck;
+use crate::probes::alert::{AlertCheck, NoAlert};
 use crate::probes::http::HttpCheck;
 use crate::probes::prometheus::{AlertSource, PrometheusClient};
 use crate::probes::promql::PromqlCheck;
@@ -290,6 +292,38 @@ pub fn compile(
             })
         })
         .collect::<Result<Vec<_>, CompileError>>()?;
+    // Alerts the experiment plans for never trip an alert limit.
+    let planned_alerts: Vec<String> = experiment
+        .expected_alerts
+        .iter()
+        .map(|e| e.alert.clone())
+        .chain(experiment.allowed_alerts.iter().map(|a| a.alert.clone()))
+        .collect();
+    let abort_when = experiment
+        .abort_when
+        .iter()
+        .map(|c| {
+            let what = format!("abort_when {:?}", c.name);
+            let probe: Arc<dyn Probe> = match &c.kind {
+                AbortKind::Promql(probe) => {
+                    compiler.probe(&what, &ProbeKind::Promql(probe.clone()))?
+                }
+                AbortKind::Sli(probe) => compiler.probe(&what, &ProbeKind::Sli(probe.clone()))?,
+                AbortKind::Alert(alert) => Arc::new(NoAlert {
+                    source: compiler.alert_source(&what)?,
+                    alert: alert.alert.clone(),
+                    labels: alert.all_labels(),
+                    state: alert.state,
+                    ignore: planned_alerts.clone(),
+                }),
+            };
+            Ok(PlannedAbort {
+                name: c.name.clone(),
+                every: c.every.unwrap_or(Duration::from_secs(1)),
+                probe,
+            })
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
     let rollbacks = experiment
         .rollbacks
         .iter()
@@ -339,6 +373,7 @@ pub fn compile(
         method_duration,
         faults,
         during,
+        abort_when,
         rollbacks,
         recovery_deadline: experiment.recovery.deadline,
         recovery: compiler.probes("recovery", &experiment.recovery.probes)?,

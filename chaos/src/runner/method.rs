@@ -24,6 +24,8 @@ pub(crate) enum MethodEnd {
     Deviated(Vec<String>),
     /// An action failed (or panicked).
     Aborted(String),
+    /// An `[[abort_when]]` limit was crossed: the reason names it and the value.
+    Tripped(String),
     Interrupted,
 }
 
@@ -128,6 +130,8 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
     let mut saw_data: Vec<bool> = plan.during.iter().map(|_| false).collect();
     let mut evaluations: FuturesUnordered<Evaluation> = FuturesUnordered::new();
     let mut deviations = Vec::new();
+    let abort = super::abort::watch(run, start_s);
+    tokio::pin!(abort);
 
     loop {
         let now = Instant::now();
@@ -191,6 +195,11 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
         tokio::select! {
             () = run.cancel.cancelled() => {
                 result.end = MethodEnd::Interrupted;
+                return result;
+            }
+            tripped = &mut abort => {
+                result.probes.push(tripped.activity);
+                result.end = MethodEnd::Tripped(tripped.reason);
                 return result;
             }
             () = tokio::time::sleep_until(wake) => {}

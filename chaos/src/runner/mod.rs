@@ -13,6 +13,7 @@
 //! [`compile`] turns an [`Experiment`] into a [`Plan`] of trait objects;
 //! tests can build a [`Plan`] from fakes and call [`run_plan`].
 
+mod abort;
 pub mod alerts;
 pub mod compile;
 pub mod guard;
@@ -66,6 +67,14 @@ pub struct PlannedDuring {
     pub probe: Arc<dyn Probe>,
 }
 
+/// An `[[abort_when]]` limit: `probe` passes while it holds.
+#[derive(Debug, Clone)]
+pub struct PlannedAbort {
+    pub name: String,
+    pub every: Duration,
+    pub probe: Arc<dyn Probe>,
+}
+
 /// A fault on the method's schedule.
 #[derive(Debug, Clone)]
 pub struct PlannedFault {
@@ -93,6 +102,8 @@ pub struct Plan {
     pub method_duration: Duration,
     pub faults: Vec<PlannedFault>,
     pub during: Vec<PlannedDuring>,
+    /// Limits that stop the method when crossed.
+    pub abort_when: Vec<PlannedAbort>,
     pub rollbacks: Vec<PlannedAction>,
     pub recovery_deadline: Duration,
     pub recovery: Vec<PlannedProbe>,
@@ -121,6 +132,7 @@ impl Plan {
             method_duration: Duration::from_secs(1),
             faults: Vec::new(),
             during: Vec::new(),
+            abort_when: Vec::new(),
             rollbacks: Vec::new(),
             recovery_deadline: Duration::from_secs(60),
             recovery: Vec::new(),

@@ -106,6 +106,8 @@ struct Verdicts {
     deviated: bool,
     failed: bool,
     aborted: bool,
+    /// An `[[abort_when]]` limit was crossed.
+    tripped: bool,
     interrupted: bool,
     reasons: Vec<String>,
 }
@@ -124,6 +126,10 @@ impl Verdicts {
         self.aborted = true;
         self.reasons.push(reason);
     }
+    fn trip(&mut self, reason: String) {
+        self.tripped = true;
+        self.reasons.push(reason);
+    }
     fn interrupt(&mut self) {
         if !self.interrupted {
             self.interrupted = true;
@@ -134,6 +140,8 @@ impl Verdicts {
     fn status(&self) -> (Status, Verdict) {
         if self.interrupted {
             (Status::Interrupted, Verdict::Interrupted)
+        } else if self.tripped {
+            (Status::Aborted, Verdict::Aborted)
         } else if self.aborted {
             (Status::Aborted, Verdict::Error)
         } else if self.failed {
@@ -475,6 +483,7 @@ async fn method(run: &Run, findings: &mut Findings, verdicts: &mut Verdicts) -> 
             }
         }
         MethodEnd::Aborted(reason) => verdicts.abort(reason),
+        MethodEnd::Tripped(reason) => verdicts.trip(reason),
         MethodEnd::Interrupted => verdicts.interrupt(),
     }
     method

@@ -3,6 +3,7 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abort;
 mod actions;
 mod cli;
 mod guardian;

@@ -389,3 +389,60 @@ fn invariants_require_a_minimum_of_acknowledged_orders() {
     };
     assert_eq!(probe.min_acknowledged, 50);
 }
+
+#[test]
+fn abort_conditions_parse_and_their_errors_are_located() {
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[[abort_when]]
+name = "error ratio over 50%"
+type = "sli"
+metric = "error_ratio"
+tolerance = { at_most = 0.5 }
+every = "500ms"
+
+[[abort_when]]
+name = "something pages"
+type = "alert"
+severity = "page"
+"#
+    );
+    let experiment = parse(&text).unwrap();
+    assert_eq!(experiment.abort_when.len(), 2);
+    assert_eq!(
+        experiment.abort_when[0].every,
+        Some(Duration::from_millis(500))
+    );
+    match &experiment.abort_when[1].kind {
+        faultline_chaos::experiment::AbortKind::Alert(alert) => {
+            assert_eq!(alert.all_labels()["severity"], "page");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An unknown field inside the tagged table: its own line and column.
+    let bad = text.replace("every = \"500ms\"", "evry = \"500ms\"");
+    let (message, field, (line, column)) = error(&bad).unwrap();
+    assert_eq!(field, "abort_when[0].evry", "{message}");
+    assert_eq!((line, column), (line_of(&bad, "evry"), 1), "{message}");
+    assert!(message.starts_with("test.toml:"), "{message}");
+
+    // An alert condition with nothing to match would trip at once.
+    let bad = text.replace("severity = \"page\"\n", "");
+    let (message, field, (line, _)) = error(&bad).unwrap();
+    assert_eq!(field, "abort_when[1].alert", "{message}");
+    // The table's header, the line before its name.
+    assert_eq!(line + 1, line_of(&bad, "something pages"), "{message}");
+
+    // A bad tolerance, a duplicate name, a field of another kind.
+    let bad = text.replace("{ at_most = 0.5 }", "{ range = [2, 1] }");
+    assert_eq!(error(&bad).unwrap().1, "abort_when[0].tolerance.range");
+    let bad = text.replace("something pages", "error ratio over 50%");
+    assert_eq!(error(&bad).unwrap().1, "abort_when[1].name");
+    let bad = text.replace(
+        "severity = \"page\"",
+        "severity = \"page\"\nmust = \"always\"",
+    );
+    assert_eq!(error(&bad).unwrap().1, "abort_when[1].must");
+}
