@@ -202,6 +202,47 @@ impl Environment {
         Ok(env)
     }
 
+    /// Every setting that is set, as `(dotted key, value)`, in the order
+    /// `--var` lists them; the docker labels' keys only when not compose's.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for (key, value) in [
+            ("gateway", &self.gateway),
+            ("prometheus", &self.prometheus),
+            ("proxy_api", &self.proxy_api),
+            ("database", &self.database),
+        ] {
+            if let Some(value) = value {
+                all.push((key.to_owned(), value.clone()));
+            }
+        }
+        for (service, url) in &self.fault_admin {
+            all.push((format!("fault_admin.{service}"), url.clone()));
+        }
+        if let Some(project) = &self.docker.project {
+            all.push(("docker.project".to_owned(), project.clone()));
+        }
+        for (label, value) in &self.docker.labels {
+            all.push((format!("docker.labels.{label}"), value.clone()));
+        }
+        if self.docker.service_label != COMPOSE_SERVICE_LABEL {
+            all.push((
+                "docker.service_label".to_owned(),
+                self.docker.service_label.clone(),
+            ));
+        }
+        if self.docker.replica_label != COMPOSE_REPLICA_LABEL {
+            all.push((
+                "docker.replica_label".to_owned(),
+                self.docker.replica_label.clone(),
+            ));
+        }
+        for (name, value) in &self.vars {
+            all.push((format!("vars.{name}"), value.clone()));
+        }
+        all
+    }
+
     /// The value of a `${name}` reference.
     pub fn lookup(&self, name: &str) -> Option<&str> {
         match name {

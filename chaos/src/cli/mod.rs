@@ -6,6 +6,7 @@
 
 pub mod cleanup;
 pub mod coverage;
+pub mod dry_run;
 pub mod guardian;
 pub mod list;
 pub mod regress;

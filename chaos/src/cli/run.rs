@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use faultline_chaos::environment::Environment;
+use faultline_chaos::experiment::Experiment;
 use faultline_chaos::guardian::Guardian;
 use faultline_chaos::journal::{Activity, ActivityStatus, ActivityType, Verdict};
-use faultline_chaos::runner::{Bindings, LedgerDir, RunEvent};
+use faultline_chaos::runner::{Bindings, LedgerDir, RunEvent, compile, run_plan};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +25,24 @@ const GUARDIAN_EXIT_WAIT: Duration = Duration::from_secs(5);
 Examples:
   faultline run chaos/experiments/kill-replica.toml
   faultline run chaos/experiments/payments-latency.toml --report reports/
-  faultline run payments-latency.toml --set prometheus=http://127.0.0.1:9091 \\
-      --set fault_admin.orders=http://127.0.0.1:9100 --journal out/run.json
+  faultline run payments-latency.toml --var prometheus=http://127.0.0.1:9091 \\
+      --var fault_admin.orders=http://127.0.0.1:9100 --journal out/run.json
+  faultline run kill-replica.toml --var-file envs/staging.toml --dry-run
   FAULTLINE_TARGET_GATEWAY=http://127.0.0.1:18080 faultline run kill-replica.toml --json
+
+A var file is shaped like an experiment's [target] table:
+  gateway = \"http://staging:8080\"
+  proxy_api = \"http://staging:8474\"
+  fault_admin = { orders = \"http://staging:9100\" }
+  docker = { project = \"shop-staging\" }
+  vars = { rate = \"20\" }
 
 Target settings come from the experiment's [target], then FAULTLINE_TARGET_*
 variables (FAULTLINE_TARGET_FAULT_ADMIN__ORDERS for fault_admin.orders), then
---set. Ctrl-C or SIGTERM stops the run and rolls back; a third Ctrl-C leaves
+the --var-file files in order, then --var (alias --set). --dry-run prints the
+resolved settings, the containers each selector resolves to (when Docker
+answers), every fault, probe, limit and expected alert, and exits 0 without
+injecting anything or starting the load. Ctrl-C or SIGTERM stops the run and rolls back; a third Ctrl-C leaves
 at once. A guardian process (its pid and log on the first line) reverts
 whatever the run leaves when it dies without rolling back, SIGKILL included;
 --no-guardian runs without one (then `faultline cleanup` undoes a killed run).
@@ -40,10 +52,19 @@ Exit code: 0 passed, 1 the hypothesis failed, 2 error or interrupted,
 pub struct RunArgs {
     /// The experiment file.
     pub experiment: PathBuf,
-    /// Override a [target] setting (repeatable): gateway, prometheus, proxy_api,
-    /// database, fault_admin.<service>, docker.project, docker.labels.<label>, vars.<name>.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    /// Override a [target] setting (repeatable; `--set` is an alias): gateway,
+    /// prometheus, proxy_api, database, fault_admin.<service>, docker.project,
+    /// docker.labels.<label>, docker.service_label, docker.replica_label, vars.<name>.
+    #[arg(long = "var", visible_alias = "set", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// A TOML file shaped like [target] (repeatable), applied after
+    /// FAULTLINE_TARGET_* and before --var: one experiment, any environment.
+    #[arg(long = "var-file", value_name = "PATH")]
+    pub var_files: Vec<PathBuf>,
+    /// Print the plan (settings, containers, faults, probes, limits, alerts)
+    /// and exit 0 without injecting anything or starting the load.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Where to write the journal (default: faultline-journals/<experiment>-<run id>.json).
     #[arg(long)]
     pub journal: Option<PathBuf>,
@@ -66,10 +87,19 @@ pub struct RunArgs {
     pub no_guardian: bool,
 }
 
-/// The environment overrides from FAULTLINE_TARGET_* and `--set`.
-pub fn environment_overrides(set: &[String]) -> anyhow::Result<Environment> {
+/// The overrides of an experiment's [target]: FAULTLINE_TARGET_*, then the
+/// var files in order, then `--var` assignments.
+pub fn environment_overrides(
+    var_files: &[PathBuf],
+    vars: &[String],
+) -> anyhow::Result<Environment> {
     let mut environment = Environment::from_env_vars(std::env::vars())?;
-    for assignment in set {
+    for file in var_files {
+        let from_file = Experiment::load_target_file(file)
+            .with_context(|| format!("invalid var file {}", file.display()))?;
+        environment = environment.overlay(&from_file);
+    }
+    for assignment in vars {
         environment.set_assignment(assignment)?;
     }
     Ok(environment)
@@ -199,7 +229,18 @@ impl RunArgs {
     pub async fn run(&self) -> anyhow::Result<u8> {
         let colour_err = super::style::enabled(true);
         let colour_out = super::style::enabled(false);
-        let environment = environment_overrides(&self.set)?;
+        let environment = environment_overrides(&self.var_files, &self.vars)?;
+        let experiment = Experiment::load(&self.experiment)?;
+        if self.dry_run {
+            let bindings = Bindings {
+                environment,
+                ledger: LedgerDir::Disabled,
+                ..Bindings::default()
+            };
+            let plan = compile(&experiment, Some(&self.experiment), &bindings)?;
+            print!("{}", super::dry_run::render_plan(&experiment, &plan).await);
+            return Ok(0);
+        }
         let ledger_dir = self
             .ledger_dir
             .clone()
@@ -235,6 +276,7 @@ impl RunArgs {
             alerts: None,
             guardian: guardian.as_ref().map(Guardian::record),
         };
+        let plan = compile(&experiment, Some(&self.experiment), &bindings)?;
         if !quiet {
             match &guardian {
                 Some(guardian) => eprintln!(
@@ -249,7 +291,7 @@ impl RunArgs {
                 ),
             }
         }
-        let journal = faultline_chaos::run_experiment(self.experiment.as_path(), bindings).await?;
+        let journal = run_plan(plan, bindings).await;
         let _ = printer.await;
         if let Some(guardian) = guardian {
             guardian.release(GUARDIAN_EXIT_WAIT).await;

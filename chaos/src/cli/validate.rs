@@ -13,7 +13,8 @@ use super::style::{Paint, paint};
 Examples:
   faultline validate chaos/experiments/kill-replica.toml
   faultline validate chaos/experiments/
-  faultline validate --set prometheus=http://127.0.0.1:9091 payments-latency.toml
+  faultline validate --var prometheus=http://127.0.0.1:9091 payments-latency.toml
+  faultline validate --var-file envs/staging.toml chaos/experiments/
 
 Exit code: 0 when every file is valid, 2 otherwise.")]
 pub struct ValidateArgs {
@@ -22,8 +23,11 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
     /// Override a [target] setting (repeatable): gateway, prometheus, proxy_api,
     /// database, fault_admin.<service>, docker.project, docker.labels.<label>, vars.<name>.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[arg(long = "var", visible_alias = "set", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// A TOML file shaped like [target] (repeatable), applied before --var.
+    #[arg(long = "var-file", value_name = "PATH")]
+    pub var_files: Vec<PathBuf>,
     /// Only check the files, not that the target defines what they use.
     #[arg(long)]
     pub syntax_only: bool,
@@ -32,7 +36,7 @@ pub struct ValidateArgs {
 impl ValidateArgs {
     pub async fn run(&self) -> anyhow::Result<u8> {
         let colour = super::style::enabled(false);
-        let environment = super::run::environment_overrides(&self.set)?;
+        let environment = super::run::environment_overrides(&self.var_files, &self.vars)?;
         let bindings = Bindings {
             environment,
             ..Bindings::default()

@@ -18,6 +18,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::model::*;
+use crate::environment::Environment;
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +141,31 @@ impl Experiment {
             return Err(invalid(text, file, span, &path, &message));
         }
         Ok(experiment)
+    }
+
+    /// Reads a var file: a TOML table shaped like an experiment's
+    /// `[target]` (`gateway`, `prometheus`, `proxy_api`, `database`,
+    /// `fault_admin.*`, `docker.*`, `vars.*` at the top level). Errors name
+    /// the file, line, column and field, as for experiments.
+    pub fn load_target_file(path: &Path) -> Result<Environment, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ExperimentError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse_target(&text, &path.display().to_string())
+    }
+
+    /// Parses a var file's text; `file` names it in errors.
+    pub fn parse_target(text: &str, file: &str) -> Result<Environment, ExperimentError> {
+        let tree = DeTable::parse(text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            invalid(text, file, span, &FieldPath::default(), err.message())
+        })?;
+        let deserializer = toml::Deserializer::from(tree.clone());
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let (path, span) = locate_serde_error(&tree, &err);
+            invalid(text, file, span, &path, err.inner().message())
+        })
     }
 
     /// Checks what the types cannot: names, toxic attributes, the schedule.

@@ -9,6 +9,7 @@ mod cli;
 mod guardian;
 mod journal;
 mod parse;
+mod plan;
 mod report;
 mod runner;
 mod support;
