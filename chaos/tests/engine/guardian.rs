@@ -92,11 +92,22 @@ async fn a_killed_run_is_reverted_by_its_guardian() {
 async fn a_run_that_ends_normally_leaves_nothing_beside_the_ledger() {
     let proxy = FaultProxy::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let experiment = write(
-        dir.path(),
-        "short.toml",
-        &toxic_experiment(&proxy.api_url(), "200ms", ""),
+    // A proxy taken down: a fault that is effective without traffic.
+    let text = format!(
+        r#"
+title = "payments down briefly"
+[target]
+proxy_api = "{}"
+[method]
+[[method.faults]]
+name = "payments down"
+type = "proxy_down"
+proxy = "payments"
+duration = "200ms"
+"#,
+        proxy.api_url()
     );
+    let experiment = write(dir.path(), "short.toml", &text);
     let status = exit_status(spawn_run(dir.path(), &experiment, &[])).await;
     assert_eq!(status.code(), Some(0), "{}", stderr_of(dir.path()));
     let journal = Journal::load(&dir.path().join("journal.json")).unwrap();
@@ -104,7 +115,7 @@ async fn a_run_that_ends_normally_leaves_nothing_beside_the_ledger() {
     assert!(record.pid > 0);
     // The guardian saw the run end with nothing left: no ledger, pid or log.
     assert_eq!(files(&dir.path().join("ledger")), Vec::<String>::new());
-    assert!(proxy.toxics().await.is_empty());
+    assert!(proxy.client.proxy(FaultProxy::PROXY).await.unwrap().enabled);
 
     let status = exit_status(spawn_run(dir.path(), &experiment, &["--no-guardian"])).await;
     assert_eq!(status.code(), Some(0));
