@@ -59,8 +59,8 @@ pub enum Behaviour {
     Panic,
 }
 
-/// A fault that logs `inject <name>`, `ramp <name> <step>` and
-/// `revert <name>`, and can fail or panic on injection.
+/// A fault that logs `inject <name>`, `ramp <name> <step>`,
+/// `renew <name>` and `revert <name>`, and can fail or panic on injection.
 #[derive(Debug)]
 pub struct FakeFault {
     pub name: String,
@@ -72,6 +72,9 @@ pub struct FakeFault {
     pub undo: Vec<UndoRecord>,
     /// Notified once injected.
     pub injected: Arc<Notify>,
+    /// Its lease, if it has one (then the run renews it).
+    pub lease: Option<Duration>,
+    pub renew: Behaviour,
 }
 
 impl FakeFault {
@@ -84,6 +87,8 @@ impl FakeFault {
             ramp_every: None,
             undo: Vec::new(),
             injected: Arc::new(Notify::new()),
+            lease: None,
+            renew: Behaviour::Succeed,
         }
     }
 }
@@ -127,6 +132,22 @@ impl Fault for FakeFault {
     async fn ramp(&self, _prepared: &Prepared, step: usize) -> Result<Value, ActionError> {
         self.log.push(format!("ramp {} {step}", self.name));
         Ok(Value::from(step))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    async fn renew(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
+        self.log.push(format!("renew {}", self.name));
+        match self.renew {
+            Behaviour::Succeed => Ok(Value::from("renewed")),
+            Behaviour::Fail => Err(ActionError::Config(format!(
+                "{}'s lease cannot be renewed",
+                self.name
+            ))),
+            Behaviour::Panic => deliberate_panic(format!("{} panicked while renewing", self.name)),
+        }
     }
 
     async fn revert(&self, _prepared: &Prepared) -> Result<Value, ActionError> {

@@ -137,6 +137,18 @@ pub trait Fault: Send + Sync + fmt::Debug {
 
     /// Reverts the fault.
     async fn revert(&self, prepared: &Prepared) -> Result<Value, ActionError>;
+
+    /// The lease the fault was injected with: what injected it undoes it
+    /// this long after the last [`Fault::renew`]. `None`: it lasts until
+    /// reverted.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Renews the lease (the run does so every lease/3 while it is in).
+    async fn renew(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
+        Ok(Value::Null)
+    }
 }
 
 /// A rollback action.

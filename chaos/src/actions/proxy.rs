@@ -1,5 +1,9 @@
 //! Faults through a Toxiproxy-compatible control API (the fault proxy or a
 //! real Toxiproxy): toxics, with ramps, and proxy outages.
+//!
+//! With a lease ([`ToxicInjection::with_lease`], [`ProxyOutage::with_lease`])
+//! the fault proxy undoes the fault by itself unless the run renews it in
+//! time ([`Fault::renew`]); a real Toxiproxy ignores the lease.
 
 use std::time::Duration;
 
@@ -16,6 +20,7 @@ pub struct ToxicInjection {
     proxy: String,
     toxic: NewToxic,
     ramp: Option<Ramp>,
+    lease: Option<Duration>,
 }
 
 impl ToxicInjection {
@@ -34,7 +39,15 @@ impl ToxicInjection {
             proxy: proxy.to_owned(),
             toxic,
             ramp,
+            lease: None,
         }
+    }
+
+    /// Injects the toxic with a lease of `lease` (renewed while it is in).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.toxic = self.toxic.with_lease(lease);
+        self.lease = Some(lease);
+        self
     }
 
     /// A typed helper for tests and callers: a latency toxic.
@@ -148,6 +161,21 @@ impl Fault for ToxicInjection {
             Err(err) => Err(err.into()),
         }
     }
+
+    fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    async fn renew(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
+        let Some(lease) = self.lease else {
+            return Ok(Value::Null);
+        };
+        let toxic = self
+            .client
+            .renew_toxic_lease(&self.proxy, &self.name(), lease)
+            .await?;
+        Ok(json!({"lease_remaining_ms": toxic.lease_remaining_ms}))
+    }
 }
 
 /// A proxy taken down (`enabled = false`): new connections are refused, and
@@ -156,6 +184,7 @@ impl Fault for ToxicInjection {
 pub struct ProxyOutage {
     client: ToxiproxyClient,
     proxy: String,
+    lease: Option<Duration>,
 }
 
 impl ProxyOutage {
@@ -163,7 +192,14 @@ impl ProxyOutage {
         Self {
             client,
             proxy: proxy.to_owned(),
+            lease: None,
         }
+    }
+
+    /// Takes the proxy down with a lease of `lease` (renewed while it is down).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
     }
 }
 
@@ -184,7 +220,10 @@ impl Fault for ProxyOutage {
     }
 
     async fn inject(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
-        let proxy = self.client.set_enabled(&self.proxy, false).await?;
+        let proxy = match self.lease {
+            Some(lease) => self.client.disable_with_lease(&self.proxy, lease).await?,
+            None => self.client.set_enabled(&self.proxy, false).await?,
+        };
         Ok(serde_json::to_value(proxy).unwrap_or(Value::Null))
     }
 
@@ -201,6 +240,18 @@ impl Fault for ProxyOutage {
     async fn revert(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
         let proxy = self.client.set_enabled(&self.proxy, true).await?;
         Ok(serde_json::to_value(proxy).unwrap_or(Value::Null))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    async fn renew(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
+        let Some(lease) = self.lease else {
+            return Ok(Value::Null);
+        };
+        let proxy = self.client.renew_proxy_lease(&self.proxy, lease).await?;
+        Ok(json!({"lease_remaining_ms": proxy.lease_remaining_ms}))
     }
 }
 

@@ -84,6 +84,12 @@ pub struct Settings {
     /// How long the load runs before the steady state is checked.
     #[serde(default, with = "duration")]
     pub warmup: Duration,
+    /// The lease of toxic and proxy_down faults: the fault proxy undoes them
+    /// this long after the last renewal, so they end even if every process
+    /// of the run is gone. Renewed every lease/3 while the fault is in; at
+    /// least 1 s. A real Toxiproxy ignores it.
+    #[serde(default = "fifteen_seconds", with = "duration")]
+    pub lease: Duration,
 }
 
 fn one_second() -> Duration {
@@ -91,6 +97,9 @@ fn one_second() -> Duration {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
+}
+fn fifteen_seconds() -> Duration {
+    Duration::from_secs(15)
 }
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
@@ -110,6 +119,7 @@ impl Default for Settings {
             alert_poll_interval: one_second(),
             action_timeout: thirty_seconds(),
             warmup: Duration::ZERO,
+            lease: fifteen_seconds(),
         }
     }
 }

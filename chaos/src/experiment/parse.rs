@@ -174,6 +174,12 @@ impl Experiment {
         if self.title.trim().is_empty() {
             return Err((root.key("title"), "must not be empty".into()));
         }
+        if self.settings.lease < std::time::Duration::from_secs(1) {
+            return Err((
+                root.clone().key("settings").key("lease"),
+                "must be at least 1s (it is renewed every lease/3)".into(),
+            ));
+        }
         if let Some(load) = &self.load {
             check_load(load, root.clone().key("load"))?;
         }

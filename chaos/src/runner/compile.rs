@@ -55,6 +55,8 @@ pub enum CompileError {
 
 struct Compiler<'a> {
     env: Environment,
+    /// The lease of proxy faults (`settings.lease`).
+    lease: Duration,
     services: Services,
     bindings: &'a Bindings,
 }
@@ -190,15 +192,18 @@ impl Compiler<'_> {
     fn fault(&self, spec: &FaultSpec) -> Result<Arc<dyn Fault>, CompileError> {
         let what = format!("fault {:?}", spec.name);
         Ok(match &spec.kind {
-            FaultKind::Toxic(toxic) => Arc::new(ToxicInjection::new(
-                self.proxy_client(&what)?,
-                &toxic.proxy,
-                toxic.new_toxic(),
-                toxic.ramp.clone(),
-            )),
-            FaultKind::ProxyDown(down) => {
-                Arc::new(ProxyOutage::new(self.proxy_client(&what)?, &down.proxy))
-            }
+            FaultKind::Toxic(toxic) => Arc::new(
+                ToxicInjection::new(
+                    self.proxy_client(&what)?,
+                    &toxic.proxy,
+                    toxic.new_toxic(),
+                    toxic.ramp.clone(),
+                )
+                .with_lease(self.lease),
+            ),
+            FaultKind::ProxyDown(down) => Arc::new(
+                ProxyOutage::new(self.proxy_client(&what)?, &down.proxy).with_lease(self.lease),
+            ),
             FaultKind::Container(container) => Arc::new(ContainerInjection::new(
                 self.services.clone(),
                 container.clone(),
@@ -234,6 +239,7 @@ pub fn compile(
     }
     let compiler = Compiler {
         env: env.clone(),
+        lease: experiment.settings.lease,
         services: services.clone(),
         bindings,
     };

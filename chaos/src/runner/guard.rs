@@ -44,6 +44,14 @@ impl ActiveSet {
         all
     }
 
+    /// A copy of every active fault, in injection order.
+    pub fn snapshot(&self) -> Vec<ActiveFault> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// A copy of the fault named `name`, if active.
     pub fn get(&self, name: &str) -> Option<ActiveFault> {
         self.0

@@ -17,6 +17,7 @@ mod abort;
 pub mod alerts;
 pub mod compile;
 pub mod guard;
+mod lease;
 mod method;
 mod phases;
 pub mod record;

@@ -420,7 +420,17 @@ async fn method_and_rollback(
         run.ledger.clone(),
         plan.settings.action_timeout,
     );
-    let method = method(run, findings, verdicts).await;
+    // Leases are renewed while the method runs, and no longer: the
+    // rollback reverts the faults at once after it.
+    let stop_leases = CancellationToken::new();
+    let (method, ()) = tokio::join!(
+        async {
+            let method = method(run, findings, verdicts).await;
+            stop_leases.cancel();
+            method
+        },
+        super::lease::keep(run, stop_leases.clone())
+    );
 
     run.recorder.phase("rollback");
     let (reverts, rollbacks, problems, not_effective) = run.roll_back(method.ran_to_the_end).await;

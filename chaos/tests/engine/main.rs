@@ -8,6 +8,7 @@ mod actions;
 mod cli;
 mod guardian;
 mod journal;
+mod lease;
 mod parse;
 mod plan;
 mod report;

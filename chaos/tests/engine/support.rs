@@ -131,3 +131,13 @@ pub async fn exit_status(mut child: std::process::Child) -> std::process::ExitSt
         .await
         .unwrap()
 }
+
+/// Sends SIGKILL to `pid` (for a process that is not our child; for a child,
+/// `Child::kill` does it).
+pub fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -KILL {pid}");
+}
