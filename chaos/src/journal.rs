@@ -135,6 +135,21 @@ pub struct Activity {
     /// The error, when it failed with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception: Option<String>,
+    /// For a `must = "eventually"` during-probe: when one of its evaluations
+    /// must have passed by (the end of the method), seconds since the start.
+    /// A failed evaluation before then is the probe still waiting for the
+    /// fault's effect, not a failure; only missing the deadline fails the
+    /// run. Absent in journals written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
+}
+
+impl Activity {
+    /// A failed evaluation of a `must = "eventually"` probe: it was still
+    /// waiting (its deadline decides, not this evaluation).
+    pub fn is_waiting(&self) -> bool {
+        self.deadline_s.is_some() && self.status == ActivityStatus::Failed
+    }
 }
 
 /// One steady-state check.

@@ -9,6 +9,7 @@ pub mod coverage;
 pub mod dry_run;
 pub mod guardian;
 pub mod list;
+pub mod progress;
 pub mod regress;
 pub mod report;
 pub mod run;

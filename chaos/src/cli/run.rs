@@ -9,8 +9,8 @@ use anyhow::Context;
 use faultline_chaos::environment::Environment;
 use faultline_chaos::experiment::Experiment;
 use faultline_chaos::guardian::Guardian;
-use faultline_chaos::journal::{Activity, ActivityStatus, ActivityType, Verdict};
-use faultline_chaos::runner::{Bindings, LedgerDir, RunEvent, compile, run_plan};
+use faultline_chaos::journal::Verdict;
+use faultline_chaos::runner::{Bindings, LedgerDir, compile, run_plan};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -105,80 +105,8 @@ pub fn environment_overrides(
     Ok(environment)
 }
 
-/// One progress line for an activity, or none for a passing during-probe.
-fn activity_line(activity: &Activity, colour: bool) -> Option<String> {
-    let ok = activity.status == ActivityStatus::Succeeded;
-    if activity.activity.step == "during" && ok {
-        return None;
-    }
-    let mark = if ok {
-        paint(colour, Paint::Good, "ok  ")
-    } else {
-        paint(colour, Paint::Bad, "FAIL")
-    };
-    let kind = match activity.activity.activity_type {
-        ActivityType::Action => "action",
-        ActivityType::Probe => "probe",
-    };
-    let detail = activity
-        .exception
-        .clone()
-        .unwrap_or_else(|| activity.detail.clone());
-    Some(format!(
-        "{:>7.1}s {mark} {kind} {} [{}]{}",
-        activity.end_s,
-        activity.activity.name,
-        activity.activity.step,
-        if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        }
-    ))
-}
-
-fn progress(event: &RunEvent, colour: bool) -> Option<String> {
-    match event {
-        RunEvent::Phase { name, at_s } => Some(format!(
-            "{at_s:>7.1}s {}",
-            paint(colour, Paint::Bold, &format!("== {name}"))
-        )),
-        RunEvent::Activity(activity) => activity_line(activity, colour),
-        RunEvent::Alert { alert, state, at_s } => {
-            let style = match state.as_str() {
-                "firing" => Paint::Bad,
-                "pending" => Paint::Warn,
-                _ => Paint::Good,
-            };
-            Some(format!(
-                "{at_s:>7.1}s alert {alert} {}",
-                paint(colour, style, state)
-            ))
-        }
-        RunEvent::Load(point) => {
-            // One line every ~5 windows is enough to see the trend.
-            let whole = point.t_s.round() as i64;
-            (whole % 5 == 0).then(|| {
-                paint(
-                    colour,
-                    Paint::Dim,
-                    &format!(
-                        "{:>7.1}s load {} req, {:.1}% errors, p50 {:.0} ms, p99 {:.0} ms",
-                        point.t_s,
-                        point.requests,
-                        point.error_ratio * 100.0,
-                        point.p50_ms,
-                        point.p99_ms
-                    ),
-                )
-            })
-        }
-        RunEvent::Note(_) => None,
-    }
-}
-
 /// Cancels on the first signal; says so on the second; exits on the third.
-fn watch_signals(cancel: CancellationToken, colour: bool, guarded: bool) {
+pub fn watch_signals(cancel: CancellationToken, colour: bool, guarded: bool) {
     tokio::spawn(async move {
         let mut count = 0;
         loop {
@@ -262,7 +190,7 @@ impl RunArgs {
         let quiet = self.quiet;
         let printer = tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
-                if !quiet && let Some(line) = progress(&event, colour_err) {
+                if !quiet && let Some(line) = super::progress::line(&event, colour_err) {
                     eprintln!("{line}");
                 }
             }

@@ -28,6 +28,8 @@ pub enum Paint {
     Good,
     Bad,
     Warn,
+    /// Not done yet, not failed either (an eventually-probe before its deadline).
+    Wait,
     Dim,
     Bold,
 }
@@ -41,6 +43,7 @@ pub fn paint(on: bool, paint: Paint, text: &str) -> String {
         Paint::Good => text.green().bold().to_string(),
         Paint::Bad => text.red().bold().to_string(),
         Paint::Warn => text.yellow().bold().to_string(),
+        Paint::Wait => text.yellow().dimmed().to_string(),
         Paint::Dim => text.dimmed().to_string(),
         Paint::Bold => text.bold().to_string(),
     }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::guard::ActiveFault;
 use super::record::Outcome;
-use super::{Run, action_outcome, invoke, observe, probe_outcome};
+use super::{Run, RunEvent, action_outcome, invoke, observe, probe_outcome};
 use crate::actions::{ActionError, Prepared};
 use crate::experiment::Must;
 use crate::journal::{Activity, ActivityStatus, ActivityType};
@@ -212,14 +212,23 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
                 saw_data[index] = true;
                 let outcome: Outcome = probe_outcome(observation, 1);
                 let ok = outcome.ok;
-                let activity = run.recorder.activity(
-                    ActivityType::Probe,
-                    &probe.name,
-                    probe.probe.kind(),
-                    "during",
-                    eval_start_s,
-                    outcome,
-                );
+                let activity = match probe.must {
+                    Must::Always => run.recorder.activity(
+                        ActivityType::Probe,
+                        &probe.name,
+                        probe.probe.kind(),
+                        "during",
+                        eval_start_s,
+                        outcome,
+                    ),
+                    Must::Eventually => run.recorder.eventually(
+                        &probe.name,
+                        probe.probe.kind(),
+                        eval_start_s,
+                        outcome,
+                        start_s + plan.method_duration.as_secs_f64(),
+                    ),
+                };
                 if ok {
                     passed_once[index] = true;
                     if probe.must == Must::Eventually {
@@ -253,6 +262,18 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
                 "probe {} never passed during the method",
                 probe.name
             ));
+            let last = result
+                .probes
+                .iter()
+                .rev()
+                .find(|a| a.activity.name == probe.name);
+            run.recorder.emit(RunEvent::Missed {
+                name: probe.name.clone(),
+                at_s: clock.now_s(),
+                last: last
+                    .map(|a| a.exception.clone().unwrap_or_else(|| a.detail.clone()))
+                    .unwrap_or_else(|| "never evaluated".to_owned()),
+            });
         }
     }
     // Always-probes that failed without aborting still deviate.

@@ -160,6 +160,15 @@ pub enum RunEvent {
     },
     Load(LoadPoint),
     Note(String),
+    /// A `must = "eventually"` during-probe reached its deadline (the end of
+    /// the method) without passing: until then its failed evaluations were
+    /// waiting ([`Activity::deadline_s`]); now it fails the run.
+    Missed {
+        name: String,
+        at_s: f64,
+        /// The last evaluation's detail or error.
+        last: String,
+    },
 }
 
 /// Where the ledger of active faults goes.

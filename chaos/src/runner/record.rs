@@ -160,6 +160,41 @@ impl Recorder {
         start_s: f64,
         outcome: Outcome,
     ) -> Activity {
+        self.record(activity_type, name, kind, step, start_s, outcome, None)
+    }
+
+    /// Records an evaluation of a `must = "eventually"` during-probe, which
+    /// must pass by `deadline_s`: a failure before then is waiting.
+    pub fn eventually(
+        &self,
+        name: &str,
+        kind: &str,
+        start_s: f64,
+        outcome: Outcome,
+        deadline_s: f64,
+    ) -> Activity {
+        self.record(
+            ActivityType::Probe,
+            name,
+            kind,
+            "during",
+            start_s,
+            outcome,
+            Some(deadline_s),
+        )
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the parts of one activity")]
+    fn record(
+        &self,
+        activity_type: ActivityType,
+        name: &str,
+        kind: &str,
+        step: &str,
+        start_s: f64,
+        outcome: Outcome,
+        deadline_s: Option<f64>,
+    ) -> Activity {
         let end_s = self.clock.now_s();
         let activity = Activity {
             activity: ActivityInfo {
@@ -182,6 +217,7 @@ impl Recorder {
             tolerance_met: outcome.tolerance_met,
             detail: outcome.detail,
             exception: outcome.exception,
+            deadline_s,
         };
         self.emit(RunEvent::Activity(Box::new(activity.clone())));
         activity

@@ -8,7 +8,8 @@ use faultline_chaos::actions::UndoRecord;
 use faultline_chaos::experiment::{AllowedAlert, ExpectedAlert, ExpectedState, Must, Settings};
 use faultline_chaos::journal::{ActivityStatus, Status, Verdict};
 use faultline_chaos::runner::{
-    Bindings, LedgerDir, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe, run_plan,
+    Bindings, LedgerDir, Plan, PlannedAction, PlannedDuring, PlannedFault, PlannedProbe, RunEvent,
+    run_plan,
 };
 use faultline_chaos::testing::{
     Behaviour, CallLog, FakeAction, FakeAlerts, FakeFault, SwitchProbe,
@@ -429,6 +430,61 @@ async fn eventually_probes_must_pass_once() {
     );
     // Not aborted: the whole schedule ran.
     assert_eq!(log.count("revert a"), 1);
+}
+
+/// An eventually-probe's failed evaluations carry its deadline (they are
+/// waiting, not failing), and missing the deadline is one `Missed` event.
+#[tokio::test]
+async fn eventually_probes_wait_until_their_deadline() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let never = SwitchProbe::new(Behaviour::Fail);
+    let mut plan = plan(&log, &ok, &ok);
+    plan.during = vec![
+        during("never", &never, Must::Eventually),
+        during("holds", &ok, Must::Always),
+    ];
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let bindings = Bindings {
+        events: Some(events),
+        ..bindings()
+    };
+    let journal = run(plan, bindings).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Failed);
+    let method = journal.phases.iter().find(|p| p.name == "method").unwrap();
+    let evaluations: Vec<_> = journal
+        .steady_states
+        .during
+        .iter()
+        .filter(|a| a.activity.name == "never")
+        .collect();
+    assert!(evaluations.len() > 2, "{evaluations:?}");
+    for evaluation in &evaluations {
+        let deadline = evaluation.deadline_s.unwrap();
+        assert!(
+            (deadline - (method.start_s + 0.4)).abs() < 0.05,
+            "{deadline}"
+        );
+        assert!(evaluation.is_waiting());
+    }
+    assert!(
+        journal
+            .steady_states
+            .during
+            .iter()
+            .filter(|a| a.activity.name == "holds")
+            .all(|a| a.deadline_s.is_none() && !a.is_waiting()),
+        "always-probes have no deadline"
+    );
+    let mut missed = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        if let RunEvent::Missed { name, at_s, .. } = event {
+            missed.push((name, at_s));
+        }
+    }
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    assert_eq!(missed[0].0, "never");
+    assert!(missed[0].1 >= evaluations[0].deadline_s.unwrap() - 0.01);
 }
 
 #[tokio::test]
