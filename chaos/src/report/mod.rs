@@ -1,6 +1,8 @@
 //! Rendering a journal: Markdown ([`markdown`]) and a timeline plot
-//! ([`plot`]) as SVG and PNG.
+//! ([`plot`]) as SVG and PNG, whose alert state lanes ([`lanes`]) the game
+//! day's timeline shares.
 
+pub mod lanes;
 pub mod markdown;
 pub mod plot;
 

@@ -1,6 +1,8 @@
 //! The timeline plot of a journal, as SVG or PNG: latency percentiles of the
-//! harness's load (p50, p95, p99) above, the error ratio below, the fault
-//! window shaded in both, and alert transitions marked.
+//! harness's load (p50, p95, p99) on top, the error ratio below, then the
+//! alerts as state lanes (one row per alert series: pending, firing,
+//! resolved; [`super::lanes`]), all on one time axis, the fault window
+//! shaded in each. The plot grows in height with the number of alerts.
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (the `dejavu`
 //! crate), so rendering needs no system fonts.
@@ -10,13 +12,39 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
+use super::lanes::{self, FAULT, Lane, LaneChart};
 use crate::journal::{Journal, Verdict};
 
-/// Pixel size of the plot.
+/// Pixel size of the plot without alert lanes; [`size`] adds theirs.
 pub const SIZE: (u32, u32) = (1200, 760);
+
+/// Pixel size of the plot of `journal`: [`SIZE`], plus the alert lanes.
+pub fn size(journal: &Journal) -> (u32, u32) {
+    let lanes = alert_lanes(journal).len();
+    if lanes == 0 {
+        SIZE
+    } else {
+        (SIZE.0, SIZE.1 + lanes::height(lanes))
+    }
+}
+
+fn x_max(journal: &Journal) -> f64 {
+    let points = journal
+        .load
+        .as_ref()
+        .map(|l| l.timeline.as_slice())
+        .unwrap_or(&[]);
+    journal
+        .duration
+        .max(points.iter().map(|p| p.t_s).fold(0.0, f64::max))
+        .max(1.0)
+}
+
+fn alert_lanes(journal: &Journal) -> Vec<Lane> {
+    lanes::alert_lanes([(0.0, x_max(journal), journal.alerts_seen.as_slice())])
+}
 
 /// Why a plot could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +55,8 @@ pub enum PlotError {
     Font,
 }
 
-fn font() -> Result<(), PlotError> {
+/// Registers the embedded font (once).
+pub(crate) fn font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
@@ -36,7 +65,7 @@ fn font() -> Result<(), PlotError> {
     if ok { Ok(()) } else { Err(PlotError::Font) }
 }
 
-fn draw_err<E: std::fmt::Debug>(err: E) -> PlotError {
+pub(crate) fn draw_err<E: std::fmt::Debug>(err: E) -> PlotError {
     PlotError::Draw(format!("{err:?}"))
 }
 
@@ -44,18 +73,6 @@ const P50: RGBColor = RGBColor(31, 119, 180);
 const P95: RGBColor = RGBColor(255, 127, 14);
 const P99: RGBColor = RGBColor(214, 39, 40);
 const ERRORS: RGBColor = RGBColor(148, 103, 189);
-const FAULT: RGBColor = RGBColor(255, 200, 200);
-const PENDING: RGBColor = RGBColor(230, 160, 0);
-const FIRING: RGBColor = RGBColor(200, 0, 0);
-const RESOLVED: RGBColor = RGBColor(0, 150, 60);
-
-fn transition_color(state: &str) -> RGBColor {
-    match state {
-        "pending" => PENDING,
-        "firing" => FIRING,
-        _ => RESOLVED,
-    }
-}
 
 /// Draws the journal's timeline on `root`.
 pub fn draw<DB: DrawingBackend>(
@@ -78,17 +95,22 @@ pub fn draw<DB: DrawingBackend>(
             ("sans-serif", 26).into_font().style(FontStyle::Bold),
         )
         .map_err(draw_err)?;
-    let (top, bottom) = root.split_vertically(SIZE.1 * 58 / 100);
+    let alert_lanes = alert_lanes(journal);
+    let lanes_height = if alert_lanes.is_empty() {
+        0
+    } else {
+        lanes::height(alert_lanes.len())
+    };
+    let (_, root_height) = root.dim_in_pixel();
+    let (load, lanes_area) = root.split_vertically(root_height.saturating_sub(lanes_height));
+    let (top, bottom) = load.split_vertically(SIZE.1 * 58 / 100);
 
     let points = journal
         .load
         .as_ref()
         .map(|l| l.timeline.as_slice())
         .unwrap_or(&[]);
-    let x_max = journal
-        .duration
-        .max(points.iter().map(|p| p.t_s).fold(0.0, f64::max))
-        .max(1.0);
+    let x_max = x_max(journal);
     let latency_max = points
         .iter()
         .map(|p| p.p99_ms.max(p.p95_ms).max(p.p50_ms))
@@ -103,9 +125,9 @@ pub fn draw<DB: DrawingBackend>(
         .max(1.0);
 
     let mut latency = ChartBuilder::on(&top)
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
+        .margin(lanes::MARGIN)
+        .x_label_area_size(44)
+        .y_label_area_size(lanes::LABEL_WIDTH - lanes::MARGIN)
         .caption("Latency of the harness's load (ms)", ("sans-serif", 18))
         .build_cartesian_2d(0.0..x_max, 0.0..latency_max)
         .map_err(draw_err)?;
@@ -119,9 +141,9 @@ pub fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(draw_err)?;
     let mut errors = ChartBuilder::on(&bottom)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(70)
+        .margin(lanes::MARGIN)
+        .x_label_area_size(44)
+        .y_label_area_size(lanes::LABEL_WIDTH - lanes::MARGIN)
         .caption("Error ratio (%)", ("sans-serif", 18))
         .build_cartesian_2d(0.0..x_max, 0.0..error_max)
         .map_err(draw_err)?;
@@ -192,65 +214,6 @@ pub fn draw<DB: DrawingBackend>(
         )
         .map_err(draw_err)?;
 
-    // Alert transitions: a vertical line in both panels, named in the top one.
-    let mut label_row = 0;
-    for alert in &journal.alerts_seen {
-        for transition in &alert.transitions {
-            let color = transition_color(&transition.state);
-            let x = transition.at_s;
-            latency
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x, 0.0), (x, latency_max)],
-                    color.stroke_width(2),
-                )))
-                .map_err(draw_err)?;
-            errors
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x, 0.0), (x, error_max)],
-                    color.stroke_width(2),
-                )))
-                .map_err(draw_err)?;
-            let y = latency_max * (0.95 - 0.07 * f64::from(label_row % 6));
-            label_row += 1;
-            let state = match transition.state.as_str() {
-                "inactive" => "resolved",
-                other => other,
-            };
-            // Labels near the right edge go to the left of their line.
-            let (text, anchor) = if x > x_max * 0.7 {
-                (format!("{} {state} ", alert.alert), HPos::Right)
-            } else {
-                (format!(" {} {state}", alert.alert), HPos::Left)
-            };
-            let style = ("sans-serif", 13)
-                .into_font()
-                .color(&color)
-                .pos(Pos::new(anchor, VPos::Top));
-            latency
-                .draw_series(std::iter::once(Text::new(text, (x, y), style)))
-                .map_err(draw_err)?;
-        }
-    }
-    for (state, color) in [
-        ("pending", PENDING),
-        ("firing", FIRING),
-        ("resolved", RESOLVED),
-    ] {
-        if journal
-            .alerts_seen
-            .iter()
-            .flat_map(|a| &a.transitions)
-            .any(|t| transition_color(&t.state) == color)
-        {
-            latency
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                .map_err(draw_err)?
-                .label(format!("alert {state}"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x + 9, y - 7), (x + 9, y + 7)], color.stroke_width(2))
-                });
-        }
-    }
     latency
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -259,6 +222,26 @@ pub fn draw<DB: DrawingBackend>(
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(draw_err)?;
+
+    // The alerts, one lane per series, on the same time axis.
+    if !alert_lanes.is_empty() {
+        let shades: Vec<(f64, f64)> = journal
+            .fault_window
+            .iter()
+            .map(|w| (w.start_s, w.end_s))
+            .collect();
+        lanes::draw(
+            &lanes_area,
+            &LaneChart {
+                caption: "Alerts",
+                x_max,
+                x_desc: "seconds since start",
+                lanes: &alert_lanes,
+                shades: &shades,
+                legend: &lanes::ALERT_LEGEND,
+            },
+        )?;
+    }
     root.present().map_err(draw_err)?;
     Ok(())
 }
@@ -267,7 +250,7 @@ pub fn draw<DB: DrawingBackend>(
 pub fn render_svg(journal: &Journal) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size(journal)).into_drawing_area();
         draw(&root, journal)?;
     }
     Ok(svg)
@@ -275,6 +258,6 @@ pub fn render_svg(journal: &Journal) -> Result<String, PlotError> {
 
 /// Writes the plot as a PNG file.
 pub fn write_png(journal: &Journal, path: &Path) -> Result<(), PlotError> {
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let root = BitMapBackend::new(path, size(journal)).into_drawing_area();
     draw(&root, journal)
 }

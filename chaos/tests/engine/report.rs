@@ -113,8 +113,11 @@ async fn svg_has_the_series_window_and_alerts() {
         "p95",
         "p99",
         "fault window",
-        "DependencyLatencyRising firing",
-        "DependencyLatencyRising pending",
+        "DependencyLatencyRising",
+        "Alerts",
+        "pending",
+        "firing",
+        "resolved",
         "Error ratio",
         "seconds since start",
     ] {
@@ -129,7 +132,11 @@ async fn png_is_written_and_not_blank() {
     let dir = tempfile::tempdir().unwrap();
     let files = report::write(&journal, dir.path(), "run").unwrap();
     let image = image::open(&files.png).unwrap().to_rgb8();
-    assert_eq!(image.dimensions(), plot::SIZE);
+    assert_eq!(image.dimensions(), plot::size(&journal));
+    assert!(
+        plot::size(&journal).1 > plot::SIZE.1,
+        "the alert lanes add height"
+    );
     let mut colours = std::collections::BTreeSet::new();
     let mut fault_shade = 0;
     let mut dark = 0;
@@ -154,4 +161,205 @@ async fn png_is_written_and_not_blank() {
             .unwrap()
             .contains("run.svg")
     );
+}
+
+/// A text element of an SVG: its box, estimated from its position, anchor,
+/// font size and length (0.62 em a character, which DejaVu Sans stays under
+/// for these labels).
+#[derive(Debug, Clone)]
+struct TextBox {
+    text: String,
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].to_owned())
+}
+
+fn text_boxes(svg: &str) -> Vec<TextBox> {
+    let mut boxes = Vec::new();
+    for piece in svg.split("<text").skip(1) {
+        let Some(tag_end) = piece.find('>') else {
+            continue;
+        };
+        let tag = &piece[..tag_end];
+        let text = piece[tag_end + 1..]
+            .split("</text>")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        if text.is_empty() {
+            continue;
+        }
+        let number = |name| {
+            attribute(tag, name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap()
+        };
+        let (x, y, size) = (number("x"), number("y"), number("font-size"));
+        let width = text.chars().count() as f64 * size * 0.62;
+        let (x0, x1) = match attribute(tag, "text-anchor").as_deref() {
+            Some("end") => (x - width, x),
+            Some("middle") => (x - width / 2.0, x + width / 2.0),
+            _ => (x, x + width),
+        };
+        let (y0, y1) = match attribute(tag, "dy").as_deref() {
+            Some("0.76em") => (y, y + size),
+            Some("-0.5ex") => (y - size, y),
+            _ => (y - size / 2.0, y + size / 2.0),
+        };
+        let rotated = attribute(tag, "transform")
+            .is_some_and(|t| t.starts_with("rotate(90") || t.starts_with("rotate(270"));
+        let (x0, y0, x1, y1) = if rotated {
+            // Turned a quarter around (x, y): width and height swap.
+            let (w, h) = (x1 - x0, y1 - y0);
+            (x - h / 2.0, y - w / 2.0, x + h / 2.0, y + w / 2.0)
+        } else {
+            (x0, y0, x1, y1)
+        };
+        boxes.push(TextBox {
+            text,
+            x0,
+            y0,
+            x1,
+            y1,
+        });
+    }
+    boxes
+}
+
+fn overlap(a: &TextBox, b: &TextBox) -> bool {
+    a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1
+}
+
+/// Five alerts, one with two series, with long names and transitions close
+/// together: the journal above with its alerts replaced.
+fn with_five_alerts(mut journal: Journal) -> Journal {
+    use faultline_chaos::journal::{AlertSeen, AlertTransition};
+    let series = |alert: &str, labels: &[(&str, &str)], transitions: &[(&str, f64)]| AlertSeen {
+        alert: alert.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        transitions: transitions
+            .iter()
+            .map(|(state, at_s)| AlertTransition {
+                state: (*state).to_owned(),
+                at_s: *at_s,
+            })
+            .collect(),
+    };
+    let window = journal.fault_window.clone().unwrap();
+    let (a, b) = (window.start_s, window.end_s);
+    journal.alerts_seen = vec![
+        series(
+            "DependencyLatencyRising",
+            &[],
+            &[("pending", a), ("firing", a + 0.05), ("inactive", b)],
+        ),
+        series(
+            "CircuitBreakerOpen",
+            &[("peer_service", "payments")],
+            &[("firing", a + 0.01), ("inactive", b + 0.01)],
+        ),
+        series(
+            "CircuitBreakerOpen",
+            &[("peer_service", "catalog")],
+            &[("pending", a + 0.02), ("inactive", a + 0.1)],
+        ),
+        series(
+            "ErrorBudgetBurnFastWithAVeryLongNameThatWouldNotFitTheLabelArea",
+            &[],
+            &[("pending", a + 0.02), ("firing", a + 0.03)],
+        ),
+        series(
+            "ReplicasBelowDesired",
+            &[],
+            &[("firing", a), ("inactive", a + 0.02)],
+        ),
+    ];
+    journal
+}
+
+#[tokio::test]
+async fn alert_lanes_have_one_label_per_row_and_no_text_overlaps() {
+    let journal = with_five_alerts(journal().await.unwrap());
+    let svg = plot::render_svg(&journal).unwrap();
+    let boxes = text_boxes(&svg);
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            assert!(!overlap(a, b), "{a:?} overlaps {b:?}");
+        }
+    }
+    let labels: Vec<&str> = boxes.iter().map(|b| b.text.as_str()).collect();
+    for label in [
+        "DependencyLatencyRising",
+        "ReplicasBelowDesired",
+        "CircuitBreakerOpen (payments)",
+        "CircuitBreakerOpen (catalog)",
+    ] {
+        assert_eq!(
+            labels.iter().filter(|l| **l == label).count(),
+            1,
+            "{label} once in {labels:?}"
+        );
+    }
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| l.starts_with("ErrorBudgetBurnFast"))
+            .count(),
+        1,
+        "the long name is cut, once: {labels:?}"
+    );
+    // The rows are stacked: their labels share one x and have distinct ys.
+    let rows: Vec<&TextBox> = boxes
+        .iter()
+        .filter(|b| {
+            b.text.starts_with("CircuitBreaker")
+                || b.text.starts_with("Dependency")
+                || b.text.starts_with("ErrorBudget")
+                || b.text.starts_with("Replicas")
+        })
+        .collect();
+    assert_eq!(rows.len(), 5, "{labels:?}");
+    assert!(rows.iter().all(|r| (r.x0 - rows[0].x0).abs() < 0.5));
+    let (_, height) = plot::size(&journal);
+    assert!(
+        svg.contains(&format!("height=\"{height}\"")),
+        "the plot grows with the rows"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("five.png");
+    plot::write_png(&journal, &path).unwrap();
+    if let Ok(keep) = std::env::var("FAULTLINE_KEEP_PLOT") {
+        std::fs::copy(&path, keep).unwrap();
+    }
+    let image = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(image.dimensions(), plot::size(&journal));
+    let firing = image
+        .pixels()
+        .filter(|p| {
+            let [r, g, b] = p.0;
+            r > 180 && g < 60 && b < 60
+        })
+        .count();
+    assert!(firing > 500, "firing segments are drawn ({firing} pixels)");
+}
+
+#[tokio::test]
+async fn a_journal_without_alerts_has_no_lanes() {
+    let mut journal = journal().await.unwrap();
+    journal.alerts_seen.clear();
+    assert_eq!(plot::size(&journal), plot::SIZE);
+    let svg = plot::render_svg(&journal).unwrap();
+    assert!(!svg.contains(">Alerts"), "no alert panel");
 }
