@@ -2,6 +2,7 @@
 //! ([`plot`]) as SVG and PNG, whose alert state lanes ([`lanes`]) the game
 //! day's timeline shares.
 
+pub mod chaostoolkit;
 pub mod lanes;
 pub mod markdown;
 pub mod plot;

@@ -238,3 +238,39 @@ fn regress_writes_a_promtool_test_next_to_its_rule_files() {
         "{stderr}"
     );
 }
+
+/// `report --format chaostoolkit` writes Chaos Toolkit's journal shape to
+/// `--out`, or to stdout.
+#[tokio::test]
+async fn report_in_chaos_toolkit_shape() {
+    let mut plan = faultline_chaos::runner::Plan::new("exported");
+    plan.method_duration = std::time::Duration::from_millis(50);
+    let bindings = faultline_chaos::runner::Bindings {
+        ledger: faultline_chaos::runner::LedgerDir::Disabled,
+        ..Default::default()
+    };
+    let journal = faultline_chaos::run_plan(plan, bindings).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    journal.save(&path).unwrap();
+    let out = dir.path().join("ctk/run.json");
+    let output = faultline()
+        .args(["report", "--format", "chaostoolkit"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written["status"], "completed");
+    assert_eq!(written["experiment"]["title"], "exported");
+    let output = faultline()
+        .args(["report", "--format", "chaostoolkit"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed, written);
+}

@@ -5,6 +5,7 @@
 
 mod abort;
 mod actions;
+mod chaostoolkit;
 mod cli;
 mod guardian;
 mod journal;
