@@ -17,6 +17,8 @@
 //!   [`undo`] records; [`cleanup`] carries out what a ledger file lists,
 //!   and the [`guardian`] process does so when its run dies.
 //! - [`testing`]: fakes of the run loop's traits, for tests and demos.
+//! - [`gameday`]: experiments in a seeded order, with cool-downs, within a
+//!   time budget, and their combined report.
 //!
 //! The fault proxy is its own crate, `faultline_proxy`; the engine drives it
 //! through `faultline_proxy::ToxiproxyClient`, and `faultline proxy` runs it.
@@ -29,7 +31,7 @@
 //! 4. `ledger`, `probes`, `report`, `coverage`
 //! 5. `actions`, `evidence`
 //! 6. `runner`, `cleanup`, `testing`
-//! 7. `guardian`
+//! 7. `gameday`, `guardian`
 
 pub mod actions;
 pub mod cleanup;
@@ -37,6 +39,7 @@ pub mod coverage;
 pub mod environment;
 pub mod evidence;
 pub mod experiment;
+pub mod gameday;
 pub mod guardian;
 pub mod journal;
 pub mod ledger;

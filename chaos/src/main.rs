@@ -24,6 +24,7 @@ Examples:
   faultline list
   faultline validate chaos/experiments/
   faultline run chaos/experiments/kill-replica.toml --report reports/
+  faultline gameday --seed 42 --duration 30m --cooldown 60s --report gameday/ chaos/experiments/
   faultline report faultline-journals/kill-replica-<run>.json
   faultline cleanup
   faultline coverage target/chaos-reports/
@@ -42,6 +43,9 @@ struct Cli {
 enum Command {
     /// Run an experiment: steady state, faults, rollback, recovery, verdict.
     Run(cli::run::RunArgs),
+    /// A game day: experiments in a seeded order, with cool-downs, within a
+    /// time budget, and one combined report.
+    Gameday(cli::gameday::GameDayArgs),
     /// Check experiment files (and that the target defines what they use).
     Validate(cli::validate::ValidateArgs),
     /// List the experiments in a directory.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run(args) => args.run().await,
+        Command::Gameday(args) => args.run().await,
         Command::Validate(args) => args.run().await,
         Command::List(args) => args.run(),
         Command::Report(args) => args.run(),

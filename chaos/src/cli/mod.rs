@@ -7,6 +7,7 @@
 pub mod cleanup;
 pub mod coverage;
 pub mod dry_run;
+pub mod gameday;
 pub mod guardian;
 pub mod list;
 pub mod progress;

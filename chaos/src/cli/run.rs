@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::style::{Paint, paint};
 
 /// How long a finished run waits for its guardian to see that it ended.
-const GUARDIAN_EXIT_WAIT: Duration = Duration::from_secs(5);
+pub const GUARDIAN_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Arguments of `faultline run`.
 #[derive(Debug, clap::Args)]
@@ -105,6 +105,25 @@ pub fn environment_overrides(
     Ok(environment)
 }
 
+/// The guardian that reverts what a killed run (or game day) left, unless
+/// `--no-guardian`; failing to start it is an error, never a silent
+/// unguarded run.
+pub async fn start_guardian(
+    no_guardian: bool,
+    ledger_dir: &Path,
+) -> anyhow::Result<Option<Guardian>> {
+    if no_guardian {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe()
+        .context("cannot find this executable to start the guardian (or use --no-guardian)")?;
+    let guardian = Guardian::spawn(&exe, ledger_dir).await.context(
+        "the guardian that reverts the faults if this run is killed did not start \
+         (--no-guardian runs without one)",
+    )?;
+    Ok(Some(guardian))
+}
+
 /// Cancels on the first signal; says so on the second; exits on the third.
 pub fn watch_signals(cancel: CancellationToken, colour: bool, guarded: bool) {
     tokio::spawn(async move {
@@ -173,17 +192,7 @@ impl RunArgs {
             .ledger_dir
             .clone()
             .unwrap_or_else(faultline_chaos::ledger::default_dir);
-        let guardian = if self.no_guardian {
-            None
-        } else {
-            let exe = std::env::current_exe().context(
-                "cannot find this executable to start the guardian (or use --no-guardian)",
-            )?;
-            Some(Guardian::spawn(&exe, &ledger_dir).await.context(
-                "the guardian that reverts the faults if this run is killed did not start \
-                 (--no-guardian runs without one)",
-            )?)
-        };
+        let guardian = start_guardian(self.no_guardian, &ledger_dir).await?;
         let cancel = CancellationToken::new();
         watch_signals(cancel.clone(), colour_err, guardian.is_some());
         let (events, mut receiver) = mpsc::unbounded_channel();

@@ -143,6 +143,8 @@ pub fn status(journal: &Journal) -> (&'static str, bool) {
         // Nothing was injected: the gate failed, nothing deviated.
         Verdict::Failed => ("failed", false),
         Verdict::Error => ("aborted", journal.deviated),
+        // A safeguard stopped it: Chaos Toolkit's own word for that.
+        Verdict::Aborted => ("aborted", journal.deviated),
         Verdict::Interrupted => ("interrupted", journal.deviated),
     }
 }

@@ -53,7 +53,7 @@ fn run_of_a_missing_file_is_an_error() {
 #[test]
 fn help_has_examples() {
     for sub in [
-        "run", "validate", "list", "report", "cleanup", "coverage", "regress",
+        "run", "validate", "list", "report", "cleanup", "coverage", "regress", "gameday",
     ] {
         let output = faultline().args([sub, "--help"]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

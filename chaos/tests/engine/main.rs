@@ -7,6 +7,7 @@ mod abort;
 mod actions;
 mod chaostoolkit;
 mod cli;
+mod gameday;
 mod guardian;
 mod journal;
 mod lease;
