@@ -21,8 +21,8 @@
 //! - `steady_states.before` is the steady state before the method;
 //!   `after` is the recovery's last round plus the `[[after]]` probes;
 //!   `during` has one record per evaluation of a `[[during]]` probe.
-//! - `run` is the method's actions: `inject` under the fault's name,
-//!   `ramp N` and `revert` as `<fault> (ramp N)`, `<fault> (revert)`.
+//! - `run` is the method's actions: `inject` under the fault's name, the
+//!   other steps (`ramp N`, `effect`, `revert`) as `<fault> (<step>)`.
 //! - `experiment` lists those activities with a provider of type
 //!   `faultline` (the `kind` says which): they are not runnable by Chaos
 //!   Toolkit. faultline's own findings (verdict, reasons, alerts, recovery,

@@ -115,10 +115,11 @@ async fn a_passed_run_is_completed_and_not_deviated() {
         .iter()
         .map(|r| r["activity"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["f", "f (revert)"]);
+    // The fault's injection, what it did (read back before the revert), its revert.
+    assert_eq!(names, ["f", "f (effect)", "f (revert)"]);
     assert_eq!(ctk["run"][0]["status"], "succeeded");
     assert_eq!(ctk["rollbacks"][0]["activity"]["name"], "reset");
-    assert_eq!(ctk["experiment"]["method"].as_array().unwrap().len(), 2);
+    assert_eq!(ctk["experiment"]["method"].as_array().unwrap().len(), 3);
     assert_eq!(ctk["experiment"]["extensions"][0]["name"], "faultline");
     assert_eq!(ctk["experiment"]["extensions"][0]["verdict"], "passed");
     assert!(ctk["chaoslib-version"].is_null());
