@@ -54,7 +54,13 @@ pub fn line(event: &RunEvent, colour: bool) -> Option<String> {
                 )
             })
         }
-        RunEvent::Note(_) => None,
+        // The verdict is printed at the end; other notes (a lease not
+        // renewed, a limit that cannot be evaluated) matter now.
+        RunEvent::Note(text) if text.starts_with("verdict: ") => None,
+        RunEvent::Note(text) => Some(format!(
+            "         {} {text}",
+            paint(colour, Paint::Warn, "note")
+        )),
     }
 }
 
