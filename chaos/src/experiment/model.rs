@@ -253,9 +253,11 @@ pub struct ToxicFault {
     pub stream: Stream,
     #[serde(default = "full_toxicity")]
     pub toxicity: f32,
-    /// As the API takes them: milliseconds, KB/s, bytes.
+    /// As the API takes them: numbers (milliseconds, KB/s, bytes, a
+    /// ratio), and for the HTTP toxics strings and tables (`path`,
+    /// `headers`). The proxy's own types check them.
     #[serde(default)]
-    pub attributes: BTreeMap<String, u64>,
+    pub attributes: BTreeMap<String, Value>,
     /// Changes one attribute step by step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp: Option<Ramp>,
@@ -280,7 +282,7 @@ impl ToxicFault {
     pub fn api_attributes(&self) -> Map<String, Value> {
         self.attributes
             .iter()
-            .map(|(name, value)| (name.clone(), Value::from(*value)))
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect()
     }
 

@@ -12,8 +12,10 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use faultline_proxy::Stream;
 use faultline_proxy::toxics::ToxicKind;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -473,13 +475,26 @@ fn check_fault(fault: &FaultSpec, path: FieldPath) -> Result<(), (FieldPath, Str
             if !(0.0..=1.0).contains(&toxic.toxicity) {
                 return Err((path.key("toxicity"), "must be within 0..=1".into()));
             }
+            if kind.upstream_only() && toxic.stream != Stream::Upstream {
+                return Err((
+                    path.key("stream"),
+                    format!(
+                        "a {} toxic reads requests: it needs stream = \"upstream\"",
+                        toxic.toxic
+                    ),
+                ));
+            }
             if let Some(ramp) = &toxic.ramp {
                 let ramp_path = path.clone().key("ramp");
-                if !kind.attributes().contains_key(&ramp.attribute) {
+                if !kind
+                    .attributes()
+                    .get(&ramp.attribute)
+                    .is_some_and(Value::is_u64)
+                {
                     return Err((
                         ramp_path.key("attribute"),
                         format!(
-                            "{:?} is not an attribute of a {} toxic",
+                            "{:?} is not a numeric attribute of a {} toxic",
                             ramp.attribute, toxic.toxic
                         ),
                     ));

@@ -297,6 +297,31 @@ fn limit_and_partition_faults_carry_their_settings() {
 }
 
 #[test]
+fn http_toxics_take_strings_ratios_and_tables() {
+    let toxic = "type = \"toxic\"\nproxy = \"payments\"\ntoxic = \"http_abort\"\nstream = \"upstream\"\nattributes = { status = 503, ratio = 0.5, method = \"POST\", path = \"/payments\", headers = { \"x-tenant\" = \"a\" } }";
+    let text = MINIMAL.replace(
+        "type = \"container\"\naction = \"pause\"\ntarget = { service = \"orders\", replica = 1 }",
+        toxic,
+    );
+    let experiment = parse(&text).unwrap();
+    let FaultKind::Toxic(fault) = &experiment.method.faults[0].kind else {
+        panic!("not a toxic: {:?}", experiment.method.faults[0]);
+    };
+    let attributes = fault.api_attributes();
+    assert_eq!(attributes["status"], 503);
+    assert_eq!(attributes["ratio"], 0.5);
+    assert_eq!(attributes["headers"]["x-tenant"], "a");
+
+    // The proxy's own checks apply, at the field.
+    let (message, field, _) = error(&text.replace("status = 503", "status = 99")).unwrap();
+    assert_eq!(field, "method.faults[0].attributes", "{message}");
+    let (message, field, _) =
+        error(&text.replace("stream = \"upstream\"", "stream = \"downstream\"")).unwrap();
+    assert_eq!(field, "method.faults[0].stream", "{message}");
+    assert!(message.contains("needs stream = \"upstream\""), "{message}");
+}
+
+#[test]
 fn toml_syntax_errors_have_a_location() {
     let (message, _, (line, _)) = error("title = \"x\"\n[method\n").unwrap();
     assert_eq!(line, 2, "{message}");
