@@ -205,22 +205,123 @@ async fn replays_offline(journal: &Journal, test: &str, name: &str) -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_kill_replica_experiment_passes() -> anyhow::Result<()> {
-    let options = StackOptions {
-        orders_replicas: 3,
-        ..StackOptions::default()
-    };
-    passes("kill-replica", options).await
-}
+/// The experiments of the short game day: both need three orders replicas.
+const GAME_DAY: [&str; 2] = ["kill-replica", "replica-partitioned"];
 
+/// A short game day on one stack with three orders replicas: kill-replica
+/// and replica-partitioned in a seeded order, with a cool-down between them,
+/// within a budget that fits both and not a third. Each run must pass and
+/// replay offline, and the combined report must name both. Then, on the same
+/// stack, a safeguard stops an experiment that would kill a second replica:
+/// the second kill is never made, the first is reverted at once, and the
+/// verdict is aborted.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_replica_partitioned_experiment_passes() -> anyhow::Result<()> {
-    let options = StackOptions {
-        orders_replicas: 3,
-        ..StackOptions::default()
+async fn a_short_game_day_then_a_safeguard_stops_a_run() -> anyhow::Result<()> {
+    preflight(FOUNDATION_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_game_day",
+        StackOptions {
+            prometheus: true,
+            orders_replicas: 3,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let environment = environment(&stack)?;
+    let test = "game_day";
+    let report_dir = repo_root().join(REPORTS).join(test);
+    let day = faultline_chaos::gameday::GameDay {
+        seed: 2026,
+        // Each run is expected to take at most 195 s (warm-up, steady state,
+        // method, recovery, after) and takes 55 to 75 s. The second starts
+        // if 195 s fit after the first and a cool-down (by 85 s at most);
+        // a third, after two runs, does not (from 85 s on).
+        duration: std::time::Duration::from_secs(290),
+        cooldown: std::time::Duration::from_secs(10),
+        experiments: GAME_DAY
+            .iter()
+            .map(|name| repo_root().join(format!("chaos/experiments/{name}.toml")))
+            .collect(),
+        report_dir: report_dir.clone(),
+        ..faultline_chaos::gameday::GameDay::default()
     };
-    passes("replica-partitioned", options).await
+    let report = faultline_chaos::gameday::run(&day, |_| Bindings {
+        environment: environment.clone(),
+        ..Bindings::default()
+    })
+    .await?;
+    write_coverage(&repo_root().join(REPORTS))?;
+    let ran: Vec<String> = report.runs.iter().map(|r| r.experiment.clone()).collect();
+    let mut expected: Vec<String> = GAME_DAY.iter().map(|n| (*n).to_owned()).collect();
+    let mut sorted = ran.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "each experiment ran once: {ran:?}");
+    assert_eq!(
+        report.order[..2],
+        ran[..],
+        "the runs followed the seeded order"
+    );
+    let gap = report.runs[1].start_s - report.runs[0].end_s;
+    assert!(
+        gap >= 10.0 - 0.5,
+        "a cool-down between the runs: {gap:.1} s"
+    );
+    let markdown = std::fs::read_to_string(report_dir.join("gameday.md"))?;
+    for run in &report.runs {
+        assert!(markdown.contains(&run.experiment), "{markdown}");
+        let journal_path = run
+            .journal
+            .as_ref()
+            .with_context(|| format!("no journal for {}", run.experiment))?;
+        // Relative to the day's report directory.
+        let journal = Journal::load(&report_dir.join(journal_path))?;
+        assert_passed(&journal);
+        replays_offline(&journal, test, &run.experiment).await?;
+    }
+    for picture in ["gameday.svg", "gameday.png"] {
+        assert!(report_dir.join(picture).is_file(), "{picture} written");
+    }
+
+    // A safeguard, on the same stack.
+    let path = repo_root().join("tests/experiments/safeguard-stops-the-second-kill.toml");
+    let bindings = Bindings {
+        environment,
+        ..Bindings::default()
+    };
+    let journal = run_experiment(path, bindings).await?;
+    let reports = repo_root().join(NEGATIVE_REPORTS).join("safeguard");
+    std::fs::create_dir_all(&reports)?;
+    journal.save(&reports.join("safeguard.journal.json"))?;
+    assert_eq!(journal.verdict, Verdict::Aborted, "{:#?}", journal.reasons);
+    assert!(
+        journal
+            .reasons
+            .iter()
+            .any(|r| r.contains("fewer than three healthy orders endpoints")),
+        "the reason names the limit: {:#?}",
+        journal.reasons
+    );
+    let step = |fault: &str, step: &str| {
+        journal
+            .run
+            .iter()
+            .find(|a| a.activity.name == fault && a.activity.step == step)
+            .map(|a| a.end_s)
+    };
+    assert_eq!(
+        step("kill orders replica 3", "inject"),
+        None,
+        "the second kill is never made"
+    );
+    let injected = step("kill orders replica 2", "inject").context("the first kill")?;
+    let reverted = step("kill orders replica 2", "revert").context("its revert")?;
+    assert!(
+        reverted - injected < 20.0,
+        "the first kill is reverted at once, not after its 30 s: {:.1} s",
+        reverted - injected
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
