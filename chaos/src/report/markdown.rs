@@ -153,28 +153,44 @@ pub fn render(journal: &Journal, plot: Option<&str>) -> String {
     }
 
     if !journal.steady_states.during.is_empty() {
-        let mut by_probe: BTreeMap<&str, (usize, usize, Option<&Activity>)> = BTreeMap::new();
+        // Per probe: evaluations, waiting (an eventually-probe not passed
+        // yet, before its deadline: not a failure), failed, an example.
+        let mut by_probe: BTreeMap<&str, (usize, usize, usize, Option<&Activity>)> =
+            BTreeMap::new();
         for a in &journal.steady_states.during {
             let entry = by_probe.entry(&a.activity.name).or_default();
             entry.0 += 1;
-            if a.status == ActivityStatus::Failed {
+            if a.is_waiting() {
                 entry.1 += 1;
-                entry.2.get_or_insert(a);
+            } else if a.status == ActivityStatus::Failed {
+                entry.2 += 1;
+                entry.3.get_or_insert(a);
             } else if entry
-                .2
+                .3
                 .is_none_or(|first| first.status == ActivityStatus::Succeeded)
             {
-                entry.2 = Some(a);
+                entry.3 = Some(a);
             }
         }
         let _ = writeln!(
             out,
-            "\n## Probes during the method\n\n| probe | evaluations | failed | first failure (or last result) |\n|---|---:|---:|---|"
+            "\n## Probes during the method\n\n| probe | evaluations | waiting | failed | first failure (or last result) |\n|---|---:|---:|---:|---|"
         );
-        for (name, (count, failed, example)) in by_probe {
+        for (name, (count, mut waiting, mut failed, mut example)) in by_probe {
+            // Waited to the end and never passed: that was a failure.
+            if example.is_none() && waiting > 0 {
+                example = journal
+                    .steady_states
+                    .during
+                    .iter()
+                    .rev()
+                    .find(|a| a.activity.name == name);
+                waiting -= 1;
+                failed += 1;
+            }
             let _ = writeln!(
                 out,
-                "| {} | {count} | {failed} | {} |",
+                "| {} | {count} | {waiting} | {failed} | {} |",
                 cell(name),
                 example.map(what).unwrap_or_default()
             );

@@ -363,3 +363,50 @@ async fn a_journal_without_alerts_has_no_lanes() {
     let svg = plot::render_svg(&journal).unwrap();
     assert!(!svg.contains(">Alerts"), "no alert panel");
 }
+
+/// A during-probe evaluation of `name`, failed unless `ok`, at `end_s`;
+/// with `deadline`, an eventually-probe's.
+fn evaluation(
+    name: &str,
+    ok: bool,
+    deadline: Option<f64>,
+    end_s: f64,
+) -> faultline_chaos::journal::Activity {
+    let mut activity: faultline_chaos::journal::Activity =
+        serde_json::from_value(serde_json::json!({
+            "activity": {"type": "probe", "name": name, "kind": "promql", "step": "during"},
+            "status": if ok { "succeeded" } else { "failed" },
+            "start": "", "end": "", "start_s": end_s, "end_s": end_s, "duration": 0.0,
+            "output": null, "detail": format!("at {end_s}"),
+        }))
+        .unwrap();
+    activity.deadline_s = deadline;
+    activity
+}
+
+#[tokio::test]
+async fn markdown_counts_waiting_apart_from_failing() {
+    let mut journal = journal().await.unwrap();
+    journal.steady_states.during = vec![
+        evaluation("ejected", false, Some(40.0), 1.0),
+        evaluation("ejected", false, Some(40.0), 2.0),
+        evaluation("ejected", true, Some(40.0), 3.0),
+        evaluation("never", false, Some(40.0), 1.0),
+        evaluation("never", false, Some(40.0), 40.0),
+        evaluation("always", false, None, 1.0),
+    ];
+    let md = markdown::render(&journal, None);
+    let row = |probe: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {probe} |")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("ejected").starts_with("| ejected | 3 | 2 | 0 |"),
+        "{md}"
+    );
+    assert!(row("never").starts_with("| never | 2 | 1 | 1 |"), "{md}");
+    assert!(row("never").contains("at 40"), "{md}");
+    assert!(row("always").starts_with("| always | 1 | 0 | 1 |"), "{md}");
+}
