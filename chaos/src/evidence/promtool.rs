@@ -148,27 +148,37 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// Where to check an alert: one step after the step at or after it was
-/// first seen firing (the live rule evaluations and scrapes are not aligned
-/// with the evidence's steps), but not past the last step it was seen firing.
-pub fn eval_step(alert: &EvidenceAlert, step_s: f64) -> u64 {
+/// Where to check an alert: in the middle of the steps it was seen firing
+/// live, from one step after the step at or after it was first seen firing
+/// to the last step before it was seen resolved (or the evidence's last
+/// step, `last_step`, if it never was). The live rule evaluations and scrapes
+/// are not aligned with the evidence's steps, and a replayed rate differs
+/// from the live one by a few percent, most near the edges where the alert's
+/// expression crosses its threshold: the middle is the step farthest from
+/// both edges.
+pub fn eval_step(alert: &EvidenceAlert, step_s: f64, last_step: u64) -> u64 {
     let first = (alert.firing_at_s / step_s - 1e-9).ceil().max(0.0) as u64;
-    let mut step = first + 1;
-    if let Some(resolved) = alert.resolved_at_s {
-        let last_firing = ((resolved / step_s).floor() as u64).saturating_sub(1);
-        step = step.min(last_firing.max(first));
+    let last_firing = match alert.resolved_at_s {
+        Some(resolved) => ((resolved / step_s).floor() as u64)
+            .saturating_sub(1)
+            .min(last_step),
+        None => last_step,
+    };
+    let from = first + 1;
+    if last_firing < from {
+        return last_firing.max(first);
     }
-    step
+    from + (last_firing - from) / 2
 }
 
-fn expr_test(alert: &EvidenceAlert, step_s: f64) -> ExprTest {
+fn expr_test(alert: &EvidenceAlert, step_s: f64, last_step: u64) -> ExprTest {
     let mut labels = alert.labels.clone();
     labels.insert("alertname".to_owned(), alert.alert.clone());
     labels.insert("alertstate".to_owned(), "firing".to_owned());
     let selector = series_selector("ALERTS", &labels);
     ExprTest {
         expr: selector.clone(),
-        eval_time: duration(eval_step(alert, step_s) as f64 * step_s),
+        eval_time: duration(eval_step(alert, step_s, last_step) as f64 * step_s),
         exp_samples: vec![ExpSample {
             labels: selector,
             value: 1.0,
@@ -224,6 +234,12 @@ pub fn promtool_test(journal: &Journal, rule_files: &[String]) -> Result<String,
         return Err(RegressError::NoSeries(evidence.notes.clone()));
     }
     let step = duration(evidence.step_s);
+    let last_step = evidence
+        .series
+        .iter()
+        .map(|s| s.values.len().saturating_sub(1) as u64)
+        .max()
+        .unwrap_or(0);
     let file = TestFile {
         rule_files: rule_files.to_vec(),
         evaluation_interval: step.clone(),
@@ -247,7 +263,7 @@ pub fn promtool_test(journal: &Journal, rule_files: &[String]) -> Result<String,
             promql_expr_test: evidence
                 .alerts
                 .iter()
-                .map(|alert| expr_test(alert, evidence.step_s))
+                .map(|alert| expr_test(alert, evidence.step_s, last_step))
                 .collect(),
         }],
     };
@@ -443,15 +459,23 @@ mod tests {
     }
 
     #[test]
-    fn checks_one_step_after_the_live_firing_while_it_fired() {
+    fn checks_in_the_middle_of_the_live_firing() {
         let mut alert = evidence().alerts[0].clone();
-        assert_eq!(eval_step(&alert, 1.0), 13);
         alert.firing_at_s = 12.0;
-        assert_eq!(eval_step(&alert, 1.0), 13);
-        alert.resolved_at_s = Some(13.5);
-        assert_eq!(eval_step(&alert, 1.0), 12);
+        alert.resolved_at_s = Some(31.0);
+        // Firing from step 12 to step 30: from 13 on, the middle is 21.
+        assert_eq!(eval_step(&alert, 1.0, 60), 21);
+        // Never resolved: up to the evidence's last step.
         alert.resolved_at_s = None;
-        assert_eq!(eval_step(&alert, 0.5), 25);
+        assert_eq!(eval_step(&alert, 1.0, 40), 26);
+        assert_eq!(eval_step(&alert, 0.5, 80), 52);
+        // Seen firing between two steps: the step after.
+        alert.firing_at_s = 11.6;
+        assert_eq!(eval_step(&alert, 1.0, 13), 13);
+        // Firing for one step only: that step.
+        alert.firing_at_s = 12.0;
+        alert.resolved_at_s = Some(13.5);
+        assert_eq!(eval_step(&alert, 1.0, 60), 12);
     }
 
     #[test]
@@ -493,7 +517,8 @@ mod tests {
         let check = &test["promql_expr_test"][0];
         let alerts = "ALERTS{alertname=\"ReplicasBelowDesired\", alertstate=\"firing\", peer_service=\"orders\", severity=\"ticket\"}";
         assert_eq!(check["expr"].as_str(), Some(alerts));
-        assert_eq!(check["eval_time"].as_str(), Some("13s"));
+        // Its evidence ends at step 6, before it fired: the step it fired.
+        assert_eq!(check["eval_time"].as_str(), Some("12s"));
         assert_eq!(check["exp_samples"][0]["labels"].as_str(), Some(alerts));
         assert_eq!(check["exp_samples"][0]["value"].as_f64(), Some(1.0));
     }
