@@ -32,6 +32,22 @@ pub const ALERTMANAGER: LocalImage = LocalImage {
     tag: "0.25",
 };
 
+pub const REDIS: LocalImage = LocalImage {
+    name: "faultline-local/redis",
+    tag: "7.0",
+};
+
+pub const REDIS_EXPORTER: LocalImage = LocalImage {
+    name: "faultline-local/redis-exporter",
+    tag: "1.45",
+};
+
+/// The demo's edge: one published port in front of the gateway replicas.
+pub const HAPROXY: LocalImage = LocalImage {
+    name: "faultline-local/haproxy",
+    tag: "2.6",
+};
+
 pub const FAULTLINE: LocalImage = LocalImage {
     name: "faultline-local/faultline",
     tag: "latest",

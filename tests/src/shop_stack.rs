@@ -1,5 +1,6 @@
 //! The whole shop in containers on one network: PostgreSQL, payments, catalog,
-//! orders, worker and gateway, each one replica, all ready.
+//! orders, worker and gateway (orders and gateway in as many replicas as
+//! asked), Redis when asked, all ready.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use crate::alertmanager::{Alertmanager, Webhooks, routing_config};
 use crate::fault_proxy::FaultProxy;
 use crate::otlp::OtlpReceiver;
 use crate::postgres::{Postgres, TestDatabase};
+use crate::redis::{Redis, RedisExporter};
 use crate::stack::{Network, Prometheus, Shop, prometheus_config};
 
 /// How long the stack gets to become ready: generous, two noisy cores.
@@ -51,6 +53,17 @@ pub struct StackOptions {
     /// dead man's switch receivers notifying webhooks in the test process
     /// through the fault proxy (a proxy named `webhooks`). Needs `prometheus`.
     pub alertmanager: bool,
+    /// Run Redis (and its exporter, scraped as job `redis` with
+    /// `prometheus`): the gateway replicas share their catalog cache and rate
+    /// limit in it, and the catalog drops what a stock change makes wrong.
+    pub redis: bool,
+    /// Put the fault proxy between the gateways and Redis (a proxy named
+    /// `redis`, as in compose); the catalog still reaches Redis directly.
+    /// Needs `redis`.
+    pub redis_through_proxy: bool,
+    /// How many gateway replicas run (each told the count, for its share of
+    /// the rate limit while Redis is unavailable).
+    pub gateway_replicas: usize,
 }
 
 /// Where Prometheus also reads rule files: a directory in its own writable
@@ -73,6 +86,9 @@ impl Default for StackOptions {
             otlp_through_proxy: false,
             prometheus: false,
             alertmanager: false,
+            redis: false,
+            redis_through_proxy: false,
+            gateway_replicas: 1,
         }
     }
 }
@@ -88,7 +104,12 @@ pub struct ShopStack {
     /// The orders replicas.
     pub orders: Vec<Shop>,
     pub worker: Shop,
+    /// Gateway replica 1.
     pub gateway: Shop,
+    /// Gateway replicas 2 and on, with `gateway_replicas`.
+    pub more_gateways: Vec<Shop>,
+    /// Redis and its exporter, with `redis`.
+    pub redis: Option<(Redis, RedisExporter)>,
     /// The fault proxy, when a `*_through_proxy` option asked for it.
     pub proxy: Option<FaultProxy>,
     /// The OTLP receiver, with `otlp_through_proxy`.
@@ -111,6 +132,8 @@ pub const CATALOG_PROXY_PORT: u16 = 18082;
 pub const OTLP_PROXY_PORT: u16 = 18083;
 /// The port of the proxied link from Alertmanager to the test's webhooks.
 pub const WEBHOOKS_PROXY_PORT: u16 = 18084;
+/// The port of the proxied gateway → Redis link inside the network.
+pub const REDIS_PROXY_PORT: u16 = 18085;
 
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> anyhow::Result<u16> {
@@ -137,6 +160,7 @@ impl ShopStack {
             || options.catalog_through_proxy
             || options.otlp_through_proxy
             || options.alertmanager
+            || options.redis_through_proxy
         {
             Some(FaultProxy::start(&network, &network.host("proxy")).await?)
         } else {
@@ -170,6 +194,25 @@ impl ShopStack {
             env
         };
         let host = |role: &str| network.host(role);
+        anyhow::ensure!(
+            options.redis || !options.redis_through_proxy,
+            "a stack with its gateways reaching Redis through the proxy needs Redis"
+        );
+        let redis = if options.redis {
+            let redis = Redis::start(&network, &host("redis")).await?;
+            let exporter = RedisExporter::start(
+                &network,
+                &host("redis-exporter"),
+                &redis.address_in_network(),
+            )
+            .await?;
+            Some((redis, exporter))
+        } else {
+            None
+        };
+        let redis_url = redis
+            .as_ref()
+            .map(|(redis, _)| format!("redis://{}", redis.address_in_network()));
 
         // No random declines unless a test asks: a declined checkout would make
         // tests that expect an order flaky (the default ratio is 2%).
@@ -182,7 +225,12 @@ impl ShopStack {
             &network,
             &host("catalog"),
             "catalog",
-            &with(vec![("DATABASE_URL", database_url.clone())]),
+            &with(
+                [("DATABASE_URL", database_url.clone())]
+                    .into_iter()
+                    .chain(redis_url.clone().map(|url| ("FAULTLINE_REDIS_URL", url)))
+                    .collect(),
+            ),
         )
         .await?;
         // Catalog applies the migrations; the others would too, under the same lock.
@@ -240,14 +288,47 @@ impl ShopStack {
         let mut worker_env = upstreams;
         worker_env.push(("DATABASE_URL", database_url.clone()));
         let worker = Shop::start(&network, &host("worker"), "worker", &with(worker_env)).await?;
+        let replicas = options.gateway_replicas.max(1);
         let mut gateway_env = vec![
             ("FAULTLINE_CATALOG_URLS", catalog_url),
             ("FAULTLINE_ORDERS_URLS", orders_urls),
+            ("FAULTLINE_GATEWAY_REPLICAS", replicas.to_string()),
         ];
+        if let Some((redis, _)) = &redis {
+            let mut address = redis.address_in_network();
+            if let (true, Some(proxy)) = (options.redis_through_proxy, &proxy) {
+                address = proxy.add("redis", REDIS_PROXY_PORT, &address).await?;
+            }
+            gateway_env.push(("FAULTLINE_REDIS_URL", format!("redis://{address}")));
+        }
         gateway_env.extend(options.gateway_env.clone());
-        let gateway =
-            Shop::start(&network, &host("gateway"), "gateway", &with(gateway_env)).await?;
-        for service in orders.iter().chain([&payments, &worker, &gateway]) {
+        let gateway = Shop::start_replica(
+            &network,
+            &host("gateway"),
+            "gateway",
+            1,
+            &with(gateway_env.clone()),
+        )
+        .await?;
+        let mut more_gateways = Vec::new();
+        for replica in 2..=replicas {
+            let name = host(&format!("gateway-{replica}"));
+            more_gateways.push(
+                Shop::start_replica(
+                    &network,
+                    &name,
+                    "gateway",
+                    replica,
+                    &with(gateway_env.clone()),
+                )
+                .await?,
+            );
+        }
+        for service in orders
+            .iter()
+            .chain([&payments, &worker, &gateway])
+            .chain(&more_gateways)
+        {
             service.wait_ready(READY_WITHIN).await?;
         }
         anyhow::ensure!(
@@ -270,7 +351,13 @@ impl ShopStack {
             let target = |shop: &Shop| format!("{}:9000", shop.host);
             let mut jobs: Vec<(&str, Vec<String>)> = vec![
                 ("prometheus", vec!["localhost:9090".to_owned()]),
-                ("gateway", vec![target(&gateway)]),
+                (
+                    "gateway",
+                    std::iter::once(&gateway)
+                        .chain(&more_gateways)
+                        .map(target)
+                        .collect(),
+                ),
                 ("catalog", vec![target(&catalog)]),
                 ("orders", orders.iter().map(target).collect()),
                 ("payments", vec![target(&payments)]),
@@ -281,6 +368,9 @@ impl ShopStack {
             }
             if let Some(alertmanager) = &alertmanager {
                 jobs.push(("alertmanager", vec![alertmanager.address()]));
+            }
+            if let Some((_, exporter)) = &redis {
+                jobs.push(("redis", vec![exporter.metrics_target()]));
             }
             let mut config = prometheus_config(Duration::from_secs(1), &jobs);
             config.push_str(&format!(
@@ -313,6 +403,8 @@ impl ShopStack {
             orders,
             worker,
             gateway,
+            more_gateways,
+            redis,
             proxy,
             otlp,
             prometheus,
@@ -325,6 +417,7 @@ impl ShopStack {
     pub fn services(&self) -> Vec<&Shop> {
         let mut services = vec![&self.gateway, &self.catalog, &self.payments, &self.worker];
         services.extend(self.orders.iter());
+        services.extend(self.more_gateways.iter());
         services
     }
 

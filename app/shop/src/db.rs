@@ -96,6 +96,7 @@ impl OperationTimer {
         };
         metrics::histogram!(
             "db_client_operation_duration_seconds",
+            "db_system_name" => "postgresql",
             "db_operation_name" => self.operation,
             "db_collection_name" => self.collection,
             "error_type" => error_type,

@@ -22,8 +22,10 @@ pub mod http;
 pub mod outbox;
 pub mod probe;
 pub mod problem;
+pub mod redis_client;
 pub mod resilience;
 pub mod roles;
+pub mod shared_cache;
 pub mod startup;
 
 pub use startup::{Application, RoleConfig};

@@ -47,6 +47,8 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redis(#[from] crate::redis_client::RedisConfigError),
     #[error("cannot read the bound address: {0}")]
     LocalAddr(#[source] std::io::Error),
 }

@@ -12,10 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::eventually;
-use faultline_tests::images::{ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS};
+use faultline_tests::images::{
+    ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+};
 use faultline_tests::prometheus::PrometheusClient;
 
-/// Generous: a dozen containers start on two cores.
+/// Generous: seventeen containers start on two cores.
 const UP_WITHIN: Duration = Duration::from_secs(180);
 
 fn repo_root() -> PathBuf {
@@ -77,8 +79,21 @@ impl Drop for Demo {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Result<()> {
     let docker = require_docker().await?;
-    require_images(&docker, &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE]).await?;
+    require_images(
+        &docker,
+        &[
+            POSTGRES,
+            PROMETHEUS,
+            ALERTMANAGER,
+            REDIS,
+            REDIS_EXPORTER,
+            HAPROXY,
+            FAULTLINE,
+        ],
+    )
+    .await?;
     let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let postgres_port = free_port()?;
     let fault_admin_ports = (free_port()?, free_port()?);
     let demo = Demo {
         project: format!(
@@ -90,6 +105,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             ("FAULTLINE_PROMETHEUS_PORT", ports.1.to_string()),
             ("FAULTLINE_ALERTMANAGER_PORT", ports.2.to_string()),
             ("FAULTLINE_PROXY_PORT", ports.3.to_string()),
+            // Not 5432: another demo, or a PostgreSQL on the host, may hold it.
+            ("FAULTLINE_POSTGRES_PORT", postgres_port.to_string()),
             (
                 "FAULTLINE_CATALOG_FAULT_ADMIN_PORT",
                 fault_admin_ports.0.to_string(),
@@ -105,8 +122,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let http = faultline_tests::http_client()?;
     let prometheus = PrometheusClient::new(format!("http://127.0.0.1:{}", ports.1), http.clone());
 
-    // Every target up: each replica of each role, the proxy, Prometheus and
-    // Alertmanager.
+    // Every target up: each replica of each role (two gateways behind the
+    // edge), the proxy, the Redis exporter, Prometheus and Alertmanager.
     let wanted: BTreeSet<&str> = [
         "gateway",
         "catalog",
@@ -114,6 +131,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         "payments",
         "worker",
         "proxy",
+        "redis",
         "prometheus",
         "alertmanager",
     ]
@@ -131,7 +149,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             .filter_map(|t| t.labels.get("job").map(String::as_str))
             .collect();
         ensure!(jobs == wanted, "jobs {jobs:?}");
-        ensure!(targets.len() == 11, "{} targets", targets.len());
+        ensure!(targets.len() == 13, "{} targets", targets.len());
         Ok(())
     })
     .await?;
@@ -168,6 +186,21 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     })
     .await?;
 
+    // Both gateways share Redis: each reads the shared catalog cache and
+    // decides the rate limit there, and neither falls back.
+    eventually("both gateways to use Redis", UP_WITHIN, || async {
+        let instances = prometheus
+            .query(r#"sum by (instance) (increase(catalog_cache_lookups_total{job="gateway", level="shared", result=~"hit|miss"}[30s])) > 0"#)
+            .await?;
+        ensure!(instances.len() == 2, "gateways reading Redis: {instances:?}");
+        let fallbacks = prometheus
+            .query_scalar(r#"sum(increase(degraded_responses_total{job="gateway", reason=~"local_rate_limit|shared_cache_unavailable"}[30s]))"#)
+            .await?;
+        ensure!(fallbacks == 0.0, "{fallbacks} answers without Redis");
+        Ok(())
+    })
+    .await?;
+
     // Alerts flow to Alertmanager: the Watchdog always fires.
     eventually("the Watchdog alert in Alertmanager", UP_WITHIN, || async {
         let alerts: serde_json::Value = http
@@ -192,7 +225,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     })
     .await?;
 
-    // The shop answers through the published gateway port.
+    // The shop answers through the published port (the edge).
     let products = http
         .get(format!("http://127.0.0.1:{}/api/products", ports.0))
         .send()

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use faultline_tests::eventually;
-use faultline_tests::images::{ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS};
+use faultline_tests::images::{
+    ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+};
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, log_to_stderr, prometheus_config};
 use serde::Deserialize;
@@ -166,13 +168,24 @@ async fn unhealthy_rules(http: &reqwest::Client, base_url: &str) -> Result<Vec<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Result<()> {
-    preflight(&[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE]).await?;
+    preflight(&[
+        POSTGRES,
+        PROMETHEUS,
+        ALERTMANAGER,
+        REDIS,
+        REDIS_EXPORTER,
+        FAULTLINE,
+    ])
+    .await?;
     let started = Instant::now();
     // The fault admin API on, as in a chaos run: fault_active is rendered.
+    // Redis, as in compose: the gateways share their cache and limit in it.
     let stack = ShopStack::start(
         "detection_live",
         StackOptions {
             fault_admin: true,
+            redis: true,
+            gateway_replicas: 2,
             ..StackOptions::default()
         },
     )
@@ -184,7 +197,13 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     // Each role is its own job, named after it, as alerts/README.md requires.
     let target = |shop: &faultline_tests::stack::Shop| format!("{}:9000", shop.host);
     let mut jobs: Vec<(&str, Vec<String>)> = vec![
-        ("gateway", vec![target(&stack.gateway)]),
+        (
+            "gateway",
+            std::iter::once(&stack.gateway)
+                .chain(&stack.more_gateways)
+                .map(target)
+                .collect(),
+        ),
         ("catalog", vec![target(&stack.catalog)]),
         ("orders", stack.orders.iter().map(target).collect()),
         ("payments", vec![target(&stack.payments)]),
@@ -194,6 +213,9 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     // The monitoring pipeline watches itself (alerts/monitoring.rules.yml).
     jobs.push(("prometheus", vec!["localhost:9090".to_owned()]));
     jobs.push(("alertmanager", vec![alertmanager_target]));
+    if let Some((_, exporter)) = &stack.redis {
+        jobs.push(("redis", vec![exporter.metrics_target()]));
+    }
     let mut config = prometheus_config(Duration::from_secs(1), &jobs);
     config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
     let rules: Vec<(String, String)> = assets::files_in("alerts/compressed", ".rules.yml")?

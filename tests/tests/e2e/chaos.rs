@@ -12,7 +12,7 @@ use faultline_chaos::{Environment, Journal, Verdict};
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{REPLICA_LABEL, SERVICE_LABEL};
 
-use crate::{FOUNDATION_IMAGES, WATCHER_IMAGES, preflight};
+use crate::{FOUNDATION_IMAGES, REDIS_IMAGES, WATCHER_IMAGES, preflight};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -639,3 +639,201 @@ type = "invariant"
 invariant = "acknowledged_orders_exist_once"
 min_acknowledged = 300
 "#;
+
+/// The per-client quota of the Redis stack, over both gateway replicas.
+const SHARED_RATE: f64 = 40.0;
+const SHARED_BURST: f64 = 20.0;
+
+/// One stack for everything Redis: two gateway replicas sharing Redis (their
+/// link to it through the fault proxy), with a quota of 40 requests a second
+/// and a burst of 20 per client, and shared answers kept 2 minutes (so that
+/// only invalidation can make one go sooner). On it, in turn: the
+/// redis-latency and redis-down experiments (each must pass, with its alert,
+/// and replay offline), then one client flooding both gateways is held to
+/// the global rate, and a product one gateway cached is served by the other
+/// without a catalog call, until a stock change drops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_is_shared_by_the_gateways_and_losing_it_is_graceful() -> anyhow::Result<()> {
+    preflight(REDIS_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_redis",
+        StackOptions {
+            prometheus: true,
+            redis: true,
+            redis_through_proxy: true,
+            gateway_replicas: 2,
+            gateway_env: vec![
+                ("FAULTLINE_RATE_LIMIT_PER_SECOND", SHARED_RATE.to_string()),
+                ("FAULTLINE_RATE_LIMIT_BURST", SHARED_BURST.to_string()),
+                ("FAULTLINE_SHARED_CACHE_TTL", "120s".into()),
+            ],
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    for name in ["redis-latency", "redis-down"] {
+        let test = name.replace('-', "_");
+        let journal = run(name, &test, &stack).await?;
+        assert_passed(&journal);
+        replays_offline(&journal, &test, name).await?;
+    }
+    one_client_is_held_to_the_global_rate(&stack).await?;
+    a_product_one_gateway_cached_is_served_by_the_other(&stack).await
+}
+
+/// One client sends three times its quota for 6 s, alternating between the
+/// two gateways: the two together let through what the quota allows (its
+/// burst, plus its rate for the time it took), within 20%, not twice that.
+async fn one_client_is_held_to_the_global_rate(stack: &ShopStack) -> anyhow::Result<()> {
+    let http = faultline_tests::http_client()?;
+    let urls: Vec<String> = std::iter::once(&stack.gateway)
+        .chain(&stack.more_gateways)
+        .map(|gateway| format!("{}/api/products", gateway.http_url))
+        .collect();
+    anyhow::ensure!(urls.len() == 2, "two gateways: {urls:?}");
+    let client = format!("flood-{}", uuid::Uuid::new_v4().simple());
+    let sends = (SHARED_RATE * 3.0 * 6.0) as usize;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs_f64(
+        1.0 / (SHARED_RATE * 3.0),
+    ));
+    let mut requests = tokio::task::JoinSet::new();
+    let started = std::time::Instant::now();
+    for i in 0..sends {
+        ticker.tick().await;
+        let request = http.get(&urls[i % 2]).header("X-Client-Id", &client).send();
+        requests.spawn(async move { (i % 2, request.await.map(|r| r.status().as_u16())) });
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut allowed = [0_u32; 2];
+    let mut refused = [0_u32; 2];
+    while let Some(done) = requests.join_next().await {
+        let (gateway, status) = done?;
+        match status? {
+            200 => allowed[gateway] += 1,
+            429 => refused[gateway] += 1,
+            other => anyhow::bail!("gateway {} answered {other}", gateway + 1),
+        }
+    }
+    let total = f64::from(allowed[0] + allowed[1]);
+    let quota = SHARED_BURST + SHARED_RATE * elapsed;
+    eprintln!(
+        "flood: {sends} sent in {elapsed:.1} s; let through {allowed:?}, refused {refused:?}; \
+         the quota allows {quota:.0}"
+    );
+    for gateway in 0..2 {
+        anyhow::ensure!(
+            allowed[gateway] > 0 && refused[gateway] > 0,
+            "gateway {} both lets through and refuses: {allowed:?} {refused:?}",
+            gateway + 1
+        );
+    }
+    anyhow::ensure!(
+        (0.8 * quota..=1.2 * quota).contains(&total),
+        "the two gateways let through {total} requests of one client in {elapsed:.1} s; \
+         the global quota allows {quota:.0} (each gateway alone would allow about that many)"
+    );
+    Ok(())
+}
+
+/// Reads of one product the catalog served, from its metrics.
+async fn catalog_product_reads(stack: &ShopStack) -> anyhow::Result<f64> {
+    let page = stack.catalog.metrics().await?;
+    Ok(page
+        .find(
+            "http_server_request_duration_seconds_count",
+            &[("http_route", "/api/products/{id}")],
+        )
+        .map(|sample| sample.value)
+        .sum())
+}
+
+/// Gateway 1 reads a product from the catalog and shares it in Redis;
+/// gateway 2 then serves it from Redis, the catalog not asked. A checkout of
+/// that product changes its stock: the catalog drops the shared answer, and
+/// gateway 2 shows the new stock long before the answer's 2-minute TTL.
+async fn a_product_one_gateway_cached_is_served_by_the_other(
+    stack: &ShopStack,
+) -> anyhow::Result<()> {
+    use redis::AsyncCommands;
+
+    let (redis, _) = stack.redis.as_ref().context("a stack with Redis")?;
+    let second = stack.more_gateways.first().context("a second gateway")?;
+    let mut connection = redis::Client::open(redis.url().await?)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let path = "/api/products/3";
+    let key = faultline_shop::shared_cache::key(path);
+    let _: () = connection.del(&key).await?;
+    let http = faultline_tests::http_client()?;
+    let read = |base: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(format!("{base}{path}")).send().await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "{base}{path}: {}",
+                response.status()
+            );
+            Ok::<serde_json::Value, anyhow::Error>(response.json().await?)
+        }
+    };
+    let first = read(stack.gateway.http_url.clone()).await?;
+    faultline_tests::eventually(
+        "gateway 1 to share the product",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut connection = connection.clone();
+            let key = key.clone();
+            async move {
+                let exists: bool = connection.exists(&key).await?;
+                anyhow::ensure!(exists, "{key} not in Redis yet");
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let catalog_reads = catalog_product_reads(stack).await?;
+    let shared_hits = |page: &faultline_tests::prom_text::Exposition| {
+        page.value(
+            "catalog_cache_lookups_total",
+            &[("level", "shared"), ("result", "hit")],
+        )
+    };
+    let hits_before = shared_hits(&second.metrics().await?).context("gateway 2's shared hits")?;
+    let served = read(second.http_url.clone()).await?;
+    assert_eq!(served, first, "gateway 2 serves gateway 1's answer");
+    assert_eq!(
+        catalog_product_reads(stack).await?,
+        catalog_reads,
+        "the catalog was not asked"
+    );
+    let hits_after = shared_hits(&second.metrics().await?).context("gateway 2's shared hits")?;
+    assert_eq!(hits_after, hits_before + 1.0, "a shared hit on gateway 2");
+
+    // A stock change drops the shared answer.
+    let stock = first["stock"].as_i64().context("a stock")?;
+    let checkout = http
+        .post(format!("{}/api/orders", stack.gateway.http_url))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({"items": [{"product_id": 3, "quantity": 1}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        checkout.status() == 201 || checkout.status() == 202,
+        "the checkout: {}",
+        checkout.status()
+    );
+    faultline_tests::eventually(
+        "gateway 2 to show the new stock",
+        std::time::Duration::from_secs(15),
+        || {
+            let read = read(second.http_url.clone());
+            async move {
+                let now = read.await?["stock"].as_i64().context("a stock")?;
+                anyhow::ensure!(now == stock - 1, "stock {now}, not {}", stock - 1);
+                Ok(())
+            }
+        },
+    )
+    .await
+}

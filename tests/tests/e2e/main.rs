@@ -9,12 +9,16 @@ mod oversell;
 mod resilience;
 mod shop;
 
-use faultline_tests::images::{ALERTMANAGER, FAULTLINE, LocalImage, POSTGRES, PROMETHEUS};
+use faultline_tests::images::{
+    ALERTMANAGER, FAULTLINE, LocalImage, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+};
 
 /// The images the foundation tests start.
 const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
 /// The images of a stack with Alertmanager.
 const WATCHER_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE];
+/// The images of a stack whose gateways share Redis.
+const REDIS_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER, FAULTLINE];
 /// The images the shop tests start.
 const SHOP_IMAGES: &[LocalImage] = &[POSTGRES, FAULTLINE];
 

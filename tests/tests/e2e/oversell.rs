@@ -93,6 +93,7 @@ fn concurrent_reservations_never_oversell() -> anyhow::Result<()> {
         let config = RoleConfig::Catalog(CatalogConfig {
             serve: ServeConfig::for_tests(),
             database: DatabaseConfig::new(database.url.clone()),
+            redis: faultline_shop::redis_client::RedisConfig::none(),
         });
         let app = Application::build(config).await?;
         let catalog_url = format!("http://{}", app.http_addr());

@@ -1,6 +1,7 @@
 //! The catalog role's settings.
 
 use crate::config::{DatabaseConfig, ServeConfig};
+use crate::redis_client::RedisConfig;
 
 /// Products, stock and reservations.
 #[derive(Debug, Clone, clap::Args)]
@@ -9,4 +10,8 @@ pub struct CatalogConfig {
     pub serve: ServeConfig,
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Where the gateways share catalog answers: the catalog drops a
+    /// product's entry when its stock changes.
+    #[command(flatten)]
+    pub redis: RedisConfig,
 }

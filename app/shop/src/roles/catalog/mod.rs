@@ -13,11 +13,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::domain::{OrderId, ProductId, ProductList, ReservationRequest};
 use crate::http::{ApiJson, ApiPath};
 use crate::problem::Problem;
+use crate::redis_client::RedisClient;
 use crate::roles::{Database, Role};
+use crate::shared_cache;
 use crate::startup::StartupError;
 use store::ReserveError;
 
@@ -27,8 +30,13 @@ pub const NAME: &str = "catalog";
 /// Builds the catalog: its API over its database.
 pub fn build(config: &CatalogConfig) -> Result<Role, StartupError> {
     let database = Database::connect_lazy(&config.database, NAME)?;
+    let redis = RedisClient::from_config(&config.redis)?;
+    if redis.is_some() {
+        shared_cache::register_metrics();
+    }
     let state = CatalogState {
         pool: database.pool.clone(),
+        redis,
     };
     let mut role = Role::new(router(state), &config.serve);
     role.database = Some(database);
@@ -39,6 +47,20 @@ pub fn build(config: &CatalogConfig) -> Result<Role, StartupError> {
 #[derive(Debug, Clone)]
 pub struct CatalogState {
     pub pool: PgPool,
+    /// The gateways' shared cache, to drop what a stock change makes wrong.
+    pub redis: Option<RedisClient>,
+}
+
+impl CatalogState {
+    /// Drops the shared answers of `products` in the background: a stock
+    /// change never waits for Redis, nor fails because of it.
+    fn invalidate(&self, products: Vec<i64>) {
+        if let Some(redis) = self.redis.clone() {
+            tokio::spawn(
+                async move { shared_cache::invalidate(&redis, products).await }.in_current_span(),
+            );
+        }
+    }
 }
 
 /// The catalog's API.
@@ -86,7 +108,16 @@ async fn reserve(
     ApiJson(request): ApiJson<ReservationRequest>,
 ) -> Result<Response, Problem> {
     match store::reserve(&state.pool, &request).await {
-        Ok(reservation) => Ok((StatusCode::CREATED, axum::Json(reservation)).into_response()),
+        Ok(reservation) => {
+            state.invalidate(
+                request
+                    .items
+                    .iter()
+                    .map(|line| line.product_id.get())
+                    .collect(),
+            );
+            Ok((StatusCode::CREATED, axum::Json(reservation)).into_response())
+        }
         Err(ReserveError::UnknownProduct(id)) => {
             Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no product {id}")))
         }
@@ -106,8 +137,9 @@ async fn release(
     State(state): State<CatalogState>,
     ApiPath(order_id): ApiPath<uuid::Uuid>,
 ) -> Result<StatusCode, Problem> {
-    store::release(&state.pool, OrderId(order_id))
+    let released = store::release(&state.pool, OrderId(order_id))
         .await
         .map_err(|err| unavailable(&err))?;
+    state.invalidate(released);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -179,10 +179,11 @@ async fn existing_reservation(
     Ok(Some(Reservation { order_id, items }))
 }
 
-/// Gives an order's reserved stock back. Idempotent: releasing twice, or an
-/// order with no reservation, changes nothing.
+/// Gives an order's reserved stock back; the products whose stock changed.
+/// Idempotent: releasing twice, or an order with no reservation, changes
+/// nothing.
 #[tracing::instrument(name = "UPDATE reservations", skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reservations"))]
-pub async fn release(pool: &PgPool, order_id: OrderId) -> Result<u64, sqlx::Error> {
+pub async fn release(pool: &PgPool, order_id: OrderId) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let released: Vec<(i64, i32)> = timed(
         "UPDATE",
@@ -207,5 +208,8 @@ pub async fn release(pool: &PgPool, order_id: OrderId) -> Result<u64, sqlx::Erro
         .await?;
     }
     tx.commit().await?;
-    Ok(released.len() as u64)
+    Ok(released
+        .into_iter()
+        .map(|(product_id, _)| product_id)
+        .collect())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::config::{ClientConfig, ServeConfig};
+use crate::redis_client::RedisConfig;
 
 /// The public entry point: forwards to catalog and orders.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,12 +30,26 @@ pub struct GatewayConfig {
         required = true
     )]
     pub orders_urls: Vec<Url>,
-    /// Requests per second each client (X-Client-Id, else IP) may send.
+    /// Where the gateway replicas share their catalog cache and rate limit.
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    /// How many gateway replicas serve the public API: while Redis is
+    /// unavailable, each enforces the rate limit divided by this.
+    #[arg(long, env = "FAULTLINE_GATEWAY_REPLICAS", default_value = "1")]
+    pub replicas: std::num::NonZeroU32,
+    /// Requests per second each client (X-Client-Id, else IP) may send, over
+    /// all gateway replicas when they share Redis.
     #[arg(long, env = "FAULTLINE_RATE_LIMIT_PER_SECOND", default_value = "100")]
     pub rate_limit_per_second: std::num::NonZeroU32,
     /// Requests a client may send at once above its rate.
     #[arg(long, env = "FAULTLINE_RATE_LIMIT_BURST", default_value = "50")]
     pub rate_limit_burst: std::num::NonZeroU32,
+    /// The header a trusted proxy in front of the gateway writes the
+    /// client's address to (`x-forwarded-for`; its last address counts).
+    /// Unset: the peer's address. Set it only behind such a proxy: clients
+    /// can send the header themselves.
+    #[arg(long, env = "FAULTLINE_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// Catalog answers kept: served fresh within the TTL, and marked stale
     /// while the catalog is down.
     #[arg(long, env = "FAULTLINE_CATALOG_CACHE_ENTRIES", default_value_t = 1000)]
@@ -43,4 +58,8 @@ pub struct GatewayConfig {
     /// catalog (`0s`: always ask; the stale fallback works either way).
     #[arg(long, env = "FAULTLINE_CATALOG_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub catalog_cache_ttl: Duration,
+    /// How long a catalog answer stays in the shared cache in Redis (the
+    /// catalog drops a product's answer sooner when its stock changes).
+    #[arg(long, env = "FAULTLINE_SHARED_CACHE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shared_cache_ttl: Duration,
 }

@@ -9,6 +9,9 @@ pub use config::GatewayConfig;
 pub mod cache;
 pub mod openapi;
 
+use std::borrow::Borrow;
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
@@ -21,23 +24,37 @@ use crate::http::client::UpstreamResponse;
 use crate::http::outbound::Upstreams;
 use crate::http::{ApiBytes, ApiPath, Upstream, UpstreamError};
 use crate::problem::Problem;
-use crate::resilience::rate_limit::RateLimit;
+use crate::redis_client::RedisClient;
+use crate::resilience::rate_limit::{Quota, RateLimit};
 use crate::roles::Role;
+use crate::shared_cache::SharedCache;
 use crate::startup::StartupError;
-pub use cache::{CachedAnswer, CatalogCache};
+pub use cache::{CachedAnswer, CatalogCache, LocalCache};
 
 /// The role's name.
 pub const NAME: &str = "gateway";
 
 /// Builds the gateway: the public API over the catalog and orders replicas,
-/// with a per-client rate limit.
+/// with a per-client rate limit, both shared with the other replicas through
+/// Redis when it is configured.
 pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
     cache::register_metrics();
-    let rate_limit = RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
+    let redis = RedisClient::from_config(&config.redis)?;
+    let rate_limit = RateLimit::new(
+        Quota {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        },
+        redis.clone().map(|redis| (redis, config.replicas)),
+    )
+    .with_client_ip_header(config.client_ip_header.clone());
     let timeout = config.client.upstream_timeout;
     let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
     let state = GatewayState {
-        cache: CatalogCache::new(config.catalog_cache_entries, config.catalog_cache_ttl),
+        cache: CatalogCache::new(
+            LocalCache::new(config.catalog_cache_entries, config.catalog_cache_ttl),
+            redis.map(|redis| SharedCache::new(redis, config.shared_cache_ttl)),
+        ),
         catalog: upstreams.add("catalog", &config.catalog_urls, timeout),
         orders: upstreams.add("orders", &config.orders_urls, timeout),
     };
@@ -47,37 +64,60 @@ pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
     Ok(role)
 }
 
+/// A catalog fetch's outcome, as every caller that waited for it gets it.
+pub type Fetched = Result<UpstreamResponse, Arc<UpstreamError>>;
+
 /// What the gateway handlers share.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     pub catalog: Upstream,
     pub orders: Upstream,
-    /// Catalog answers: served fresh within the TTL, stale while the catalog fails.
-    pub cache: CatalogCache,
+    /// Catalog answers: served fresh within the TTLs, stale while the catalog fails.
+    pub cache: CatalogCache<Fetched>,
 }
 
 /// The header marking a degraded answer.
 pub const X_DEGRADED: HeaderName = HeaderName::from_static("x-degraded");
 
-/// GETs `path`: from the cache while its answer is fresh, else from the
-/// catalog; when the catalog fails, from the stale cache (marked
-/// `X-Degraded: stale-catalog`), else a fast 503.
+/// GETs `path`: from the cache while its answer is fresh (locally, else in
+/// Redis), else from the catalog, one fetch per path at a time; when the
+/// catalog fails, from the stale local cache (marked `X-Degraded:
+/// stale-catalog`), else a fast 503.
 async fn catalog_read(state: &GatewayState, path: String) -> Response {
-    if let Some(fresh) = state.cache.fresh(&path) {
+    if let Some(fresh) = state.cache.lookup(&path).await {
         return cached_response(fresh);
     }
-    let result = state.catalog.get(&path, HeaderMap::new()).await;
+    let result = state
+        .cache
+        .fetch_once(&path, || async {
+            // A caller that waited for the previous fetch finds its answer here.
+            if let Some(fresh) = state.cache.fetched_meanwhile(&path) {
+                return Ok(UpstreamResponse {
+                    status: StatusCode::OK,
+                    headers: fresh
+                        .content_type
+                        .iter()
+                        .map(|value| (header::CONTENT_TYPE, value.clone()))
+                        .collect(),
+                    body: fresh.body,
+                });
+            }
+            let result = state.catalog.get(&path, HeaderMap::new()).await;
+            if let Ok(answer) = &result
+                && answer.status.is_success()
+            {
+                state.cache.store(
+                    &path,
+                    CachedAnswer::new(
+                        answer.headers.get(header::CONTENT_TYPE).cloned(),
+                        answer.body.clone(),
+                    ),
+                );
+            }
+            result.map_err(Arc::new)
+        })
+        .await;
     match &result {
-        Ok(answer) if answer.status.is_success() => {
-            state.cache.store(
-                path,
-                CachedAnswer::new(
-                    answer.headers.get(header::CONTENT_TYPE).cloned(),
-                    answer.body.clone(),
-                ),
-            );
-            forward(result)
-        }
         Ok(answer) if !answer.status.is_server_error() => forward(result),
         _ => match state.cache.stale(&path) {
             Some(cached) => {
@@ -125,7 +165,7 @@ const FORWARDED: [HeaderName; 4] = [
     IDEMPOTENT_REPLAYED,
 ];
 
-fn forward(result: Result<UpstreamResponse, UpstreamError>) -> Response {
+fn forward<E: Borrow<UpstreamError>>(result: Result<UpstreamResponse, E>) -> Response {
     match result {
         Ok(upstream) => {
             let mut response = (upstream.status, upstream.body).into_response();
@@ -137,9 +177,10 @@ fn forward(result: Result<UpstreamResponse, UpstreamError>) -> Response {
             response
         }
         Err(err) => {
+            let err = err.borrow();
             tracing::warn!(error = %err, "upstream call failed");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_detail(format!("{} is unavailable; retry later", upstream_of(&err)))
+                .with_detail(format!("{} is unavailable; retry later", upstream_of(err)))
                 .into_response()
         }
     }

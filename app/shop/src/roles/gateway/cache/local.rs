@@ -1,14 +1,13 @@
-//! The gateway's cache of catalog answers, by path. It serves two purposes:
+//! The gateway's own, first-level cache of catalog answers, by path: in its
+//! memory, bounded, shared by nothing. It serves two purposes:
 //!
 //! - **fresh hits**: an answer younger than the TTL is served without asking
-//!   the catalog (product data may be that old; checkout's reservation is the
-//!   authority on stock), which takes the read path off the catalog and the
-//!   database under load;
+//!   Redis or the catalog (product data may be that old; checkout's
+//!   reservation is the authority on stock);
 //! - **stale fallback**: while the catalog fails, the last good answer is
 //!   served, however old, marked `X-Degraded: stale-catalog`.
 //!
-//! Lookups are counted in `catalog_cache_lookups_total{result="hit"|"miss"}`;
-//! stale answers in `degraded_responses_total{reason="stale_catalog"}`.
+//! Lookups are counted in `catalog_cache_lookups_total{level="local"}`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,29 +34,21 @@ impl CachedAnswer {
 
 /// A bounded cache of the last good catalog answers, by path.
 #[derive(Clone)]
-pub struct CatalogCache {
+pub struct LocalCache {
     entries: Arc<quick_cache::sync::Cache<String, CachedAnswer>>,
     ttl: Duration,
 }
 
-impl std::fmt::Debug for CatalogCache {
+impl std::fmt::Debug for LocalCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogCache")
+        f.debug_struct("LocalCache")
             .field("entries", &self.entries.len())
             .field("ttl", &self.ttl)
             .finish()
     }
 }
 
-/// Starts the cache's counters at zero.
-pub fn register_metrics() {
-    for result in ["hit", "miss"] {
-        metrics::counter!("catalog_cache_lookups_total", "result" => result).absolute(0);
-    }
-    metrics::counter!("degraded_responses_total", "reason" => "stale_catalog").absolute(0);
-}
-
-impl CatalogCache {
+impl LocalCache {
     /// Keeps at most `entries` answers (the list and product details); serves
     /// them without asking the catalog while younger than `ttl` (zero: never).
     pub fn new(entries: usize, ttl: Duration) -> Self {
@@ -69,13 +60,19 @@ impl CatalogCache {
 
     /// The answer for `path` if it is younger than the TTL; counts the lookup.
     pub fn fresh(&self, path: &str) -> Option<CachedAnswer> {
-        let fresh = self
-            .entries
-            .get(path)
-            .filter(|answer| answer.fetched_at.elapsed() < self.ttl);
+        let fresh = self.fresh_uncounted(path);
         let result = if fresh.is_some() { "hit" } else { "miss" };
-        metrics::counter!("catalog_cache_lookups_total", "result" => result).increment(1);
+        metrics::counter!("catalog_cache_lookups_total", "level" => "local", "result" => result)
+            .increment(1);
         fresh
+    }
+
+    /// The answer for `path` if it is younger than the TTL, without counting
+    /// a lookup.
+    pub fn fresh_uncounted(&self, path: &str) -> Option<CachedAnswer> {
+        self.entries
+            .get(path)
+            .filter(|answer| answer.fetched_at.elapsed() < self.ttl)
     }
 
     /// The last good answer for `path`, however old.
@@ -99,7 +96,7 @@ mod tests {
 
     #[test]
     fn it_keeps_what_it_was_given() {
-        let cache = CatalogCache::new(1000, Duration::from_secs(60));
+        let cache = LocalCache::new(1000, Duration::from_secs(60));
         for path in ["/api/products", "/api/products/1"] {
             cache.store(path.to_owned(), answer());
         }
@@ -112,7 +109,7 @@ mod tests {
 
     #[test]
     fn an_answer_older_than_the_ttl_is_only_stale() {
-        let cache = CatalogCache::new(10, Duration::from_millis(1));
+        let cache = LocalCache::new(10, Duration::from_millis(1));
         cache.store("/api/products".to_owned(), answer());
         let until = Instant::now() + Duration::from_secs(5);
         while cache.fresh("/api/products").is_some() {
@@ -124,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_zero_ttl_never_serves_fresh() {
-        let cache = CatalogCache::new(10, Duration::ZERO);
+        let cache = LocalCache::new(10, Duration::ZERO);
         cache.store("/api/products".to_owned(), answer());
         assert!(cache.fresh("/api/products").is_none());
         assert!(cache.stale("/api/products").is_some());

@@ -1,0 +1,121 @@
+#![allow(clippy::unwrap_used)] // Helpers of the tests below: a failed unwrap is a failed test.
+
+//! The gateway's catalog cache, in-process against a stub catalog: a miss
+//! storm reaches the catalog once per path, and without Redis every read is
+//! answered from the local level or the catalog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::routing::get;
+use clap::Parser;
+use faultline_shop::Application;
+use faultline_shop::cli::{Cli, Command};
+
+/// A catalog that answers every product after `delay`, counting the calls.
+async fn stub_catalog(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/api/products/{id}",
+        get(move |axum::extract::Path(id): axum::extract::Path<i64>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({
+                    "id": id, "sku": "SKU", "name": "x", "price_cents": 100, "stock": 5
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, calls)
+}
+
+async fn gateway(catalog: SocketAddr, extra: &[&str]) -> SocketAddr {
+    faultline_signal::install_crypto_provider();
+    let catalog = format!("http://{catalog}");
+    let mut args = vec![
+        "faultline-shop",
+        "gateway",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--catalog-urls",
+        &catalog,
+        // Nothing listens there; these tests never check out.
+        "--orders-urls",
+        "http://127.0.0.1:1",
+    ];
+    args.extend_from_slice(extra);
+    let command = Cli::try_parse_from(args).unwrap().command;
+    assert!(matches!(command, Command::Role(_)), "{command:?}");
+    let Command::Role(config) = command else {
+        return SocketAddr::from(([127, 0, 0, 1], 0));
+    };
+    let app = Application::build(config).await.unwrap();
+    let addr = app.http_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    addr
+}
+
+#[tokio::test]
+async fn a_miss_storm_reaches_the_catalog_once_per_path() {
+    // Slow enough that every read below arrives while the first fetch runs.
+    let (catalog, calls) = stub_catalog(Duration::from_millis(500)).await;
+    let gateway = gateway(catalog, &[]).await;
+    let http = reqwest::Client::new();
+    let mut reads = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let http = http.clone();
+        let path = if i % 2 == 0 { 1 } else { 2 };
+        reads.spawn(async move {
+            http.get(format!("http://{gateway}/api/products/{path}"))
+                .header("X-Client-Id", format!("reader-{i}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = reads.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one fetch per path");
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_reads_never_fail() {
+    let (catalog, calls) = stub_catalog(Duration::ZERO).await;
+    // Nothing listens on port 1: every Redis call fails, then the breaker opens.
+    let gateway = gateway(
+        catalog,
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--catalog-cache-ttl",
+            "0s",
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for i in 0..30 {
+        let response = http
+            .get(format!("http://{gateway}/api/products/{}", i % 3))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "read {i}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        30,
+        "every read asked the catalog"
+    );
+}
