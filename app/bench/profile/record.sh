@@ -5,7 +5,8 @@
 #   app/bench/profile/record.sh            # writes target/profile/{gateway,catalog}.data
 #   perf script -i target/profile/catalog.data | app/bench/profile/attribute.py
 #
-# Needs perf, Docker and faultline-local/postgres:15 (compose/build-images).
+# Needs perf, Docker, faultline-local/postgres:15 and faultline-local/redis:7.0
+# (compose/build-images).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 out=$root/target/profile
@@ -27,6 +28,8 @@ find_role() { # role -> "pid endpoint" lines
     grep -qx 'FAULTLINE_LOGS=on' <<<"$env" || continue
     grep -qx 'FAULTLINE_METRICS=on' <<<"$env" || continue
     grep -q '^OTEL_EXPORTER_OTLP_ENDPOINT=' <<<"$env" || continue
+    # Figure 5's gateways and their catalog use Redis; figure 1's do not.
+    grep -q '^FAULTLINE_REDIS_URL=' <<<"$env" && continue
     if [[ $1 == gateway ]]; then grep -qx 'FAULTLINE_CATALOG_CACHE_TTL=0s' <<<"$env" || continue; fi
     echo "$pid $(grep '^OTEL_EXPORTER_OTLP_ENDPOINT=' <<<"$env")"
   done

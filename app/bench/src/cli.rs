@@ -16,11 +16,13 @@ use crate::servers::{self, ServeCommand};
 /// What faultline's instrumentation, stacks and fault proxy cost, as ratios
 /// measured side by side in one run.
 ///
-/// Starts PostgreSQL (the local image faultline-local/postgres:15), a catalog
-/// and a gateway per telemetry variant, a bare axum server, the fault proxy
-/// and an OTLP sink, each in its own process; alternates the variants in
-/// short rounds; then measures the memory of the five roles. Prints the
-/// results as Markdown; --json and --markdown also write them to files.
+/// Starts PostgreSQL and Redis (the local images faultline-local/postgres:15
+/// and faultline-local/redis:7.0), a catalog and a gateway per telemetry
+/// variant, a bare axum server, the fault proxy, gateways with each level of
+/// the catalog cache and an OTLP sink, each in its own process; alternates
+/// them in short rounds; then measures the memory of the five roles,
+/// PostgreSQL and Redis. Prints the results as Markdown; --json and
+/// --markdown also write them to files.
 ///
 /// Example: faultline-bench --json bench.json --markdown bench.md
 #[derive(Debug, Parser)]
@@ -63,6 +65,9 @@ pub struct RunArgs {
     /// Figure 3's fixed rate, requests per second.
     #[arg(long)]
     pub proxy_rate: Option<f64>,
+    /// Figure 5's fixed rate (the cache levels), requests per second.
+    #[arg(long)]
+    pub cache_rate: Option<f64>,
     /// Do not pin the load generator and the servers to different cores.
     #[arg(long)]
     pub no_pin: bool,
@@ -101,6 +106,9 @@ impl RunArgs {
         }
         if let Some(rate) = self.proxy_rate {
             plan.proxy_rate = rate;
+        }
+        if let Some(rate) = self.cache_rate {
+            plan.cache_rate = rate;
         }
         plan
     }

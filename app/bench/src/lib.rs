@@ -6,17 +6,19 @@
 //! - [`run`]: the orchestration (processes, rounds, figures);
 //! - [`measure`]: one load-generator run and the CPU time it cost;
 //! - [`procs`]: child processes, pinning, `/proc`;
-//! - [`postgres`]: the PostgreSQL container;
+//! - [`container`], [`postgres`], [`redis`]: the PostgreSQL and Redis containers;
 //! - [`servers`]: the bare axum server, the pass-through proxy, the OTLP sink;
 //! - [`report`]: the JSON document and its Markdown rendering;
 //! - [`stats`], [`plan`]: medians and spreads; durations and variants.
 
 pub mod cli;
+pub mod container;
 pub mod error;
 pub mod measure;
 pub mod plan;
 pub mod postgres;
 pub mod procs;
+pub mod redis;
 pub mod report;
 pub mod run;
 pub mod servers;

@@ -12,6 +12,7 @@ use url::Url;
 use crate::error::BenchError;
 use crate::postgres::Postgres;
 use crate::procs::{self, ChildProcess};
+use crate::redis::Redis;
 
 /// Only `GET /api/products`: the read path.
 pub const LIST_ONLY: Mix = Mix {
@@ -42,6 +43,8 @@ pub struct Target<'a> {
     pub servers: Vec<&'a ChildProcess>,
     /// Counted when the target reads from it.
     pub postgres: Option<&'a Postgres>,
+    /// Counted when the target uses it (the shared cache and rate limit).
+    pub redis: Option<&'a Redis>,
     /// Processes on the client's side besides this one (the OTLP sink).
     pub helpers: Vec<&'a ChildProcess>,
 }
@@ -69,6 +72,10 @@ pub struct Sample {
     pub server_cpu_us_per_request: f64,
     /// PostgreSQL's CPU time per 2xx answer, in microseconds, when measurable.
     pub postgres_cpu_us_per_request: Option<f64>,
+    /// Redis's CPU time per 2xx answer, in microseconds, when the target
+    /// uses Redis and it is measurable.
+    #[serde(default)]
+    pub redis_cpu_us_per_request: Option<f64>,
     /// Server CPU time per 2xx answer by process (`gateway-full`, ...), microseconds.
     #[serde(default)]
     pub cpu_us_per_request_by_process: BTreeMap<String, f64>,
@@ -80,6 +87,7 @@ struct CpuClock {
     servers: Option<f64>,
     helpers: Option<f64>,
     postgres: Option<f64>,
+    redis: Option<f64>,
 }
 
 fn sum(processes: &[&ChildProcess]) -> Option<f64> {
@@ -94,17 +102,20 @@ impl CpuClock {
             servers: sum(&target.servers),
             helpers: sum(&target.helpers),
             postgres: target.postgres.and_then(Postgres::cpu_seconds),
+            redis: target.redis.and_then(Redis::cpu_seconds),
         }
     }
 
-    /// CPU seconds each group used since `earlier`: own, servers, helpers, PostgreSQL.
-    fn since(&self, earlier: &Self) -> [Option<f64>; 4] {
+    /// CPU seconds each group used since `earlier`: own, servers, helpers,
+    /// PostgreSQL, Redis.
+    fn since(&self, earlier: &Self) -> [Option<f64>; 5] {
         let delta = |now: Option<f64>, then: Option<f64>| Some(now? - then?);
         [
             delta(self.own, earlier.own),
             delta(self.servers, earlier.servers),
             delta(self.helpers, earlier.helpers),
             delta(self.postgres, earlier.postgres),
+            delta(self.redis, earlier.redis),
         ]
     }
 }
@@ -133,7 +144,7 @@ pub async fn measure(target: &Target<'_>, load: &Load) -> Result<Sample, BenchEr
     )
     .await?;
     let after = CpuClock::read(target);
-    let [own, servers, helpers, postgres] = after.since(&before);
+    let [own, servers, helpers, postgres, redis] = after.since(&before);
     let seconds = report.elapsed_s.max(1e-9);
     let ok = report.totals.classes.s2xx;
     let ok_f = ok as f64;
@@ -161,6 +172,7 @@ pub async fn measure(target: &Target<'_>, load: &Load) -> Result<Sample, BenchEr
         server_cpu: servers / seconds,
         server_cpu_us_per_request: per_request(servers),
         postgres_cpu_us_per_request: postgres.map(per_request),
+        redis_cpu_us_per_request: redis.map(per_request),
         cpu_us_per_request_by_process: by_process,
     })
 }

@@ -26,6 +26,10 @@ pub struct Plan {
     pub load_fraction: f64,
     /// Figure 3's fixed rate, requests per second.
     pub proxy_rate: f64,
+    /// Figure 5's fixed rate, requests per second: one every cache level
+    /// sustains.
+    #[serde(default = "default_cache_rate")]
+    pub cache_rate: f64,
     /// Figure 4: how long idle roles settle before their RSS is read.
     #[serde(with = "humantime_serde_compat")]
     pub settle: Duration,
@@ -35,7 +39,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The real measurement: about ten minutes.
+    /// The real measurement: about a quarter of an hour.
     pub fn full() -> Self {
         Self {
             rounds: 7,
@@ -46,6 +50,7 @@ impl Plan {
             open_concurrency: 256,
             load_fraction: 0.5,
             proxy_rate: 1000.0,
+            cache_rate: default_cache_rate(),
             settle: Duration::from_secs(3),
             footprint_load: Duration::from_secs(15),
         }
@@ -62,10 +67,15 @@ impl Plan {
             open_concurrency: 64,
             load_fraction: 0.5,
             proxy_rate: 200.0,
+            cache_rate: 200.0,
             settle: Duration::from_millis(500),
             footprint_load: Duration::from_secs(2),
         }
     }
+}
+
+fn default_cache_rate() -> f64 {
+    1000.0
 }
 
 /// Durations as humantime strings in the JSON (`"4s"`, `"700ms"`).

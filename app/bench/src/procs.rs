@@ -49,7 +49,7 @@ pub fn exit_when_stdin_closes() {
 pub struct Pinning {
     /// The benchmark process (load generator) and the OTLP sink.
     pub client: Option<usize>,
-    /// Every server: shop roles, bare server, proxy, PostgreSQL.
+    /// Every server: shop roles, bare server, proxy, PostgreSQL, Redis.
     pub server: Option<usize>,
 }
 

@@ -10,8 +10,9 @@ use crate::plan::Plan;
 use crate::procs::Pinning;
 use crate::stats::Summary;
 
-/// The version of the JSON document's shape.
-pub const SCHEMA: u32 = 1;
+/// The version of the JSON document's shape: 2 added figure 5 (the cache
+/// levels), Redis to figure 4's footprint and to the CPU per request.
+pub const SCHEMA: u32 = 2;
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,15 +58,19 @@ pub struct Rates {
     pub instrumentation: f64,
     /// Figure 3's open-loop rate.
     pub proxy: f64,
+    /// Figure 5's open-loop rate.
+    #[serde(default)]
+    pub cache_levels: f64,
 }
 
-/// The four figures of the issue.
+/// The figures: the four of the issue, and the cache levels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figures {
     pub instrumentation: Instrumentation,
     pub hot_path: HotPath,
     pub proxy: ProxyFigure,
     pub footprint: Footprint,
+    pub cache_levels: CacheLevels,
 }
 
 /// Figure 1: each telemetry variant against telemetry off, on the gateway →
@@ -129,10 +134,42 @@ pub struct Footprint {
     pub roles: BTreeMap<String, Memory>,
     /// PostgreSQL's container, as `docker stats` shows it.
     pub postgres: Memory,
-    /// The five roles plus PostgreSQL.
+    /// Redis's container (the gateway's and the catalog's), as `docker stats` shows it.
+    #[serde(default)]
+    pub redis: Memory,
+    /// The five roles plus PostgreSQL and Redis.
     pub total: Memory,
     /// The realistic mix the stack was under meanwhile.
     pub load: Option<Sample>,
+}
+
+/// Figure 5: the gateway's catalog cache levels, side by side on `GET
+/// /api/products` (telemetry full): the local level alone (no Redis), both
+/// levels (as deployed), and the shared level alone (local TTL 0 s).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheLevels {
+    /// Both levels ÷ the local level alone: what Redis costs (with Redis,
+    /// the rate limit is one EVALSHA per request).
+    pub two_level_vs_local: LevelRatios,
+    /// The shared level alone ÷ both levels: what dropping the local level
+    /// costs (one more Redis GET per request).
+    pub shared_only_vs_two_level: LevelRatios,
+    /// Each gateway's counters at the end of the rounds, by target:
+    /// `local_hit`, `shared_miss`, ... (`catalog_cache_lookups_total`), and
+    /// `degraded_<reason>` (`degraded_responses_total`).
+    pub counters: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// One comparison of figure 5, each as a ratio within a round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LevelRatios {
+    /// Closed-loop throughput.
+    pub throughput_ratio: Option<Summary>,
+    /// CPU per request of the gateway, its catalog, PostgreSQL and Redis
+    /// (when used).
+    pub cpu_ratio: Option<Summary>,
+    /// Open-loop p99 at the fixed rate.
+    pub p99_ratio: Option<Summary>,
 }
 
 /// Idle and under-load memory, MB.
@@ -207,6 +244,22 @@ pub fn p99_label(rate: f64, variant: &str) -> String {
 pub fn added_label(rate: f64, percentile: &str) -> String {
     format!("added {percentile} at {} req/s (µs)", num(rate, 0))
 }
+
+/// The label of figure 5's rows: `measure` of `a` ÷ that of `b`.
+pub fn level_label(measure: &str, a: &str, b: &str) -> String {
+    format!("{measure}, {a} ÷ {b}")
+}
+
+/// The counters of figure 5's table, in its column order.
+pub const LEVEL_COUNTERS: [&str; 7] = [
+    "local_hit",
+    "local_miss",
+    "shared_hit",
+    "shared_miss",
+    "shared_error",
+    "degraded_shared_cache_unavailable",
+    "degraded_local_rate_limit",
+];
 
 fn num(value: f64, decimals: usize) -> String {
     if value.is_finite() {
@@ -381,9 +434,11 @@ impl Results {
                 num(value, 1)
             );
         }
+        self.cache_level_rows(&mut out);
         out.push('\n');
         self.absolute_table(&mut out);
         self.footprint_table(&mut out);
+        self.counters_table(&mut out);
         if !self.warnings.is_empty() {
             out.push_str("\nWarnings:\n\n");
             for warning in &self.warnings {
@@ -393,12 +448,61 @@ impl Results {
         out
     }
 
+    fn cache_level_rows(&self, out: &mut String) {
+        let levels = &self.figures.cache_levels;
+        let p99 = format!("p99 at {} req/s", num(self.rates.cache_levels, 0));
+        let cpu = "CPU per request (gateway, catalog, PostgreSQL, Redis)";
+        for (ratios, a, b) in [
+            (&levels.two_level_vs_local, "two-level", "local"),
+            (&levels.shared_only_vs_two_level, "shared-only", "two-level"),
+        ] {
+            for (measure, summary) in [
+                ("throughput", ratios.throughput_ratio.as_ref()),
+                (cpu, ratios.cpu_ratio.as_ref()),
+                (p99.as_str(), ratios.p99_ratio.as_ref()),
+            ] {
+                self.row(
+                    out,
+                    "5 cache levels",
+                    &level_label(measure, a, b),
+                    summary,
+                    3,
+                );
+            }
+        }
+    }
+
+    fn counters_table(&self, out: &mut String) {
+        let counters = &self.figures.cache_levels.counters;
+        if counters.is_empty() {
+            return;
+        }
+        out.push_str(
+            "\nFigure 5's gateways, their counters at the end of the rounds (`catalog_cache_lookups_total` by level and result, `degraded_responses_total` by reason):\n\n",
+        );
+        out.push_str("| target |");
+        for name in LEVEL_COUNTERS {
+            let _ = write!(out, " {name} |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(LEVEL_COUNTERS.len()));
+        out.push('\n');
+        for (target, values) in counters {
+            let _ = write!(out, "| {target} |");
+            for name in LEVEL_COUNTERS {
+                let cell = values.get(name).map_or(String::new(), |v| num(*v, 0));
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+    }
+
     fn absolute_table(&self, out: &mut String) {
         out.push_str("Absolute medians per target (closed loop: peak; open loop: fixed rate):\n\n");
         out.push_str(
-            "| target | closed req/s | closed p99 ms | load generator CPU (cores) | sink CPU (cores) | server CPU µs/req (by process) | PostgreSQL CPU µs/req | open req/s | open p50 ms | open p99 ms | one at a time p50 ms | errors | dropped |\n",
+            "| target | closed req/s | closed p99 ms | load generator CPU (cores) | sink CPU (cores) | server CPU µs/req (by process) | PostgreSQL CPU µs/req | Redis CPU µs/req | open req/s | open p50 ms | open p99 ms | one at a time p50 ms | errors | dropped |\n",
         );
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (target, absolute) in &self.absolute {
             let closed = absolute.closed.as_ref();
             let open = absolute.open.as_ref();
@@ -425,7 +529,7 @@ impl Results {
                 .map_or(String::new(), |s| num(s.p50_ms, 3));
             let _ = writeln!(
                 out,
-                "| {target} | {} | {} | {} | {} | {}{by_process} | {} | {} | {} | {} | {sequential} | {errors} | {dropped} |",
+                "| {target} | {} | {} | {} | {} | {}{by_process} | {} | {} | {} | {} | {} | {sequential} | {errors} | {dropped} |",
                 c(|s| s.throughput, 0),
                 c(|s| s.p99_ms, 2),
                 c(|s| s.loadgen_cpu, 2),
@@ -433,6 +537,9 @@ impl Results {
                 c(|s| s.server_cpu_us_per_request, 0),
                 closed
                     .and_then(|s| s.postgres_cpu_us_per_request)
+                    .map_or(String::new(), |v| num(v, 0)),
+                closed
+                    .and_then(|s| s.redis_cpu_us_per_request)
                     .map_or(String::new(), |v| num(v, 0)),
                 o(|s| s.throughput, 0),
                 o(|s| s.p50_ms, 3),
@@ -459,6 +566,12 @@ impl Results {
             "| PostgreSQL (docker stats) | {} | {} |",
             num(f.postgres.idle_mb, 1),
             num(f.postgres.load_mb, 1)
+        );
+        let _ = writeln!(
+            out,
+            "| Redis (docker stats) | {} | {} |",
+            num(f.redis.idle_mb, 1),
+            num(f.redis.load_mb, 1)
         );
         let _ = writeln!(
             out,
@@ -500,6 +613,7 @@ mod tests {
             rates: Rates {
                 instrumentation: 500.0,
                 proxy: 200.0,
+                cache_levels: 200.0,
             },
             figures: Figures {
                 instrumentation: Instrumentation {
@@ -533,11 +647,31 @@ mod tests {
                     added_p50_sequential_us: summary(30.0),
                 },
                 footprint: Footprint {
+                    redis: Memory {
+                        idle_mb: 4.0,
+                        load_mb: 5.0,
+                    },
                     total: Memory {
                         idle_mb: 100.0,
                         load_mb: 150.0,
                     },
                     ..Footprint::default()
+                },
+                cache_levels: CacheLevels {
+                    two_level_vs_local: LevelRatios {
+                        throughput_ratio: summary(0.5),
+                        cpu_ratio: summary(1.8),
+                        p99_ratio: summary(1.1),
+                    },
+                    shared_only_vs_two_level: LevelRatios {
+                        throughput_ratio: summary(0.7),
+                        cpu_ratio: summary(1.3),
+                        p99_ratio: summary(1.05),
+                    },
+                    counters: BTreeMap::from([(
+                        "levels-two-level".into(),
+                        BTreeMap::from([("local_hit".into(), 990.0), ("shared_hit".into(), 9.0)]),
+                    )]),
                 },
             },
             goals: vec![
@@ -567,6 +701,11 @@ mod tests {
             "2 hot path",
             "3 fault proxy",
             "| 4 footprint | core stack RSS, under load (MB) | 150.0 | (one measurement) | | ≤ 512 | yes |",
+            "| Redis (docker stats) | 4.0 | 5.0 |",
+            "| 5 cache levels | throughput, two-level ÷ local | 0.500 |",
+            "| 5 cache levels | CPU per request (gateway, catalog, PostgreSQL, Redis), shared-only ÷ two-level | 1.300 |",
+            "| 5 cache levels | p99 at 200 req/s, shared-only ÷ two-level | 1.050 |",
+            "| levels-two-level | 990 |  | 9 |",
             "- a warning",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
@@ -578,5 +717,10 @@ mod tests {
         let text = serde_json::to_string(&example()).unwrap();
         let back: Results = serde_json::from_str(&text).unwrap();
         assert_eq!(back.figures.proxy.added_p50_us, summary(40.0));
+        assert_eq!(
+            back.figures.cache_levels.shared_only_vs_two_level.cpu_ratio,
+            summary(1.3)
+        );
+        assert_eq!(back.figures.footprint.redis.load_mb, 5.0);
     }
 }

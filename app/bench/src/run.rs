@@ -1,14 +1,16 @@
 //! A benchmark run, start to finish:
 //!
-//! 1. PostgreSQL (pinned to the server core), the OTLP sink (client core).
+//! 1. PostgreSQL and Redis (pinned to the server core), the OTLP sink
+//!    (client core).
 //! 2. For each telemetry variant, a catalog and a gateway process (server
 //!    core); the bare axum server answering the listing's bytes; the fault
-//!    proxy in front of it.
+//!    proxy in front of it; gateways with their catalog cache as deployed
+//!    (figure 2); a gateway per cache level, on one catalog (figure 5).
 //! 3. Calibration: the telemetry-off peak sets figure 1's fixed rate.
 //! 4. Rounds: every target in turn (the order rotates each round), closed
 //!    loop then open loop, so that ratios compare neighbours in time.
-//! 5. Footprint: the five roles with telemetry as deployed, idle then under
-//!    the realistic mix.
+//! 5. Footprint: the five roles with telemetry as deployed, PostgreSQL and a
+//!    fresh Redis, idle then under the realistic mix.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,14 +21,16 @@ use std::time::{Duration, Instant, SystemTime};
 use faultline_loadgen::{Mix, Mode};
 use url::Url;
 
+use crate::container;
 use crate::error::BenchError;
 use crate::measure::{self, LIST_ONLY, Load, Sample, Target};
 use crate::plan::{Plan, Telemetry};
-use crate::postgres::Postgres;
+use crate::postgres::{self, Postgres};
 use crate::procs::{ChildProcess, Pinning, Spawn};
+use crate::redis::{self, Redis};
 use crate::report::{
-    Absolute, Figures, Footprint, Goal, HotPath, Instrumentation, Machine, Memory, ProxyFigure,
-    Rates, Results, Round, SCHEMA, added_label, p99_label,
+    Absolute, CacheLevels, Figures, Footprint, Goal, HotPath, Instrumentation, LevelRatios,
+    Machine, Memory, ProxyFigure, Rates, Results, Round, SCHEMA, added_label, p99_label,
 };
 use crate::stats::{Summary, ratio};
 
@@ -183,7 +187,11 @@ struct Fleet {
     bare: (ChildProcess, Url),
     proxy: (ChildProcess, Url),
     cached: BTreeMap<Telemetry, (Role, Role)>,
+    /// The second sink: figure 2's and figure 5's exporting servers.
     cached_sink: ChildProcess,
+    /// Figure 5: a gateway per cache level, all on `levels_catalog`.
+    levels: BTreeMap<CacheLevel, Role>,
+    levels_catalog: Role,
 }
 
 impl Fleet {
@@ -207,6 +215,47 @@ impl Fleet {
 /// The telemetry variants of the cached gateway.
 const CACHED: [Telemetry; 2] = [Telemetry::Full, Telemetry::Off];
 
+/// Figure 5: which levels of its catalog cache a gateway uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CacheLevel {
+    /// The local level alone (TTL 1 s), no Redis: the rate limit is local too.
+    Local,
+    /// Local TTL 1 s in front of Redis: as deployed.
+    TwoLevel,
+    /// Local TTL 0 s: every read asks Redis (misses go to the catalog).
+    SharedOnly,
+}
+
+impl CacheLevel {
+    const ALL: [Self; 3] = [Self::Local, Self::TwoLevel, Self::SharedOnly];
+
+    /// The target's name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Local => "levels-local",
+            Self::TwoLevel => "levels-two-level",
+            Self::SharedOnly => "levels-shared-only",
+        }
+    }
+
+    fn uses_redis(self) -> bool {
+        self != Self::Local
+    }
+
+    /// The gateway's environment for this level; `redis` is Redis's URL.
+    fn env(self, redis: &str) -> Vec<(&'static str, String)> {
+        let ttl = match self {
+            Self::Local | Self::TwoLevel => "1s",
+            Self::SharedOnly => "0s",
+        };
+        let mut env = vec![("FAULTLINE_CATALOG_CACHE_TTL", ttl.to_owned())];
+        if self.uses_redis() {
+            env.push(("FAULTLINE_REDIS_URL", redis.to_owned()));
+        }
+        env
+    }
+}
+
 /// What a target is measured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TargetKind {
@@ -216,6 +265,8 @@ enum TargetKind {
     /// The gateway's cached product-list GET (cache TTL as deployed, so
     /// about one request a second reaches the catalog): closed loop only.
     Cached(Telemetry),
+    /// Figure 5: a gateway with the given cache levels (telemetry full).
+    Level(CacheLevel),
 }
 
 impl TargetKind {
@@ -226,6 +277,7 @@ impl TargetKind {
             Self::Proxy => "proxy",
             Self::Cached(Telemetry::Off) => "cached-off",
             Self::Cached(_) => "cached-full",
+            Self::Level(level) => level.name(),
         }
     }
 
@@ -233,6 +285,7 @@ impl TargetKind {
         let mut all: Vec<Self> = Telemetry::ALL.iter().map(|&t| Self::Variant(t)).collect();
         all.extend([Self::Bare, Self::Proxy]);
         all.extend(CACHED.iter().map(|&t| Self::Cached(t)));
+        all.extend(CacheLevel::ALL.iter().map(|&l| Self::Level(l)));
         all
     }
 
@@ -242,6 +295,7 @@ impl TargetKind {
             Self::Variant(_) => Some(rates.instrumentation),
             Self::Bare | Self::Proxy => Some(rates.proxy),
             Self::Cached(_) => None,
+            Self::Level(_) => Some(rates.cache_levels),
         }
     }
 }
@@ -251,6 +305,7 @@ impl Fleet {
         &'a self,
         kind: TargetKind,
         postgres: &'a Postgres,
+        redis: &'a Redis,
         sink: &'a ChildProcess,
     ) -> Option<Target<'a>> {
         match kind {
@@ -260,6 +315,7 @@ impl Fleet {
                     url: &gateway.http,
                     servers: vec![&gateway.process, &catalog.process],
                     postgres: Some(postgres),
+                    redis: None,
                     helpers: if t.exports() { vec![sink] } else { Vec::new() },
                 })
             }
@@ -267,12 +323,14 @@ impl Fleet {
                 url: &self.bare.1,
                 servers: vec![&self.bare.0],
                 postgres: None,
+                redis: None,
                 helpers: Vec::new(),
             }),
             TargetKind::Proxy => Some(Target {
                 url: &self.proxy.1,
                 servers: vec![&self.proxy.0, &self.bare.0],
                 postgres: None,
+                redis: None,
                 helpers: Vec::new(),
             }),
             TargetKind::Cached(t) => {
@@ -281,11 +339,22 @@ impl Fleet {
                     url: &gateway.http,
                     servers: vec![&gateway.process, &catalog.process],
                     postgres: Some(postgres),
+                    redis: None,
                     helpers: if t.exports() {
                         vec![&self.cached_sink]
                     } else {
                         Vec::new()
                     },
+                })
+            }
+            TargetKind::Level(level) => {
+                let gateway = self.levels.get(&level)?;
+                Some(Target {
+                    url: &gateway.http,
+                    servers: vec![&gateway.process, &self.levels_catalog.process],
+                    postgres: Some(postgres),
+                    redis: level.uses_redis().then_some(redis),
+                    helpers: vec![&self.cached_sink],
                 })
             }
         }
@@ -407,8 +476,10 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let client = http_client()?;
     let mut warnings = Vec::new();
 
-    progress("starting PostgreSQL");
+    container::preflight(&[postgres::IMAGE, redis::IMAGE]).await?;
+    progress("starting PostgreSQL and Redis");
     let postgres = Postgres::start(pin.server).await?;
+    let redis = Redis::start(pin.server).await?;
     progress("starting the OTLP sink");
     let (sink, sink_ready) = ChildProcess::start(
         &Spawn::serve("otlp-sink", &["otlp-sink"]).on_cpu(pin.client),
@@ -496,12 +567,36 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         }
         cached.insert(telemetry, (catalog, gateway));
     }
+    progress("starting a gateway per cache level, on one catalog");
+    let mut env = Telemetry::Full.env(&cached_otlp);
+    env.push(("DATABASE_URL", postgres.url.clone()));
+    env.push(("FAULTLINE_REDIS_URL", redis.url.clone()));
+    let mut levels_catalog =
+        start_role("catalog-levels", "catalog", &env, pin.server, work).await?;
+    wait_ready(&client, &mut levels_catalog).await?;
+    let mut levels = BTreeMap::new();
+    for level in CacheLevel::ALL {
+        let mut env = Telemetry::Full.env(&cached_otlp);
+        env.extend(gateway_env(&levels_catalog.http, "http://127.0.0.1:9"));
+        env.extend(level.env(&redis.url));
+        let name = format!("gateway-{}", level.name());
+        let mut gateway = start_role(&name, "gateway", &env, pin.server, work).await?;
+        wait_ready(&client, &mut gateway).await?;
+        if listing(&client, &gateway.http).await? != body {
+            return Err(BenchError::Measurement(format!(
+                "the {name} gateway did not answer the listing's bytes"
+            )));
+        }
+        levels.insert(level, gateway);
+    }
     let mut fleet = Fleet {
         gateways,
         bare: (bare, url(bare_addr)?),
         proxy: (proxy, url(proxy_addr)?),
         cached,
         cached_sink,
+        levels,
+        levels_catalog,
     };
     if listing(&client, &fleet.proxy.1).await? != body
         || listing(&client, &fleet.bare.1).await? != body
@@ -524,7 +619,12 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
 
     progress("calibrating: the telemetry-off peak");
     let off = fleet
-        .target(TargetKind::Variant(Telemetry::Off), &postgres, &sink)
+        .target(
+            TargetKind::Variant(Telemetry::Off),
+            &postgres,
+            &redis,
+            &sink,
+        )
         .ok_or_else(|| BenchError::Measurement("no telemetry-off target".to_owned()))?;
     measure::warm_up(
         off.url,
@@ -543,6 +643,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let rates = Rates {
         instrumentation: (peak.throughput * plan.load_fraction).max(10.0).round(),
         proxy: plan.proxy_rate,
+        cache_levels: plan.cache_rate,
     };
     progress(&format!(
         "telemetry-off peak {:.0} req/s; figure 1's fixed rate {:.0} req/s",
@@ -564,7 +665,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
             let name = kind.name();
             round.order.push(name.to_owned());
             let target = fleet
-                .target(kind, &postgres, &sink)
+                .target(kind, &postgres, &redis, &sink)
                 .ok_or_else(|| BenchError::Measurement(format!("no target {name}")))?;
             measure::warm_up(target.url, &closed_warmup).await?;
             let sample = measure::measure(&target, &closed).await?;
@@ -616,6 +717,15 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         progress(&format!("round {}/{} done", index + 1, plan.rounds));
         rounds.push(round);
     }
+    // What figure 5's gateways did: which level answered, and whether Redis
+    // ever failed them.
+    let mut counters = BTreeMap::new();
+    for (level, gateway) in &fleet.levels {
+        counters.insert(
+            level.name().to_owned(),
+            cache_counters(&client, gateway.admin).await?,
+        );
+    }
     // Warm-ups sent requests too; the sink counted their spans. Count them.
     exported_requests += warmup_requests(&rounds, plan, &rates);
     // Every exporting server flushes its spans when it stops (the batch
@@ -629,8 +739,9 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         .filter(|_| exported_requests > 0)
         .map(|n| n as f64 / exported_requests as f64);
     drop(fleet);
+    drop(redis);
 
-    progress("footprint: the five roles and PostgreSQL");
+    progress("footprint: the five roles, PostgreSQL and Redis");
     let footprint = footprint(&client, &postgres, &otlp, &sink, plan, pin, work).await?;
 
     let figures = Figures {
@@ -638,9 +749,11 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         hot_path: hot_path(&rounds),
         proxy: proxy_figure(&rounds),
         footprint,
+        cache_levels: cache_levels(&rounds, counters),
     };
     let absolute = absolute(&rounds);
     warnings.extend(check(&rounds, &absolute, pin));
+    warnings.extend(check_levels(&figures.cache_levels));
     let goals = goals(&figures, &rates);
     machine.load_average_end = load_average();
     Ok(Results {
@@ -689,9 +802,11 @@ fn open(round: &Round, name: &str) -> Option<Sample> {
     round.open.get(name).cloned()
 }
 
-/// Server CPU per request, PostgreSQL included when measured.
+/// Server CPU per request, PostgreSQL and Redis included when measured.
 fn cpu_per_request(sample: &Sample) -> f64 {
-    sample.server_cpu_us_per_request + sample.postgres_cpu_us_per_request.unwrap_or(0.0)
+    sample.server_cpu_us_per_request
+        + sample.postgres_cpu_us_per_request.unwrap_or(0.0)
+        + sample.redis_cpu_us_per_request.unwrap_or(0.0)
 }
 
 fn instrumentation(rounds: &[Round], spans_per_request: Option<f64>) -> Instrumentation {
@@ -786,6 +901,133 @@ fn proxy_figure(rounds: &[Round]) -> ProxyFigure {
     }
 }
 
+/// Figure 5: each level against the next, round by round.
+fn cache_levels(
+    rounds: &[Round],
+    counters: BTreeMap<String, BTreeMap<String, f64>>,
+) -> CacheLevels {
+    let ratios = |a: CacheLevel, b: CacheLevel| {
+        let (a, b) = (a.name(), b.name());
+        LevelRatios {
+            throughput_ratio: per_round(rounds, |r| {
+                Some(ratio(closed(r, a)?.throughput, closed(r, b)?.throughput))
+            }),
+            cpu_ratio: per_round(rounds, |r| {
+                Some(ratio(
+                    cpu_per_request(&closed(r, a)?),
+                    cpu_per_request(&closed(r, b)?),
+                ))
+            }),
+            p99_ratio: per_round(rounds, |r| {
+                Some(ratio(open(r, a)?.p99_ms, open(r, b)?.p99_ms))
+            }),
+        }
+    };
+    CacheLevels {
+        two_level_vs_local: ratios(CacheLevel::TwoLevel, CacheLevel::Local),
+        shared_only_vs_two_level: ratios(CacheLevel::SharedOnly, CacheLevel::TwoLevel),
+        counters,
+    }
+}
+
+/// A gateway's cache counters, from its `/metrics`.
+async fn cache_counters(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+) -> Result<BTreeMap<String, f64>, BenchError> {
+    let url = format!("http://{admin}/metrics");
+    let text = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))?
+        .text()
+        .await
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))?;
+    Ok(parse_cache_counters(&text))
+}
+
+/// `catalog_cache_lookups_total{level,result}` as `<level>_<result>`, and
+/// `degraded_responses_total{reason}` as `degraded_<reason>`, from the
+/// Prometheus text format.
+fn parse_cache_counters(text: &str) -> BTreeMap<String, f64> {
+    let mut counters = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = line.split_whitespace();
+        let (Some(series), Some(value)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once('{') else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels.trim_end_matches('}').split(',').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k == key).then(|| v.trim_matches('"').to_owned())
+            })
+        };
+        let key = match name {
+            "catalog_cache_lookups_total" => match (label("level"), label("result")) {
+                (Some(level), Some(result)) => format!("{level}_{result}"),
+                _ => continue,
+            },
+            "degraded_responses_total" => match label("reason") {
+                Some(reason) => format!("degraded_{reason}"),
+                None => continue,
+            },
+            _ => continue,
+        };
+        *counters.entry(key).or_insert(0.0) += value;
+    }
+    counters
+}
+
+/// Warnings when a figure 5 gateway did not work as its level says: Redis
+/// failed it (it then decides and reads without Redis), or the level that
+/// should answer never did.
+fn check_levels(levels: &CacheLevels) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let get = |target: &str, counter: &str| {
+        levels
+            .counters
+            .get(target)
+            .and_then(|c| c.get(counter))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    for level in CacheLevel::ALL {
+        let name = level.name();
+        for reason in ["shared_cache_unavailable", "local_rate_limit"] {
+            let degraded = get(name, &format!("degraded_{reason}"));
+            if degraded > 0.0 {
+                warnings.push(format!(
+                    "{name}: {degraded:.0} answer(s) degraded ({reason}): Redis failed the \
+                     gateway (an error or its timeout) and it went on without it"
+                ));
+            }
+        }
+    }
+    let expected = [
+        (CacheLevel::Local, "local_hit"),
+        (CacheLevel::TwoLevel, "local_hit"),
+        (CacheLevel::TwoLevel, "shared_hit"),
+        (CacheLevel::SharedOnly, "shared_hit"),
+    ];
+    for (level, counter) in expected {
+        if get(level.name(), counter) <= 0.0 {
+            warnings.push(format!(
+                "{}: no {counter} counted: the gateway did not use its cache as its level says",
+                level.name()
+            ));
+        }
+    }
+    warnings
+}
+
 /// The median of each number of each sample, over the rounds.
 fn median_sample(samples: &[&Sample]) -> Option<Sample> {
     if samples.is_empty() {
@@ -798,6 +1040,10 @@ fn median_sample(samples: &[&Sample]) -> Option<Sample> {
     let postgres: Vec<f64> = samples
         .iter()
         .filter_map(|s| s.postgres_cpu_us_per_request)
+        .collect();
+    let redis: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.redis_cpu_us_per_request)
         .collect();
     let count = |f: fn(&Sample) -> u64| samples.iter().map(|s| f(s)).sum::<u64>();
     Some(Sample {
@@ -812,6 +1058,7 @@ fn median_sample(samples: &[&Sample]) -> Option<Sample> {
         server_cpu: med(|s| s.server_cpu),
         server_cpu_us_per_request: med(|s| s.server_cpu_us_per_request),
         postgres_cpu_us_per_request: Summary::of(&postgres).map(|s| s.median),
+        redis_cpu_us_per_request: Summary::of(&redis).map(|s| s.median),
         cpu_us_per_request_by_process: samples[0]
             .cpu_us_per_request_by_process
             .keys()
@@ -945,7 +1192,9 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / MB
 }
 
-/// Figure 4: the five roles with telemetry as deployed, and PostgreSQL.
+/// Figure 4: the five roles with telemetry as deployed, PostgreSQL, and a
+/// Redis of its own (started here, so it is measured from empty) for the
+/// gateway and the catalog.
 async fn footprint(
     client: &reqwest::Client,
     postgres: &Postgres,
@@ -962,9 +1211,11 @@ async fn footprint(
         env.extend(extra);
         env
     };
+    let redis = Redis::start(pin.server).await?;
     let db = || ("DATABASE_URL", postgres.url.clone());
+    let shared = || ("FAULTLINE_REDIS_URL", redis.url.clone());
     let payments = start_role("payments", "payments", &with(vec![]), cpu, work).await?;
-    let catalog = start_role("catalog", "catalog", &with(vec![db()]), cpu, work).await?;
+    let catalog = start_role("catalog", "catalog", &with(vec![db(), shared()]), cpu, work).await?;
     let bare = |u: &Url| u.as_str().trim_end_matches('/').to_owned();
     let orders = start_role(
         "orders",
@@ -990,14 +1241,9 @@ async fn footprint(
         work,
     )
     .await?;
-    let gateway = start_role(
-        "gateway",
-        "gateway",
-        &with(gateway_env(&catalog.http, &bare(&orders.http))),
-        cpu,
-        work,
-    )
-    .await?;
+    let mut gateway_env = gateway_env(&catalog.http, &bare(&orders.http));
+    gateway_env.push(shared());
+    let gateway = start_role("gateway", "gateway", &with(gateway_env), cpu, work).await?;
     let mut roles = vec![gateway, catalog, orders, payments, worker];
     for role in &mut roles {
         wait_ready(client, role).await?;
@@ -1017,9 +1263,11 @@ async fn footprint(
     };
     let idle = rss(&roles)?;
     let postgres_idle = postgres.memory_bytes().await?;
+    let redis_idle = redis.memory_bytes().await?;
 
     let mut peak = idle.clone();
     let mut postgres_peak = postgres_idle;
+    let mut redis_peak = redis_idle;
     let load = Load {
         mode: Mode::Closed,
         duration: plan.footprint_load,
@@ -1031,6 +1279,7 @@ async fn footprint(
         url: &roles[0].http,
         servers,
         postgres: Some(postgres),
+        redis: Some(&redis),
         helpers: vec![sink],
     };
     let done = AtomicBool::new(false);
@@ -1049,14 +1298,17 @@ async fn footprint(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let sample_postgres = async {
+    let sample_containers = async {
         while !done.load(Ordering::Relaxed) {
             if let Ok(now) = postgres.memory_bytes().await {
                 postgres_peak = postgres_peak.max(now);
             }
+            if let Ok(now) = redis.memory_bytes().await {
+                redis_peak = redis_peak.max(now);
+            }
         }
     };
-    let (load_sample, (), ()) = tokio::join!(run_load, sample_rss, sample_postgres);
+    let (load_sample, (), ()) = tokio::join!(run_load, sample_rss, sample_containers);
     let load_sample = load_sample?;
 
     let names = ["gateway", "catalog", "orders", "payments", "worker"];
@@ -1077,14 +1329,104 @@ async fn footprint(
         idle_mb: mb(postgres_idle),
         load_mb: mb(postgres_peak),
     };
+    let redis_memory = Memory {
+        idle_mb: mb(redis_idle),
+        load_mb: mb(redis_peak),
+    };
     let total = Memory {
-        idle_mb: role_memory.values().map(|m| m.idle_mb).sum::<f64>() + postgres_memory.idle_mb,
-        load_mb: role_memory.values().map(|m| m.load_mb).sum::<f64>() + postgres_memory.load_mb,
+        idle_mb: role_memory.values().map(|m| m.idle_mb).sum::<f64>()
+            + postgres_memory.idle_mb
+            + redis_memory.idle_mb,
+        load_mb: role_memory.values().map(|m| m.load_mb).sum::<f64>()
+            + postgres_memory.load_mb
+            + redis_memory.load_mb,
     };
     Ok(Footprint {
         roles: role_memory,
         postgres: postgres_memory,
+        redis: redis_memory,
         total,
         load: Some(load_sample),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_counters_are_read_from_the_prometheus_text() {
+        let text = "# TYPE catalog_cache_lookups_total counter\n\
+                    catalog_cache_lookups_total{level=\"local\",result=\"hit\"} 990\n\
+                    catalog_cache_lookups_total{result=\"miss\",level=\"shared\"} 3\n\
+                    degraded_responses_total{reason=\"local_rate_limit\"} 0\n\
+                    http_server_active_requests 1\n\
+                    catalog_cache_lookups_total{level=\"shared\"} 7\n";
+        let counters = parse_cache_counters(text);
+        assert_eq!(
+            counters,
+            BTreeMap::from([
+                ("local_hit".to_owned(), 990.0),
+                ("shared_miss".to_owned(), 3.0),
+                ("degraded_local_rate_limit".to_owned(), 0.0),
+            ])
+        );
+    }
+
+    #[test]
+    fn levels_that_did_not_work_as_configured_are_flagged() {
+        let counters = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut levels = CacheLevels {
+            counters: BTreeMap::from([
+                ("levels-local".to_owned(), counters(&[("local_hit", 10.0)])),
+                (
+                    "levels-two-level".to_owned(),
+                    counters(&[("local_hit", 10.0), ("shared_hit", 1.0)]),
+                ),
+                (
+                    "levels-shared-only".to_owned(),
+                    counters(&[("shared_hit", 10.0)]),
+                ),
+            ]),
+            ..CacheLevels::default()
+        };
+        assert!(check_levels(&levels).is_empty());
+        levels.counters.insert(
+            "levels-shared-only".to_owned(),
+            counters(&[
+                ("shared_hit", 0.0),
+                ("degraded_shared_cache_unavailable", 4.0),
+            ]),
+        );
+        let warnings = check_levels(&levels);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.starts_with("levels-shared-only")));
+    }
+
+    #[test]
+    fn every_level_has_its_own_target_and_environment() {
+        let names: Vec<&str> = TargetKind::all().iter().map(|k| k.name()).collect();
+        for level in CacheLevel::ALL {
+            assert_eq!(names.iter().filter(|n| **n == level.name()).count(), 1);
+        }
+        let env = |level: CacheLevel| level.env("redis://127.0.0.1:6379");
+        let get = |env: &[(&str, String)], key: &str| {
+            env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&env(CacheLevel::Local), "FAULTLINE_REDIS_URL"), None);
+        assert_eq!(
+            get(&env(CacheLevel::TwoLevel), "FAULTLINE_CATALOG_CACHE_TTL").as_deref(),
+            Some("1s")
+        );
+        assert_eq!(
+            get(&env(CacheLevel::SharedOnly), "FAULTLINE_CATALOG_CACHE_TTL").as_deref(),
+            Some("0s")
+        );
+        assert!(get(&env(CacheLevel::SharedOnly), "FAULTLINE_REDIS_URL").is_some());
+    }
 }

@@ -1,8 +1,8 @@
 //! `faultline-bench --quick` end to end: every benchmark runs briefly and the
-//! JSON has all four figures with sane values. No timing is asserted.
+//! JSON has all five figures with sane values. No timing is asserted.
 //!
-//! Needs Docker and the local PostgreSQL image: without them it fails and
-//! says what to do; it never passes by skipping.
+//! Needs Docker and the local PostgreSQL and Redis images: without them it
+//! fails and says what to do; it never passes by skipping.
 
 use std::process::Command;
 
@@ -29,9 +29,9 @@ fn positive(value: &Value, path: &str) -> anyhow::Result<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
+async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     let docker = require_docker().await?;
-    require_images(&docker, &[images::POSTGRES]).await?;
+    require_images(&docker, &[images::POSTGRES, images::REDIS]).await?;
 
     let dir = std::env::temp_dir().join(format!("faultline-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -61,7 +61,7 @@ async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
     );
 
     let results: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
-    assert_eq!(results["schema"], 1);
+    assert_eq!(results["schema"], 2);
     assert_eq!(results["quick"], true);
 
     // 1. Instrumentation: each part against telemetry off.
@@ -88,7 +88,7 @@ async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
     //    difference of two noisy numbers: finite, but its sign is not asserted.
     positive(&results, "/figures/proxy/throughput_ratio/median")?;
     finite(&results, "/figures/proxy/added_p50_us/median")?;
-    // 4. Footprint: every role and PostgreSQL, idle and under load.
+    // 4. Footprint: every role, PostgreSQL and Redis, idle and under load.
     for role in ["gateway", "catalog", "orders", "payments", "worker"] {
         positive(
             &results,
@@ -99,8 +99,37 @@ async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
             &format!("/figures/footprint/roles/{role}/load_mb"),
         )?;
     }
-    positive(&results, "/figures/footprint/postgres/idle_mb")?;
+    for container in ["postgres", "redis"] {
+        positive(&results, &format!("/figures/footprint/{container}/idle_mb"))?;
+        positive(&results, &format!("/figures/footprint/{container}/load_mb"))?;
+    }
     positive(&results, "/figures/footprint/total/load_mb")?;
+    // 5. Cache levels: both levels against the local one, the shared one
+    //    alone against both; and the counters say each level was used.
+    for comparison in ["two_level_vs_local", "shared_only_vs_two_level"] {
+        for ratio in ["throughput_ratio", "cpu_ratio", "p99_ratio"] {
+            positive(
+                &results,
+                &format!("/figures/cache_levels/{comparison}/{ratio}/median"),
+            )?;
+        }
+    }
+    for (target, counter) in [
+        ("levels-local", "local_hit"),
+        ("levels-two-level", "local_hit"),
+        ("levels-shared-only", "shared_hit"),
+    ] {
+        positive(
+            &results,
+            &format!("/figures/cache_levels/counters/{target}/{counter}"),
+        )?;
+    }
+    for target in ["levels-two-level", "levels-shared-only"] {
+        positive(
+            &results,
+            &format!("/absolute/{target}/closed/redis_cpu_us_per_request"),
+        )?;
+    }
 
     let goals = results["goals"].as_array().map_or(0, Vec::len);
     assert_eq!(goals, 6, "one entry per goal of the issue");
@@ -110,6 +139,8 @@ async fn quick_mode_measures_all_four_figures() -> anyhow::Result<()> {
         "2 hot path",
         "3 fault proxy",
         "4 footprint",
+        "| Redis (docker stats) |",
+        "5 cache levels",
     ] {
         assert!(markdown.contains(figure), "{figure} missing:\n{markdown}");
     }

@@ -99,13 +99,15 @@ pub struct RedisClient {
     connection: ConnectionManager,
     breaker: Arc<Breaker>,
     timeout: Duration,
-    address: Arc<str>,
+    host: Arc<str>,
+    port: u16,
 }
 
 impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisClient")
-            .field("address", &self.address)
+            .field("host", &self.host)
+            .field("port", &self.port)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -142,21 +144,17 @@ impl RedisClient {
             .set_max_delay(Duration::from_secs(2));
         let connection =
             ConnectionManager::new_lazy_with_config(client, manager).map_err(invalid)?;
-        let address = format!(
-            "{}:{}",
-            url.host_str().unwrap_or("localhost"),
-            url.port().unwrap_or(6379)
-        );
         Ok(Some(Self {
             connection,
             breaker: Arc::new(Breaker::new(PEER_SERVICE, breaker_config())),
             timeout: config.redis_timeout,
-            address: address.into(),
+            host: url.host_str().unwrap_or("localhost").into(),
+            port: url.port().unwrap_or(6379),
         }))
     }
 
     /// The value at `key`, if any.
-    #[tracing::instrument(name = "GET", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET", server.address = %self.address))]
+    #[tracing::instrument(name = "GET", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET", server.address = %self.host, server.port = self.port))]
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisCallError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
@@ -164,7 +162,7 @@ impl RedisClient {
     }
 
     /// Sets `key` to `value`, expiring after `ttl`.
-    #[tracing::instrument(name = "SET", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "SET", server.address = %self.address))]
+    #[tracing::instrument(name = "SET", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "SET", server.address = %self.host, server.port = self.port))]
     pub async fn set_px(
         &self,
         key: &str,
@@ -178,7 +176,7 @@ impl RedisClient {
     }
 
     /// Deletes `keys`; the number that existed.
-    #[tracing::instrument(name = "DEL", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "DEL", server.address = %self.address))]
+    #[tracing::instrument(name = "DEL", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "DEL", server.address = %self.host, server.port = self.port))]
     pub async fn del(&self, keys: &[String]) -> Result<u64, RedisCallError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(keys);
@@ -186,7 +184,7 @@ impl RedisClient {
     }
 
     /// Runs `script` (by its hash, loading it on first use) on `keys` and `args`.
-    #[tracing::instrument(name = "EVALSHA", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA", server.address = %self.address))]
+    #[tracing::instrument(name = "EVALSHA", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA", server.address = %self.host, server.port = self.port))]
     pub async fn eval<T: FromRedisValue>(
         &self,
         script: &Script,
