@@ -51,7 +51,7 @@ async fn ready(State(state): State<AdminState>) -> Response {
 
 async fn render_metrics(State(state): State<AdminState>) -> Response {
     if let Some(pool) = &state.pool {
-        db::record_pool_metrics(pool);
+        db::record_pool_metrics(pool, db::PoolName::Primary);
     }
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],

@@ -55,14 +55,45 @@ pub async fn migrate_until_done(pool: &PgPool, stop: &CancellationToken) -> bool
     }
 }
 
+/// Which server a pool reaches: the `db_client_connection_pool_name` label
+/// (OTel `db.client.connection.pool.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolName {
+    /// The primary: every write, and every read without a standby.
+    Primary,
+    /// A hot standby, for reads that may be a little stale.
+    Replica,
+}
+
+impl PoolName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The pool the queries of the current task run on, for their timings.
+    static POOL_NAME: PoolName;
+}
+
+/// Runs `future` with its queries timed as queries on `pool`'s server.
+pub async fn with_pool_name<F: Future>(pool: PoolName, future: F) -> F::Output {
+    POOL_NAME.scope(pool, future).await
+}
+
 /// Publishes the pool's occupancy (OTel `db.client.connection.count` and `.max`).
-pub fn record_pool_metrics(pool: &PgPool) {
+pub fn record_pool_metrics(pool: &PgPool, name: PoolName) {
     let size = f64::from(pool.size());
     // sqlx reports idle connections as usize; pool sizes fit easily in f64.
     let idle = pool.num_idle() as f64;
-    metrics::gauge!("db_client_connections", "state" => "idle").set(idle);
-    metrics::gauge!("db_client_connections", "state" => "used").set((size - idle).max(0.0));
-    metrics::gauge!("db_client_connections_max")
+    let name = name.as_str();
+    metrics::gauge!("db_client_connections", "state" => "idle", "db_client_connection_pool_name" => name).set(idle);
+    metrics::gauge!("db_client_connections", "state" => "used", "db_client_connection_pool_name" => name)
+        .set((size - idle).max(0.0));
+    metrics::gauge!("db_client_connections_max", "db_client_connection_pool_name" => name)
         .set(f64::from(pool.options().get_max_connections()));
 }
 
@@ -94,9 +125,13 @@ impl OperationTimer {
             Err(sqlx::Error::Database(_)) => "database",
             Err(_) => "connection",
         };
+        let pool = POOL_NAME
+            .try_with(|pool| *pool)
+            .unwrap_or(PoolName::Primary);
         metrics::histogram!(
             "db_client_operation_duration_seconds",
             "db_system_name" => "postgresql",
+            "db_client_connection_pool_name" => pool.as_str(),
             "db_operation_name" => self.operation,
             "db_collection_name" => self.collection,
             "error_type" => error_type,

@@ -11,3 +11,12 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 
 /// Set on a response replayed from an earlier request with the same key.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// On the catalog's answer to a write (a reservation made or released): the
+/// primary's WAL position once it committed.
+pub const WRITE_LSN: HeaderName = HeaderName::from_static("faultline-write-lsn");
+
+/// On a catalog read: the WAL position (a `Faultline-Write-Lsn`) the answer
+/// must reflect. A read replica that has not replayed it leaves the read to
+/// the primary.
+pub const READ_AFTER_LSN: HeaderName = HeaderName::from_static("faultline-read-after-lsn");

@@ -22,6 +22,7 @@ pub mod http;
 pub mod outbox;
 pub mod probe;
 pub mod problem;
+pub mod read_replica;
 pub mod redis_client;
 pub mod resilience;
 pub mod roles;

@@ -94,6 +94,7 @@ fn concurrent_reservations_never_oversell() -> anyhow::Result<()> {
             serve: ServeConfig::for_tests(),
             database: DatabaseConfig::new(database.url.clone()),
             redis: faultline_shop::redis_client::RedisConfig::none(),
+            replica: faultline_shop::read_replica::ReplicaConfig::none(),
         });
         let app = Application::build(config).await?;
         let catalog_url = format!("http://{}", app.http_addr());

@@ -2,24 +2,27 @@
 //! query waits at most the pool's acquire timeout for a connection.
 
 mod config;
+mod read_after;
 
 pub use config::CatalogConfig;
+pub use read_after::ReadAfter;
 
 pub mod store;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::domain::{OrderId, ProductId, ProductList, ReservationRequest};
+use crate::headers::WRITE_LSN;
 use crate::http::{ApiJson, ApiPath};
 use crate::problem::Problem;
+use crate::read_replica::{Lsn, ReadPools};
 use crate::redis_client::RedisClient;
-use crate::roles::{Database, Role};
+use crate::roles::{Database, Role, TaskContext};
 use crate::shared_cache;
 use crate::startup::StartupError;
 use store::ReserveError;
@@ -34,19 +37,35 @@ pub fn build(config: &CatalogConfig) -> Result<Role, StartupError> {
     if redis.is_some() {
         shared_cache::register_metrics();
     }
+    let reads = ReadPools::new(
+        database.pool.clone(),
+        &config.database,
+        &config.replica,
+        NAME,
+    )?;
     let state = CatalogState {
-        pool: database.pool.clone(),
+        reads: reads.clone(),
         redis,
     };
     let mut role = Role::new(router(state), &config.serve);
     role.database = Some(database);
+    // Readiness never waits for the standby: reads go to the primary until
+    // its checks find it healthy.
+    role.background.push(Box::new(move |task: TaskContext| {
+        tokio::spawn(async move {
+            if let Some(checker) = reads.checker(task.stop) {
+                checker.await;
+            }
+        })
+    }));
     Ok(role)
 }
 
 /// What the catalog handlers share.
 #[derive(Debug, Clone)]
 pub struct CatalogState {
-    pub pool: PgPool,
+    /// The primary for writes, and a standby for the product reads.
+    pub reads: ReadPools,
     /// The gateways' shared cache, to drop what a stock change makes wrong.
     pub redis: Option<RedisClient>,
 }
@@ -54,12 +73,37 @@ pub struct CatalogState {
 impl CatalogState {
     /// Drops the shared answers of `products` in the background: a stock
     /// change never waits for Redis, nor fails because of it.
-    fn invalidate(&self, products: Vec<i64>) {
-        if let Some(redis) = self.redis.clone() {
-            tokio::spawn(
-                async move { shared_cache::invalidate(&redis, products).await }.in_current_span(),
-            );
+    ///
+    /// With a read replica, twice: at once, and again once the standby has
+    /// replayed the write (or its staleness bound has passed), so that a
+    /// gateway that missed in between and read the product from a standby
+    /// that had not seen the write yet does not keep that stale answer for a
+    /// whole TTL.
+    fn invalidate(&self, products: Vec<i64>, written: Option<Lsn>) {
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        let reads = self.reads.clone();
+        tokio::spawn(
+            async move {
+                shared_cache::invalidate(&redis, products.clone()).await;
+                if let Some(lsn) = written {
+                    reads.replayed(lsn).await;
+                    shared_cache::invalidate(&redis, products).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The answer to a write, with the write's WAL position when a standby
+    /// serves reads, for a reader that must see the write.
+    async fn written(&self, mut response: Response) -> (Option<Lsn>, Response) {
+        let lsn = self.reads.write_position().await;
+        if let Some(value) = lsn.and_then(|lsn| HeaderValue::from_str(&lsn.to_string()).ok()) {
+            response.headers_mut().insert(WRITE_LSN, value);
         }
+        (lsn, response)
     }
 }
 
@@ -81,8 +125,16 @@ pub(crate) fn unavailable(err: &sqlx::Error) -> Problem {
 }
 
 #[tracing::instrument(level = "debug", skip(state))]
-async fn list_products(State(state): State<CatalogState>) -> Result<Response, Problem> {
-    let products = store::list_products(&state.pool)
+async fn list_products(
+    State(state): State<CatalogState>,
+    ReadAfter(after): ReadAfter,
+) -> Result<Response, Problem> {
+    let products = state
+        .reads
+        .read(
+            after,
+            |pool| async move { store::list_products(&pool).await },
+        )
         .await
         .map_err(|err| unavailable(&err))?;
     Ok(axum::Json(ProductList { products }).into_response())
@@ -92,10 +144,15 @@ async fn list_products(State(state): State<CatalogState>) -> Result<Response, Pr
 async fn get_product(
     State(state): State<CatalogState>,
     ApiPath(id): ApiPath<i64>,
+    ReadAfter(after): ReadAfter,
 ) -> Result<Response, Problem> {
     let not_found = || Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no product {id}"));
     let id = ProductId::parse(id).map_err(|_| not_found())?;
-    match store::get_product(&state.pool, id).await {
+    let read = state.reads.read(
+        after,
+        |pool| async move { store::get_product(&pool, id).await },
+    );
+    match read.await {
         Ok(Some(product)) => Ok(axum::Json(product).into_response()),
         Ok(None) => Err(not_found()),
         Err(err) => Err(unavailable(&err)),
@@ -107,16 +164,13 @@ async fn reserve(
     State(state): State<CatalogState>,
     ApiJson(request): ApiJson<ReservationRequest>,
 ) -> Result<Response, Problem> {
-    match store::reserve(&state.pool, &request).await {
+    match store::reserve(state.reads.primary(), &request).await {
         Ok(reservation) => {
-            state.invalidate(
-                request
-                    .items
-                    .iter()
-                    .map(|line| line.product_id.get())
-                    .collect(),
-            );
-            Ok((StatusCode::CREATED, axum::Json(reservation)).into_response())
+            let created = (StatusCode::CREATED, axum::Json(reservation));
+            let (lsn, response) = state.written(created.into_response()).await;
+            let products = request.items.iter().map(|line| line.product_id.get());
+            state.invalidate(products.collect(), lsn);
+            Ok(response)
         }
         Err(ReserveError::UnknownProduct(id)) => {
             Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no product {id}")))
@@ -136,10 +190,11 @@ async fn reserve(
 async fn release(
     State(state): State<CatalogState>,
     ApiPath(order_id): ApiPath<uuid::Uuid>,
-) -> Result<StatusCode, Problem> {
-    let released = store::release(&state.pool, OrderId(order_id))
+) -> Result<Response, Problem> {
+    let released = store::release(state.reads.primary(), OrderId(order_id))
         .await
         .map_err(|err| unavailable(&err))?;
-    state.invalidate(released);
-    Ok(StatusCode::NO_CONTENT)
+    let (lsn, response) = state.written(StatusCode::NO_CONTENT.into_response()).await;
+    state.invalidate(released, lsn);
+    Ok(response)
 }
