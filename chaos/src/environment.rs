@@ -117,6 +117,24 @@ pub enum EnvironmentError {
     Unterminated(String),
 }
 
+impl EnvironmentError {
+    /// The same error with the password of any URL it quotes as `***`.
+    pub fn redacted(self) -> Self {
+        match self {
+            EnvironmentError::Undefined { text, name, hint } => EnvironmentError::Undefined {
+                text: redact_passwords(&text),
+                name,
+                hint,
+            },
+            EnvironmentError::Unterminated(text) => {
+                EnvironmentError::Unterminated(redact_passwords(&text))
+            }
+            EnvironmentError::Syntax(text) => EnvironmentError::Syntax(redact_passwords(&text)),
+            other @ EnvironmentError::UnknownKey(_) => other,
+        }
+    }
+}
+
 /// The prefix of environment variables that override target settings:
 /// `FAULTLINE_TARGET_PROMETHEUS`, `FAULTLINE_TARGET_FAULT_ADMIN__ORDERS`
 /// (`__` stands for `.`).
@@ -243,6 +261,26 @@ impl Environment {
         all
     }
 
+    /// The same settings with every URL's password replaced by `***`
+    /// ([`redact_passwords`]): what a journal or a dry run shows.
+    pub fn redacted(&self) -> Self {
+        let redact = |value: &Option<String>| value.as_deref().map(redact_passwords);
+        let redact_map = |map: &BTreeMap<String, String>| {
+            map.iter()
+                .map(|(key, value)| (key.clone(), redact_passwords(value)))
+                .collect()
+        };
+        Self {
+            gateway: redact(&self.gateway),
+            prometheus: redact(&self.prometheus),
+            proxy_api: redact(&self.proxy_api),
+            database: redact(&self.database),
+            fault_admin: redact_map(&self.fault_admin),
+            docker: self.docker.clone(),
+            vars: redact_map(&self.vars),
+        }
+    }
+
     /// The value of a `${name}` reference.
     pub fn lookup(&self, name: &str) -> Option<&str> {
         match name {
@@ -298,6 +336,109 @@ impl Environment {
     }
 }
 
+/// A URL that may carry a password (a database's): kept whole, since it is
+/// what connects, but shown (`Debug`, `Display`) with the password as `***`.
+/// Serialised whole: only the ledger stores it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL, password included: to connect with, never to show.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password as `***`.
+    pub fn redacted(&self) -> String {
+        redact_passwords(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `***`:
+/// `postgres://shop:secret@db/shop` → `postgres://shop:***@db/shop`, and a
+/// `password=` query parameter (`?password=secret` → `?password=***`).
+/// What is not a URL with a password comes back unchanged. For whatever is
+/// shown (errors, logs, the journal, a dry run): a URL with a password is
+/// kept whole only where it is needed to connect (the plan, the ledger).
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        out.push_str(before);
+        // The URL runs to the next blank or quote; its authority to the
+        // path, query or fragment.
+        let url_end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(url_end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***@");
+                    out.push_str(host);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        out.push_str(&redact_password_parameter(path));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `path?a=1&password=secret` → `path?a=1&password=***`.
+fn redact_password_parameter(path: &str) -> String {
+    let Some((before, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|parameter| match parameter.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => parameter.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", parameters.join("&"))
+}
+
+/// Every string in `value` passed through [`redact_passwords`].
+pub fn redact_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(redact_passwords(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (key, redact_json(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +470,58 @@ mod tests {
         );
         assert!(env.interpolate("${gateway").is_err());
         assert!(Environment::default().set("nope", "x").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted_and_nothing_else() {
+        for (text, shown) in [
+            (
+                "postgres://shop:hunter2@db:5432/shop",
+                "postgres://shop:***@db:5432/shop",
+            ),
+            (
+                "cannot connect to postgres://u:p%40ss@db/x: refused",
+                "cannot connect to postgres://u:***@db/x: refused",
+            ),
+            (
+                "postgres://u@db/x?sslmode=disable&password=hunter2",
+                "postgres://u@db/x?sslmode=disable&password=***",
+            ),
+            ("a postgres://db/shop b", "a postgres://db/shop b"),
+            ("postgres://shop@db/shop", "postgres://shop@db/shop"),
+            (
+                "http://127.0.0.1:8080/api/users/@me",
+                "http://127.0.0.1:8080/api/users/@me",
+            ),
+            (
+                "\"postgres://a:b@h/1\" and 'postgres://c:d@h/2'",
+                "\"postgres://a:***@h/1\" and 'postgres://c:***@h/2'",
+            ),
+            ("no url at all", "no url at all"),
+        ] {
+            assert_eq!(redact_passwords(text), shown, "{text}");
+        }
+        let env = Environment {
+            database: Some("postgres://shop:hunter2@db/shop".into()),
+            vars: [(
+                "replica".to_owned(),
+                "postgres://r:hunter2@replica/shop".to_owned(),
+            )]
+            .into(),
+            ..Environment::default()
+        };
+        let shown = serde_json::to_string(&env.redacted()).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let json = redact_json(serde_json::json!({"a": ["postgres://u:hunter2@h/d"]}));
+        let secret = SecretUrl::new("postgres://u:hunter2@h/d");
+        assert_eq!(secret.expose(), "postgres://u:hunter2@h/d");
+        assert!(!format!("{secret} {secret:?}").contains("hunter2"));
+        assert_eq!(
+            serde_json::to_string(&secret).unwrap(),
+            "\"postgres://u:hunter2@h/d\"",
+            "stored whole, for cleanup"
+        );
+        assert_eq!(json, serde_json::json!({"a": ["postgres://u:***@h/d"]}));
     }
 
     #[test]

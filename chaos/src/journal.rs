@@ -362,7 +362,7 @@ pub struct Journal {
     pub faultline_version: String,
     pub run_id: String,
     pub experiment: ExperimentInfo,
-    /// The endpoints used, after every override.
+    /// The endpoints used, after every override (passwords in URLs as `***`).
     pub environment: Environment,
     pub start: String,
     pub end: String,

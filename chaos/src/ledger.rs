@@ -122,9 +122,25 @@ impl Ledger {
         }
         let json = serde_json::to_vec_pretty(state).map_err(|err| write(err.into()))?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json).map_err(write)?;
+        write_private(&tmp, &json).map_err(write)?;
         std::fs::rename(&tmp, path).map_err(write)
     }
+}
+
+/// Writes `bytes` to `path`, readable and writable by its owner only: an
+/// undo record may hold a database URL with its password.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file left by an older version keeps its mode through `open`.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 /// Every ledger file in `dir`, with its path; the first that cannot be read
@@ -203,6 +219,14 @@ mod tests {
             proxy: "payments".into(),
         };
         ledger.record("down", std::slice::from_ref(&undo)).unwrap();
+        let mode = {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(ledger.path().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+        };
+        assert_eq!(mode & 0o777, 0o600, "the owner's only: {mode:o}");
         let all = read_all(dir.path()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].1.faults["down"], vec![undo]);

@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::environment::SecretUrl;
 use crate::platform::{ContainerAction, TargetRef};
 
 /// A resolved HTTP request and the statuses it must get.
@@ -49,6 +50,21 @@ pub enum UndoRecord {
     },
     /// Send a request (e.g. `DELETE /faults`).
     Http { request: HttpRequest },
+    /// Run a SQL statement (a `type = "sql"` fault's `undo`) on its own
+    /// connection, within `timeout_ms`. The URL is kept whole, password and
+    /// all, since cleanup must connect with it: the ledger file is readable
+    /// by its owner only, and what shows a record ([`fmt::Display`]) hides
+    /// the password.
+    Sql {
+        url: SecretUrl,
+        statement: String,
+        #[serde(default = "default_sql_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_sql_timeout_ms() -> u64 {
+    5_000
 }
 
 impl fmt::Display for UndoRecord {
@@ -62,6 +78,9 @@ impl fmt::Display for UndoRecord {
                 write!(f, "{action} container {}", target.name)
             }
             UndoRecord::Http { request } => write!(f, "{} {}", request.method, request.url),
+            UndoRecord::Sql { url, statement, .. } => {
+                write!(f, "run SQL {statement:?} on {url}")
+            }
         }
     }
 }

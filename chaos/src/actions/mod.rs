@@ -4,7 +4,8 @@
 //! - [`proxy`]: toxics and proxy outages through a Toxiproxy-compatible API;
 //! - [`container`]: container actions through a [`Platform`];
 //! - [`http`]: generic HTTP calls (the shop's fault admin API);
-//! - [`load`]: extra load from `faultline_loadgen`.
+//! - [`load`]: extra load from `faultline_loadgen`;
+//! - [`sql`]: a SQL statement against PostgreSQL, and the one that undoes it.
 //!
 //! Every fault says, before it changes anything, how to undo it
 //! ([`Prepared::undo`]); the run loop writes that to the [`crate::ledger`]
@@ -16,6 +17,7 @@ pub mod container;
 pub mod http;
 pub mod load;
 pub mod proxy;
+pub mod sql;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -52,6 +54,15 @@ pub enum ActionError {
         status: u16,
         expected: String,
         body: String,
+    },
+    /// A SQL statement failed (or could not connect, or timed out). The URL
+    /// is shown with its password as `***`.
+    #[error("{context} on {url}: {reason}")]
+    Sql {
+        /// What ran: `sql fault "x": statement`, `verify`, `undo`.
+        context: String,
+        url: String,
+        reason: String,
     },
     #[error("cannot record the fault for cleanup: {0}")]
     Ledger(#[from] LedgerError),
@@ -276,6 +287,20 @@ impl UndoRecord {
             UndoRecord::Http { request } => {
                 let (status, body) = request.send(&services.http).await?;
                 Ok(serde_json::json!({"status": status, "body": body}))
+            }
+            UndoRecord::Sql {
+                url,
+                statement,
+                timeout_ms,
+            } => {
+                let executed = sql::execute(
+                    url,
+                    statement,
+                    Duration::from_millis(*timeout_ms),
+                    "sql undo",
+                )
+                .await?;
+                Ok(executed.to_json())
             }
         }
     }

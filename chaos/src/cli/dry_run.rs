@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use faultline_chaos::environment::redact_passwords;
 use faultline_chaos::experiment::duration::render;
 use faultline_chaos::experiment::{
     AbortKind, Experiment, FaultKind, FaultSpec, Must, ProbeKind, ProbeSpec,
@@ -24,7 +25,7 @@ pub async fn render_plan(experiment: &Experiment, plan: &Plan) -> String {
         experiment.title
     );
     let _ = writeln!(out, "target:");
-    let settings = plan.environment.settings();
+    let settings = plan.environment.redacted().settings();
     if settings.is_empty() {
         let _ = writeln!(out, "  (nothing set)");
     }
@@ -224,6 +225,15 @@ fn describe_fault(spec: &FaultSpec) -> String {
         ),
         FaultKind::Http(http) => format!("{} {}", http.method, http.url),
         FaultKind::Load(load) => format!("extra load on {}", load.target),
+        FaultKind::Sql(sql) => format!(
+            "SQL {:?} on {}, undone by {:?}{}",
+            sql.statement,
+            redact_passwords(&sql.url),
+            sql.undo,
+            sql.verify
+                .as_ref()
+                .map_or(String::new(), |verify| format!(", verified by {verify:?}"))
+        ),
     }
 }
 

@@ -30,6 +30,7 @@ fn summary(experiment: &Experiment) -> String {
             FaultKind::Container(c) => format!("{:?} {}", c.action, c.target).to_lowercase(),
             FaultKind::Http(h) => format!("{} {}", h.method, h.url),
             FaultKind::Load(_) => "load surge".to_owned(),
+            FaultKind::Sql(s) => format!("SQL {:?}", s.statement),
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -223,6 +223,8 @@ pub enum FaultKind {
     Http(HttpFault),
     /// Extra load (a surge) for the fault's duration.
     Load(LoadSpec),
+    /// A SQL statement against PostgreSQL, with the statement that undoes it.
+    Sql(SqlFault),
 }
 
 impl FaultKind {
@@ -234,6 +236,7 @@ impl FaultKind {
             FaultKind::Container(_) => "container",
             FaultKind::Http(_) => "http",
             FaultKind::Load(_) => "load",
+            FaultKind::Sql(_) => "sql",
         }
     }
 }
@@ -472,6 +475,39 @@ impl From<&HttpFault> for HttpRequestSpec {
             expect: fault.expect.clone(),
         }
     }
+}
+
+/// `type = "sql"`: one statement run against PostgreSQL when the fault is
+/// injected, and one that undoes it when it is reverted (and by `faultline
+/// cleanup`). Each runs on a connection of its own, closed right after: the
+/// statement must change something that outlives its session (a setting,
+/// a table, WAL replay paused), not hold a lock or a `SET`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlFault {
+    /// The server; default `${database}`. Interpolated like other URLs
+    /// (`${vars.replica_database}`).
+    #[serde(default = "default_sql_url")]
+    pub url: String,
+    /// One SQL statement (no `;`-separated list: it is sent as one prepared
+    /// statement).
+    pub statement: String,
+    /// The statement that undoes `statement`. Required: a SQL fault must be
+    /// reversible. It may run more than once, and after a `statement` that
+    /// failed: make it idempotent (`DROP TABLE IF EXISTS`, not `DROP TABLE`).
+    #[serde(default)]
+    pub undo: String,
+    /// A query returning one boolean row, run just before the revert: the
+    /// fault's evidence. False, NULL or an error: "fault not effective".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
+    /// How long each statement (connecting included) may take.
+    #[serde(default = "five_seconds", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_sql_url() -> String {
+    "${database}".to_owned()
 }
 
 /// A rollback action.

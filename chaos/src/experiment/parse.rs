@@ -20,7 +20,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::model::*;
-use crate::environment::Environment;
+use crate::environment::{Environment, redact_passwords};
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +194,19 @@ impl Experiment {
         for (i, fault) in self.method.faults.iter().enumerate() {
             let path = faults.clone().index(i);
             unique(&self.method.faults, i, |f| &f.name, &path)?;
-            check_fault(fault, path)?;
+            check_fault(fault, path.clone())?;
+            if let FaultKind::Sql(sql) = &fault.kind
+                && sql.timeout > self.settings.action_timeout
+            {
+                return Err((
+                    path.key("timeout"),
+                    format!(
+                        "is {} but settings.action_timeout, which bounds every action, is {}",
+                        super::duration::render(sql.timeout),
+                        super::duration::render(self.settings.action_timeout)
+                    ),
+                ));
+            }
             schedule_end = schedule_end.max(fault.at + fault.duration.unwrap_or_default());
         }
         if let Some(duration) = self.method.duration
@@ -528,6 +540,66 @@ fn check_fault(fault: &FaultSpec, path: FieldPath) -> Result<(), (FieldPath, Str
             Ok(())
         }
         FaultKind::Load(load) => check_load(load, path),
+        FaultKind::Sql(sql) => check_sql(sql, path),
+    }
+}
+
+fn check_sql(fault: &SqlFault, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    check_database_url(&fault.url, path.clone().key("url"))?;
+    if fault.statement.trim().is_empty() {
+        return Err((path.key("statement"), "must not be empty".into()));
+    }
+    if fault.undo.trim().is_empty() {
+        return Err((
+            path.key("undo"),
+            "a sql fault must be reversible: give the statement that undoes `statement` \
+             (idempotent: it may run more than once)"
+                .into(),
+        ));
+    }
+    if fault.verify.as_ref().is_some_and(|v| v.trim().is_empty()) {
+        return Err((
+            path.key("verify"),
+            "must not be empty (leave it out to record what the statement returned)".into(),
+        ));
+    }
+    if fault.timeout.is_zero() {
+        return Err((path.key("timeout"), "must be more than 0".into()));
+    }
+    Ok(())
+}
+
+/// A PostgreSQL URL: checked here when written out, at compile time once
+/// its `${...}` are interpolated. The message never repeats the URL (it may
+/// hold a password).
+fn check_database_url(url: &str, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if url.trim().is_empty() {
+        return Err((path, "must not be empty (default: \"${database}\")".into()));
+    }
+    if url.contains("${") {
+        let mut rest = url;
+        while let Some(start) = rest.find("${") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                return Err((path, "has an unterminated ${...}".into()));
+            };
+            rest = &after[end + 1..];
+        }
+        return Ok(());
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => Ok(()),
+        Ok(parsed) => Err((
+            path,
+            format!(
+                "is a {}: URL, not a PostgreSQL one (postgres://user@host:5432/database)",
+                parsed.scheme()
+            ),
+        )),
+        Err(err) => Err((
+            path,
+            format!("is not a URL ({err}); expected postgres://user@host:5432/database"),
+        )),
     }
 }
 
@@ -539,17 +611,26 @@ fn invalid(
     message: &str,
 ) -> ExperimentError {
     let (line, column, content) = position(text, span.start);
+    // A line with a database URL's password shows it as ***, and the caret
+    // under what is shown.
+    let before: String = content.chars().take(column - 1).collect();
+    let caret_column = redact_passwords(&before).chars().count() + 1;
     let width = text
         .get(span.clone())
-        .map(|s| s.lines().next().unwrap_or("").chars().count())
+        .map(|s| {
+            redact_passwords(s.lines().next().unwrap_or(""))
+                .chars()
+                .count()
+        })
         .unwrap_or(1)
         .max(1);
+    let content = redact_passwords(content);
     let gutter = line.to_string().len();
     let snippet = format!(
         "{:gutter$} |\n{line} | {content}\n{:gutter$} | {}{}",
         "",
         "",
-        " ".repeat(column - 1),
+        " ".repeat(caret_column - 1),
         "^".repeat(width),
     );
     ExperimentError::Invalid {
@@ -557,7 +638,7 @@ fn invalid(
         line,
         column,
         field: path.to_string(),
-        message: message.trim().to_owned(),
+        message: redact_passwords(message.trim()),
         snippet,
     }
 }
@@ -649,6 +730,7 @@ fn fault_variant(tag: &str, de: toml::Deserializer<'_>) -> Option<Relocated> {
         "container" => check_as::<ContainerFault>(de),
         "http" => check_as::<HttpFault>(de),
         "load" => check_as::<LoadSpec>(de),
+        "sql" => check_as::<SqlFault>(de),
         _ => return None,
     })
 }
@@ -775,4 +857,209 @@ fn locate_serde_error(
         path = path.key(&field);
     }
     (path, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A sql fault with `fields`, after `name` and `type`.
+    fn sql_experiment(fields: &str) -> String {
+        format!(
+            r#"title = "sql"
+
+[target]
+database = "postgres://postgres@127.0.0.1:5432/postgres"
+
+[method]
+
+[[method.faults]]
+name = "pause replay"
+type = "sql"
+{fields}
+duration = "30s"
+"#
+        )
+    }
+
+    const PAUSE: &str = r#"url = "${vars.replica_database}"
+statement = "SELECT pg_wal_replay_pause()"
+undo = "SELECT pg_wal_replay_resume()"
+verify = "SELECT pg_is_wal_replay_paused()"
+timeout = "2s""#;
+
+    /// The message, field path and line of the error `text` gives.
+    fn error(text: &str) -> (String, String, usize) {
+        match Experiment::parse(text, "sql.toml") {
+            Ok(experiment) => panic!("valid, but should not be: {experiment:?}"),
+            Err(err) => {
+                let field = err.field().unwrap_or_default().to_owned();
+                let (line, _) = err.location().unwrap_or_default();
+                (err.to_string(), field, line)
+            }
+        }
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map_or(0, |i| i + 1)
+    }
+
+    #[test]
+    fn a_sql_fault_parses_with_its_fields_and_defaults() {
+        let experiment = Experiment::parse(&sql_experiment(PAUSE), "sql.toml").unwrap();
+        let fault = &experiment.method.faults[0];
+        assert_eq!(fault.kind.type_name(), "sql");
+        assert_eq!(fault.duration, Some(Duration::from_secs(30)));
+        let FaultKind::Sql(sql) = &fault.kind else {
+            panic!("a sql fault: {fault:?}");
+        };
+        assert_eq!(sql.url, "${vars.replica_database}");
+        assert_eq!(sql.statement, "SELECT pg_wal_replay_pause()");
+        assert_eq!(sql.undo, "SELECT pg_wal_replay_resume()");
+        assert_eq!(
+            sql.verify.as_deref(),
+            Some("SELECT pg_is_wal_replay_paused()")
+        );
+        assert_eq!(sql.timeout, Duration::from_secs(2));
+        // It serialises back into TOML that parses to the same experiment.
+        let again = toml::to_string(&experiment).unwrap();
+        assert_eq!(Experiment::parse(&again, "again.toml").unwrap(), experiment);
+
+        let minimal =
+            sql_experiment("statement = \"CREATE TABLE t ()\"\nundo = \"DROP TABLE IF EXISTS t\"");
+        let experiment = Experiment::parse(&minimal, "sql.toml").unwrap();
+        let FaultKind::Sql(sql) = &experiment.method.faults[0].kind else {
+            panic!("a sql fault");
+        };
+        assert_eq!(sql.url, "${database}", "the target's database");
+        assert_eq!(sql.verify, None);
+        assert_eq!(sql.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sql_fault_errors_name_the_field_and_its_line() {
+        let statement = "statement = \"SELECT pg_wal_replay_pause()\"";
+        let undo = "undo = \"SELECT pg_wal_replay_resume()\"";
+        let cases = [
+            (
+                format!("statement = \"  \"\n{undo}"),
+                "statement",
+                "must not be empty",
+                "statement = ",
+            ),
+            (
+                statement.to_owned(),
+                "undo",
+                "a sql fault must be reversible",
+                "[[method.faults]]",
+            ),
+            (
+                format!("{statement}\nundo = \"\""),
+                "undo",
+                "a sql fault must be reversible",
+                "undo = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nverify = \"\""),
+                "verify",
+                "must not be empty",
+                "verify = ",
+            ),
+            (
+                format!("{statement}\n{undo}\ntimeout = \"0s\""),
+                "timeout",
+                "must be more than 0",
+                "timeout = ",
+            ),
+            (
+                format!("{statement}\n{undo}\ntimeout = \"1m\""),
+                "timeout",
+                "settings.action_timeout, which bounds every action, is 30s",
+                "timeout = ",
+            ),
+            (
+                format!("{statement}\n{undo}\ntimeout = \"soon\""),
+                "timeout",
+                "invalid duration \"soon\"",
+                "timeout = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nurl = \"http://u:hunter2@db/x\""),
+                "url",
+                "is a http: URL, not a PostgreSQL one",
+                "url = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nurl = \"postgres://u:hunter2@db:port/x\""),
+                "url",
+                "is not a URL (invalid port number)",
+                "url = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nurl = \"${{vars.replica\""),
+                "url",
+                "unterminated",
+                "url = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nurl = \"\""),
+                "url",
+                "must not be empty",
+                "url = ",
+            ),
+            (
+                format!("{statement}\n{undo}\nurl = 5432"),
+                "url",
+                "invalid type: integer `5432`, expected a string",
+                "url = ",
+            ),
+            (
+                format!("{undo}\nurl = \"${{database}}\""),
+                "statement",
+                "missing field `statement`",
+                "[[method.faults]]",
+            ),
+            // Fields of other fault types.
+            (
+                format!("{statement}\n{undo}\nproxy = \"payments\""),
+                "proxy",
+                "unknown field `proxy`, expected one of `url`, `statement`, `undo`, `verify`, `timeout`",
+                "proxy = ",
+            ),
+            (
+                format!("{statement}\n{undo}\ncommand = [\"true\"]"),
+                "command",
+                "unknown field `command`",
+                "command = ",
+            ),
+            (
+                format!("{statement}\nundo = [\"rm\", \"-f\", \"/tmp/x\"]"),
+                "undo",
+                "invalid type: sequence, expected a string",
+                "undo = ",
+            ),
+            (
+                format!("{statement}\n{undo}\ndatabase = \"${{database}}\""),
+                "database",
+                "unknown field `database`",
+                "database = \"${database}\"",
+            ),
+        ];
+        for (fields, field, needle, line_needle) in cases {
+            let text = sql_experiment(&fields);
+            let (message, found, line) = error(&text);
+            assert_eq!(found, format!("method.faults[0].{field}"), "{message}");
+            assert!(message.contains(needle), "{needle:?} in {message}");
+            assert!(
+                message.starts_with(&format!("sql.toml:{line}:")),
+                "{message}"
+            );
+            assert_eq!(line, line_of(&text, line_needle), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
 }

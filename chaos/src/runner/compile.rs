@@ -15,8 +15,9 @@ use crate::actions::container::{ContainerInjection, ContainerRollback};
 use crate::actions::http::{HttpAction, HttpInjection};
 use crate::actions::load::{LoadConfigError, LoadSurge, Loadgen};
 use crate::actions::proxy::{ProxyOutage, ProxyReset, ToxicInjection};
+use crate::actions::sql::{SqlInjection, connect_options};
 use crate::actions::{ActionError, Fault, HttpRequest, Services};
-use crate::environment::{Environment, EnvironmentError};
+use crate::environment::{Environment, EnvironmentError, SecretUrl, redact_json};
 use crate::experiment::*;
 use crate::journal::ExperimentInfo;
 use crate::probes::alert::{AlertCheck, NoAlert};
@@ -218,6 +219,25 @@ impl Compiler<'_> {
                 Arc::new(HttpInjection::new(self.services.clone(), request, undo))
             }
             FaultKind::Load(load) => Arc::new(LoadSurge::new(Loadgen::from_spec(load, &self.env)?)),
+            FaultKind::Sql(sql) => {
+                // The URL may hold a password: errors quote it redacted, if at all.
+                let url =
+                    self.env
+                        .interpolate(&sql.url)
+                        .map_err(|source| CompileError::Environment {
+                            what: format!("{what}: url"),
+                            source: source.redacted(),
+                        })?;
+                connect_options(&url).map_err(|reason| CompileError::Action {
+                    what: format!("{what}: url"),
+                    source: Box::new(ActionError::Config(reason)),
+                })?;
+                Arc::new(
+                    SqlInjection::new(&spec.name, SecretUrl::new(url), &sql.statement, &sql.undo)
+                        .with_verify(sql.verify.clone())
+                        .with_timeout(sql.timeout),
+                )
+            }
         })
     }
 }
@@ -370,7 +390,8 @@ pub fn compile(
             description: experiment.description.clone(),
             tags: experiment.tags.clone(),
             path: path.map(|p| p.display().to_string()),
-            spec: serde_json::to_value(experiment).unwrap_or(Value::Null),
+            // For the journal: no password from a URL written in the file.
+            spec: redact_json(serde_json::to_value(experiment).unwrap_or(Value::Null)),
         },
         environment: env,
         settings,

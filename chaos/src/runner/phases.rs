@@ -181,7 +181,8 @@ impl Findings {
             faultline_version: env!("CARGO_PKG_VERSION").to_owned(),
             run_id,
             experiment: run.plan.info.clone(),
-            environment: run.plan.environment.clone(),
+            // Database URLs may hold passwords: the journal shows them as ***.
+            environment: run.plan.environment.redacted(),
             start: recorder.clock.rfc3339(0.0),
             end: recorder.clock.rfc3339(end_s),
             start_unix_ms: recorder.clock.start_unix_ms(),

@@ -5,6 +5,8 @@
 //! would label replicas of a service, on a private network. In nextest's
 //! `containers` test group.
 
+mod sql;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

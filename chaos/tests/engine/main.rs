@@ -15,4 +15,5 @@ mod parse;
 mod plan;
 mod report;
 mod runner;
+mod sql;
 mod support;
