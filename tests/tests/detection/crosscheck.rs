@@ -19,12 +19,13 @@ const SEVERITIES: [&str; 3] = ["page", "ticket", "info"];
 
 /// The dashboards that must exist, by uid, and whether they need the service
 /// (`job`) variable.
-const DASHBOARDS: [(&str, bool); 5] = [
+const DASHBOARDS: [(&str, bool); 6] = [
     ("faultline-overview", true),
     ("faultline-service", true),
     ("faultline-dependencies", true),
     ("faultline-slo", false),
     ("faultline-chaos", true),
+    ("faultline-postgres", false),
 ];
 
 /// The sections every runbook has, in order.

@@ -239,6 +239,55 @@ async fn alerts_are_routed_and_inhibited() -> Result<()> {
     .await?;
     eprintln!("inhibition checked after {:.1?}", started.elapsed());
 
+    // The read replica gone makes its lag moot: ReplicaUnavailable holds
+    // ReplicationLagRising back (same job), and is delivered itself.
+    let replica_down: &[(&str, &str)] = &[
+        ("alertname", "ReplicaUnavailable"),
+        ("severity", "ticket"),
+        ("job", "postgres"),
+    ];
+    let lag: &[(&str, &str)] = &[
+        ("alertname", "ReplicationLagRising"),
+        ("severity", "ticket"),
+        ("job", "postgres"),
+        ("instance", "postgres-replica-exporter:9187"),
+    ];
+    am.fire(&[replica_down, lag]).await?;
+    eventually(
+        "ReplicationLagRising to be suppressed, and ReplicaUnavailable delivered",
+        ROUTED_WITHIN,
+        || async {
+            let alert = am.alert("ReplicationLagRising").await?;
+            ensure!(
+                alert.status.state == "suppressed" && !alert.status.inhibited_by.is_empty(),
+                "ReplicationLagRising is {:?}",
+                alert.status
+            );
+            ensure!(
+                webhooks.receivers_of("ReplicaUnavailable", "firing") == ["ticket"],
+                "deliveries so far: {:?}",
+                webhooks.deliveries()
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    am.resolve(&[replica_down]).await?;
+    eventually(
+        "ReplicationLagRising at the ticket receiver once ReplicaUnavailable resolved",
+        ROUTED_WITHIN,
+        || async {
+            ensure!(
+                webhooks.receivers_of("ReplicationLagRising", "firing") == ["ticket"],
+                "deliveries so far: {:?}",
+                webhooks.deliveries()
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    eprintln!("replica inhibition checked after {:.1?}", started.elapsed());
+
     eprintln!("the whole test took {:.1?}", started.elapsed());
     drop(alertmanager);
     Ok(())
