@@ -24,13 +24,25 @@ where
     let deadline = started + timeout;
     let mut interval = FIRST_INTERVAL;
     let mut attempts = 0_u32;
+    // The reason the last finished attempt gave: an attempt cut short by the
+    // deadline says nothing by itself.
+    let mut reason: Option<String> = None;
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let last = match tokio::time::timeout(left, check()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => format!("{err:#}"),
-            Err(_) => "the last attempt was still running at the deadline".to_owned(),
+            Ok(Err(err)) => {
+                let text = format!("{err:#}");
+                reason = Some(text.clone());
+                text
+            }
+            Err(_) => match &reason {
+                Some(before) => format!(
+                    "the last attempt was still running at the deadline; the one before: {before}"
+                ),
+                None => "the last attempt was still running at the deadline".to_owned(),
+            },
         };
         let now = Instant::now();
         if now >= deadline {
@@ -78,6 +90,25 @@ mod tests {
         .to_string();
         assert!(err.contains("a miracle"), "{err}");
         assert!(err.contains("still broken"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_cut_by_the_deadline_reports_the_reason_before_it() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let err = eventually("a slow second call", Duration::from_secs(3), || {
+            let calls = Arc::clone(&calls);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    bail!("the first reason");
+                }
+                std::future::pending::<anyhow::Result<()>>().await
+            }
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("still running"), "{err}");
+        assert!(err.contains("the first reason"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,6 +42,12 @@ pub const REDIS_EXPORTER: LocalImage = LocalImage {
     tag: "1.45",
 };
 
+/// The PostgreSQL exporter, with faultline's replication queries baked in.
+pub const POSTGRES_EXPORTER: LocalImage = LocalImage {
+    name: "faultline-local/postgres-exporter",
+    tag: "0.11",
+};
+
 /// The demo's edge: one published port in front of the gateway replicas.
 pub const HAPROXY: LocalImage = LocalImage {
     name: "faultline-local/haproxy",
@@ -55,3 +61,44 @@ pub const FAULTLINE: LocalImage = LocalImage {
 
 /// The command that builds them all.
 pub const BUILD_COMMAND: &str = "compose/build-images";
+
+/// Every image above: what `compose/build-images` makes (besides the base
+/// they are all built on).
+pub const ALL: &[LocalImage] = &[
+    POSTGRES,
+    PROMETHEUS,
+    ALERTMANAGER,
+    REDIS,
+    REDIS_EXPORTER,
+    POSTGRES_EXPORTER,
+    HAPROXY,
+    FAULTLINE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tags here and the tags `compose/build-images` builds agree: a
+    /// constant nobody builds would fail every container test that needs it
+    /// with "missing image" even after a build.
+    #[test]
+    fn build_images_builds_every_image_named_here() {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(BUILD_COMMAND);
+        let text = std::fs::read_to_string(&script).unwrap();
+        for image in ALL {
+            let reference = image.reference();
+            let built = if *image == FAULTLINE {
+                text.contains(&format!("APP_TAG={reference}\n"))
+            } else {
+                text.lines().any(|line| {
+                    line.trim().starts_with('\'')
+                        && line.trim().ends_with(&format!(" {reference}'"))
+                })
+            };
+            assert!(built, "{BUILD_COMMAND} does not build {reference}");
+        }
+    }
+}

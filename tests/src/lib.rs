@@ -5,7 +5,8 @@
 //! - [`prom_text`]: read a Prometheus text page and match series in it.
 //! - [`prometheus`]: query a Prometheus server's HTTP API.
 //! - [`rules`]: Prometheus rule files, PromQL scanning, the compressed time scale.
-//! - [`postgres`]: a PostgreSQL container, and one database per test.
+//! - [`postgres`]: a PostgreSQL container (a primary, or a hot standby of
+//!   one), one database per test, and the PostgreSQL exporter.
 //! - [`stack`]: a private network with a shop service and Prometheus on it.
 //! - [`shop_stack`]: every role of the shop in containers, ready.
 //! - [`redis`]: Redis and its exporter, for the gateway's shared cache and limit.

@@ -1,15 +1,19 @@
 //! The whole shop in containers on one network: PostgreSQL, payments, catalog,
 //! orders, worker and gateway (orders and gateway in as many replicas as
-//! asked), Redis when asked, all ready.
+//! asked), Redis and a PostgreSQL read replica when asked, all ready.
 
 use std::time::Duration;
 
 use crate::alertmanager::{Alertmanager, Webhooks, routing_config};
 use crate::fault_proxy::FaultProxy;
+use crate::images::{self, LocalImage};
 use crate::otlp::OtlpReceiver;
-use crate::postgres::{Postgres, TestDatabase};
+use crate::postgres::{
+    EXPORTER_SCRAPE_INTERVAL, Postgres, PostgresExporter, PostgresRole, REPLICA_SERVICE,
+    REPLICA_SLOT, TestDatabase,
+};
 use crate::redis::{Redis, RedisExporter};
-use crate::stack::{Network, Prometheus, Shop, prometheus_config};
+use crate::stack::{Network, Prometheus, Shop, labelled_scrape_job, prometheus_config};
 
 /// How long the stack gets to become ready: generous, two noisy cores.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -64,6 +68,18 @@ pub struct StackOptions {
     /// How many gateway replicas run (each told the count, for its share of
     /// the rate limit while Redis is unavailable).
     pub gateway_replicas: usize,
+    /// Run a PostgreSQL read replica: a hot standby of the primary (service
+    /// `postgres-replica`, slot and `application_name` `replica_1`), started
+    /// and streaming before the shop, which the catalog reads from
+    /// (`FAULTLINE_DATABASE_READ_URL`: the same database and user as
+    /// `DATABASE_URL`, on the replica). It is published on a fixed host port,
+    /// so that [`ShopStack::replica_url`] still reaches it after an
+    /// experiment kills and starts it again. With it, one PostgreSQL exporter
+    /// per server (services `postgres-exporter`, `postgres-replica-exporter`),
+    /// scraped with `prometheus` as job `postgres`, each target labelled
+    /// `role="primary"` or `role="replica"` and `instance="postgres"` or
+    /// `instance="postgres-replica"`, as in compose.
+    pub read_replica: bool,
 }
 
 /// Where Prometheus also reads rule files: a directory in its own writable
@@ -89,7 +105,29 @@ impl Default for StackOptions {
             redis: false,
             redis_through_proxy: false,
             gateway_replicas: 1,
+            read_replica: false,
         }
+    }
+}
+
+impl StackOptions {
+    /// The local images a stack with these options starts: what to give
+    /// [`crate::docker::preflight`] first.
+    pub fn images(&self) -> Vec<LocalImage> {
+        let mut images = vec![images::POSTGRES, images::FAULTLINE];
+        if self.prometheus {
+            images.push(images::PROMETHEUS);
+        }
+        if self.alertmanager {
+            images.push(images::ALERTMANAGER);
+        }
+        if self.redis {
+            images.extend([images::REDIS, images::REDIS_EXPORTER]);
+        }
+        if self.read_replica {
+            images.push(images::POSTGRES_EXPORTER);
+        }
+        images
     }
 }
 
@@ -99,6 +137,13 @@ pub struct ShopStack {
     pub network: Network,
     pub postgres: Postgres,
     pub database: TestDatabase,
+    /// The read replica (a hot standby of `postgres`), with `read_replica`.
+    pub replica: Option<Postgres>,
+    /// The PostgreSQL exporters, with `read_replica`: the primary's, then
+    /// the replica's.
+    pub postgres_exporters: Vec<PostgresExporter>,
+    /// The shop's database on the replica, for the test process.
+    replica_url: Option<String>,
     pub payments: Shop,
     pub catalog: Shop,
     /// The orders replicas.
@@ -154,6 +199,38 @@ impl ShopStack {
         let postgres = Postgres::start_on(&network, &network.host("postgres"), fixed_port).await?;
         let database = postgres.create_database("shop").await?;
         let database_url = postgres.url_in_network(&database.name);
+        // The standby clones the primary once the shop's database exists;
+        // what the shop writes later reaches it by streaming.
+        let replica = if options.read_replica {
+            let replica = Postgres::start_standby(
+                &network,
+                &network.host(REPLICA_SERVICE),
+                &postgres,
+                Some(free_port()?),
+            )
+            .await?;
+            postgres.wait_streaming(REPLICA_SLOT, READY_WITHIN).await?;
+            Some(replica)
+        } else {
+            None
+        };
+        let mut postgres_exporters = Vec::new();
+        if let Some(replica) = &replica {
+            for (server, role) in [
+                (&postgres, PostgresRole::Primary),
+                (replica, PostgresRole::Replica),
+            ] {
+                let host = network.host(&format!("{}-exporter", role.instance()));
+                postgres_exporters
+                    .push(PostgresExporter::start(&network, &host, &server.host, role).await?);
+            }
+        }
+        let read_url = replica
+            .as_ref()
+            .map(|replica| replica.url_in_network(&database.name));
+        let replica_url = replica
+            .as_ref()
+            .map(|replica| format!("{}/{}", replica.admin_url, database.name));
         let mut common: Vec<(&str, String)> = vec![("OTEL_BSP_SCHEDULE_DELAY", "200".into())];
         let proxy = if options.payments_through_proxy
             || options.orders_through_proxy
@@ -229,6 +306,7 @@ impl ShopStack {
                 [("DATABASE_URL", database_url.clone())]
                     .into_iter()
                     .chain(redis_url.clone().map(|url| ("FAULTLINE_REDIS_URL", url)))
+                    .chain(read_url.map(|url| ("FAULTLINE_DATABASE_READ_URL", url)))
                     .collect(),
             ),
         )
@@ -373,6 +451,7 @@ impl ShopStack {
                 jobs.push(("redis", vec![exporter.metrics_target()]));
             }
             let mut config = prometheus_config(Duration::from_secs(1), &jobs);
+            config.push_str(&postgres_scrape_job(&postgres_exporters));
             config.push_str(&format!(
                 "rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n  - {DROP_IN_RULES}\n"
             ));
@@ -398,6 +477,9 @@ impl ShopStack {
             network,
             postgres,
             database,
+            replica,
+            postgres_exporters,
+            replica_url,
             payments,
             catalog,
             orders,
@@ -426,6 +508,27 @@ impl ShopStack {
         &self.gateway.http_url
     }
 
+    /// The shop's database on the read replica, for the test process:
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`, with
+    /// `read_replica`. The port is fixed, so the URL still holds after the
+    /// replica is killed and started again.
+    pub fn replica_url(&self) -> Option<&str> {
+        self.replica_url.as_deref()
+    }
+
+    /// Waits until the read replica streams from the primary again (after a
+    /// restart of either), with `read_replica`.
+    pub async fn wait_replica_streaming(&self, within: Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(self.replica.is_some(), "the stack has no read replica");
+        self.postgres.wait_streaming(REPLICA_SLOT, within).await
+    }
+
+    /// Job `postgres` of the exporters, as YAML to append to the
+    /// `scrape_configs` of a prometheus.yml; empty without `read_replica`.
+    pub fn postgres_scrape_job(&self) -> String {
+        postgres_scrape_job(&self.postgres_exporters)
+    }
+
     /// A connection pool to the shop's database, for checking invariants.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::postgres::PgPoolOptions::new()
@@ -433,6 +536,18 @@ impl ShopStack {
             .connect(&self.database.url)
             .await?)
     }
+}
+
+/// Job `postgres`: one target per exporter, labelled with its role.
+fn postgres_scrape_job(exporters: &[PostgresExporter]) -> String {
+    if exporters.is_empty() {
+        return String::new();
+    }
+    let targets: Vec<_> = exporters
+        .iter()
+        .map(PostgresExporter::labelled_target)
+        .collect();
+    labelled_scrape_job("postgres", Some(EXPORTER_SCRAPE_INTERVAL), &targets)
 }
 
 /// Waits until Prometheus has scraped every target and no alert but the

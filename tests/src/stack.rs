@@ -278,9 +278,69 @@ pub fn prometheus_config(interval: Duration, jobs: &[(&str, Vec<String>)]) -> St
     yaml
 }
 
+/// A scrape target with labels of its own (a `role`, a readable `instance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledTarget {
+    /// `host:port`.
+    pub address: String,
+    /// Target labels, as (name, value).
+    pub labels: Vec<(String, String)>,
+}
+
+/// One scrape job whose targets carry labels of their own, as YAML to append
+/// to the `scrape_configs` of [`prometheus_config`] (before anything else is
+/// appended after it). With `every`, the job is scraped at that interval,
+/// with a timeout as long, instead of the global one.
+pub fn labelled_scrape_job(
+    job: &str,
+    every: Option<Duration>,
+    targets: &[LabelledTarget],
+) -> String {
+    let mut yaml = format!("  - job_name: '{job}'\n");
+    if let Some(every) = every {
+        let seconds = every.as_secs().max(1);
+        yaml.push_str(&format!(
+            "    scrape_interval: {seconds}s\n    scrape_timeout: {seconds}s\n"
+        ));
+    }
+    yaml.push_str("    static_configs:\n");
+    for target in targets {
+        yaml.push_str(&format!("      - targets: ['{}']\n", target.address));
+        if !target.labels.is_empty() {
+            yaml.push_str("        labels:\n");
+            for (name, value) in &target.labels {
+                yaml.push_str(&format!("          {name}: '{value}'\n"));
+            }
+        }
+    }
+    yaml
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_labelled_job_continues_the_scrape_configs() {
+        let mut yaml =
+            prometheus_config(Duration::from_secs(1), &[("shop", vec!["a:9000".into()])]);
+        yaml.push_str(&labelled_scrape_job(
+            "postgres",
+            Some(Duration::from_secs(2)),
+            &[LabelledTarget {
+                address: "x:9187".into(),
+                labels: vec![("role".into(), "primary".into())],
+            }],
+        ));
+        let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let jobs = parsed["scrape_configs"].as_sequence().unwrap();
+        assert_eq!(jobs.len(), 2, "{yaml}");
+        assert_eq!(jobs[1]["job_name"], "postgres");
+        assert_eq!(jobs[1]["scrape_timeout"], "2s");
+        let config = &jobs[1]["static_configs"][0];
+        assert_eq!(config["targets"][0], "x:9187");
+        assert_eq!(config["labels"]["role"], "primary");
+    }
 
     #[test]
     fn prometheus_config_lists_every_job() {

@@ -13,11 +13,12 @@ use anyhow::{Context, bail, ensure};
 use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::eventually;
 use faultline_tests::images::{
-    ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+    ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, REDIS,
+    REDIS_EXPORTER,
 };
 use faultline_tests::prometheus::PrometheusClient;
 
-/// Generous: seventeen containers start on two cores.
+/// Generous: twenty containers start on two cores.
 const UP_WITHIN: Duration = Duration::from_secs(180);
 
 fn repo_root() -> PathBuf {
@@ -83,6 +84,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         &docker,
         &[
             POSTGRES,
+            POSTGRES_EXPORTER,
             PROMETHEUS,
             ALERTMANAGER,
             REDIS,
@@ -94,6 +96,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     .await?;
     let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
     let postgres_port = free_port()?;
+    let replica_port = free_port()?;
     let fault_admin_ports = (free_port()?, free_port()?);
     let demo = Demo {
         project: format!(
@@ -107,6 +110,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             ("FAULTLINE_PROXY_PORT", ports.3.to_string()),
             // Not 5432: another demo, or a PostgreSQL on the host, may hold it.
             ("FAULTLINE_POSTGRES_PORT", postgres_port.to_string()),
+            ("FAULTLINE_POSTGRES_REPLICA_PORT", replica_port.to_string()),
             (
                 "FAULTLINE_CATALOG_FAULT_ADMIN_PORT",
                 fault_admin_ports.0.to_string(),
@@ -123,7 +127,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let prometheus = PrometheusClient::new(format!("http://127.0.0.1:{}", ports.1), http.clone());
 
     // Every target up: each replica of each role (two gateways behind the
-    // edge), the proxy, the Redis exporter, Prometheus and Alertmanager.
+    // edge), the proxy, the Redis exporter, the two PostgreSQL exporters,
+    // Prometheus and Alertmanager.
     let wanted: BTreeSet<&str> = [
         "gateway",
         "catalog",
@@ -132,6 +137,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         "worker",
         "proxy",
         "redis",
+        "postgres",
         "prometheus",
         "alertmanager",
     ]
@@ -149,10 +155,44 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             .filter_map(|t| t.labels.get("job").map(String::as_str))
             .collect();
         ensure!(jobs == wanted, "jobs {jobs:?}");
-        ensure!(targets.len() == 13, "{} targets", targets.len());
+        ensure!(targets.len() == 15, "{} targets", targets.len());
         Ok(())
     })
     .await?;
+
+    // The read replica streams from the primary, each watched by its own
+    // exporter (job postgres, told apart by role), and the catalog reads
+    // from it.
+    for (query, want) in [
+        (
+            r#"pg_up{job="postgres", role="primary", instance="postgres"}"#,
+            1.0,
+        ),
+        (
+            r#"pg_up{job="postgres", role="replica", instance="postgres-replica"}"#,
+            1.0,
+        ),
+        (
+            r#"pg_replica_in_recovery{job="postgres", role="replica"}"#,
+            1.0,
+        ),
+        (
+            r#"pg_replication_standbys_streaming{job="postgres", role="primary"}"#,
+            1.0,
+        ),
+        // Both catalog replicas were given the replica and read from it.
+        (
+            r#"count(db_client_replica_in_use{job="catalog"} == 1)"#,
+            2.0,
+        ),
+    ] {
+        eventually(&format!("{query} == {want}"), UP_WITHIN, || async {
+            let value = prometheus.query_scalar(query).await?;
+            ensure!(value == want, "it is {value}");
+            Ok(())
+        })
+        .await?;
+    }
 
     // Every rule file of alerts/compressed is loaded.
     let groups: serde_json::Value = http

@@ -2,16 +2,17 @@
 //! Prometheus scraping every role, itself and Alertmanager each second with
 //! the compressed rules loaded, under load from the load generator. Every
 //! dashboard query must return data, every rule must evaluate without error,
-//! and no page may fire on a healthy shop.
+//! every metric the catalog lists from the PostgreSQL exporters is rendered
+//! with its labels, and no page may fire on a healthy shop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use faultline_tests::eventually;
 use faultline_tests::images::{
-    ALERTMANAGER, FAULTLINE, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+    ALERTMANAGER, FAULTLINE, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, REDIS, REDIS_EXPORTER,
 };
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, log_to_stderr, prometheus_config};
@@ -170,6 +171,7 @@ async fn unhealthy_rules(http: &reqwest::Client, base_url: &str) -> Result<Vec<S
 async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Result<()> {
     preflight(&[
         POSTGRES,
+        POSTGRES_EXPORTER,
         PROMETHEUS,
         ALERTMANAGER,
         REDIS,
@@ -180,11 +182,14 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     let started = Instant::now();
     // The fault admin API on, as in a chaos run: fault_active is rendered.
     // Redis, as in compose: the gateways share their cache and limit in it.
+    // A read replica, as in compose: the catalog reads from it, and both
+    // servers' exporters are scraped as job postgres.
     let stack = ShopStack::start(
         "detection_live",
         StackOptions {
             fault_admin: true,
             redis: true,
+            read_replica: true,
             gateway_replicas: 2,
             ..StackOptions::default()
         },
@@ -217,6 +222,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
         jobs.push(("redis", vec![exporter.metrics_target()]));
     }
     let mut config = prometheus_config(Duration::from_secs(1), &jobs);
+    config.push_str(&stack.postgres_scrape_job());
     config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
     let rules: Vec<(String, String)> = assets::files_in("alerts/compressed", ".rules.yml")?
         .into_iter()
@@ -307,6 +313,16 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     )
     .await;
 
+    // What the catalog lists from the PostgreSQL exporters is rendered, with
+    // exactly the labels it lists (besides the target's job, instance and
+    // role), on both roles together.
+    let exporter_series = eventually(
+        "every postgres-exporter metric of the catalog, with its labels",
+        Duration::from_secs(30),
+        || async { postgres_exporter_series_problems(client).await },
+    )
+    .await;
+
     // The alerting pipeline works, and nothing pages on a healthy shop.
     let alerts = client.alerts().await?;
     stop_load.cancel();
@@ -329,6 +345,9 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     }
     if let Err(err) = rules_health {
         failures.push(format!("rules that do not evaluate: {err:#}"));
+    }
+    if let Err(err) = exporter_series {
+        failures.push(format!("{err:#}"));
     }
     let firing = |alert: &faultline_tests::prometheus::Alert, key: &str, value: &str| {
         alert.state == "firing" && alert.labels.get(key).map(String::as_str) == Some(value)
@@ -373,5 +392,65 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
         Err(err) => failures.push(format!("{err:#}")),
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// Fails naming each catalog metric of source `postgres-exporter` that job
+/// `postgres` does not render, or renders with other labels than listed.
+async fn postgres_exporter_series_problems(
+    client: &faultline_tests::prometheus::PrometheusClient,
+) -> Result<()> {
+    /// Labels Prometheus adds to every series of the job.
+    const TARGET_LABELS: [&str; 4] = ["__name__", "job", "instance", "role"];
+    let catalog = faultline_telemetry::Catalog::embedded()?;
+    let specs: Vec<_> = catalog.from_source("postgres-exporter").collect();
+    // All at once: one after the other, they take seconds on a loaded machine.
+    let queries: Vec<String> = specs
+        .iter()
+        .map(|spec| format!(r#"{{__name__="{}", job="postgres"}}"#, spec.name))
+        .collect();
+    let answers = futures::future::join_all(queries.iter().map(|query| client.query(query))).await;
+    let mut problems = Vec::new();
+    let checked = specs.len();
+    for (spec, series) in specs.iter().zip(answers) {
+        let series = series?;
+        if series.is_empty() {
+            problems.push(format!("{}: no series", spec.name));
+            continue;
+        }
+        // A label whose value is empty is no label in Prometheus (the
+        // pg_stat_database row of the shared catalogs has datid 0 and no
+        // datname), so each series has some of the listed labels, and all
+        // of them together have every one.
+        let listed: BTreeSet<&str> = spec.labels.iter().map(String::as_str).collect();
+        let mut seen = BTreeSet::new();
+        let mut extra = false;
+        for sample in &series {
+            let rendered: BTreeSet<&str> = sample
+                .metric
+                .keys()
+                .map(String::as_str)
+                .filter(|label| !TARGET_LABELS.contains(label))
+                .collect();
+            if !rendered.is_subset(&listed) {
+                problems.push(format!(
+                    "{}: rendered with labels {rendered:?}, the catalog lists {listed:?}",
+                    spec.name
+                ));
+                extra = true;
+                break;
+            }
+            seen.extend(rendered);
+        }
+        if !extra && seen.len() < listed.len() {
+            problems.push(format!(
+                "{}: no series has the labels {:?} the catalog lists",
+                spec.name,
+                listed.difference(&seen).collect::<Vec<_>>()
+            ));
+        }
+    }
+    ensure!(checked > 0, "the catalog lists no postgres-exporter metric");
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }

@@ -31,6 +31,9 @@ fn environment(stack: &ShopStack) -> anyhow::Result<Environment> {
     if let Some(proxy) = &stack.proxy {
         env.set("proxy_api", &proxy.api_url)?;
     }
+    if let Some(replica) = stack.replica_url() {
+        env.set("vars.replica_database", replica)?;
+    }
     // Replica 1 of each role, as the compose demo publishes them.
     let first_replicas = [
         ("catalog", Some(&stack.catalog)),
@@ -836,4 +839,290 @@ async fn a_product_one_gateway_cached_is_served_by_the_other(
         },
     )
     .await
+}
+
+/// The images of a stack with a read replica and the PostgreSQL exporters.
+const REPLICA_IMAGES: &[faultline_tests::images::LocalImage] = &[
+    faultline_tests::images::POSTGRES,
+    faultline_tests::images::POSTGRES_EXPORTER,
+    faultline_tests::images::PROMETHEUS,
+    faultline_tests::images::FAULTLINE,
+];
+
+/// The catalog's product reads, as PostgreSQL's pg_stat_statements records
+/// them (the list and the detail: the only statements that read these
+/// columns this way).
+const PRODUCT_READS: &str = "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+     WHERE query LIKE 'SELECT id, sku, name, price_cents, stock FROM products%'";
+
+/// The catalog reads products from the read replica: the replica's
+/// statement counts grow with the reads and the primary's do not; a write
+/// followed by a read that names the write's position sees it. Then the
+/// replica-lag experiment (replay paused: reads move to the primary once the
+/// lag passes the bound, and a write made meanwhile shows in product reads
+/// within the staleness bound, long before replay resumes) and the
+/// replica-down experiment (the replica killed: no read fails, the catalog
+/// stays ready) must pass with their alerts, and replay offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_replica_serves_product_reads_and_losing_it_is_graceful() -> anyhow::Result<()> {
+    preflight(REPLICA_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_replica",
+        StackOptions {
+            prometheus: true,
+            read_replica: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    product_reads_go_to_the_replica(&stack).await?;
+    a_read_after_a_write_sees_it(&stack).await?;
+
+    let (journal, staleness) = tokio::join!(
+        run("replica-lag", "replica_lag", &stack),
+        a_write_shows_within_the_bound_while_replay_is_paused(&stack),
+    );
+    let journal = journal?;
+    assert_passed(&journal);
+    let seen_after = staleness?;
+    eprintln!(
+        "replica-lag: a write made while replay was paused showed in reads after {seen_after:.1} s"
+    );
+    replays_offline(&journal, "replica_lag", "replica-lag").await?;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let readiness = tokio::spawn(catalog_readiness(
+        stack.catalog.admin_url.clone(),
+        stop.clone(),
+    ));
+    let journal = run("replica-down", "replica_down", &stack).await;
+    stop.cancel();
+    let (ready, not_ready) = readiness.await??;
+    let journal = journal?;
+    assert_passed(&journal);
+    anyhow::ensure!(
+        ready > 0 && not_ready.is_empty(),
+        "the catalog's readiness must not depend on the replica: {ready} ready, not ready: {not_ready:?}"
+    );
+    replays_offline(&journal, "replica_down", "replica-down").await
+}
+
+async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await?)
+}
+
+async fn catalog_metric(
+    stack: &ShopStack,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> anyhow::Result<f64> {
+    let page = stack.catalog.metrics().await?;
+    Ok(page.find(name, labels).map(|sample| sample.value).sum())
+}
+
+async fn product_reads_go_to_the_replica(stack: &ShopStack) -> anyhow::Result<()> {
+    faultline_tests::eventually(
+        "the catalog to read from the replica",
+        std::time::Duration::from_secs(30),
+        || async {
+            let in_use = catalog_metric(stack, "db_client_replica_in_use", &[]).await?;
+            anyhow::ensure!(in_use == 1.0, "db_client_replica_in_use is {in_use}");
+            Ok(())
+        },
+    )
+    .await?;
+    let primary = stack.db().await?;
+    let replica = connect(stack.replica_url().context("a stack with a read replica")?).await?;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&primary)
+        .await?;
+    // The extension reaches the standby by replication.
+    faultline_tests::eventually(
+        "pg_stat_statements on the replica",
+        std::time::Duration::from_secs(10),
+        || async {
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&replica)
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&primary)
+        .await?;
+    let http = faultline_tests::http_client()?;
+    let reads = 20;
+    for i in 0..reads {
+        let path = if i % 2 == 0 {
+            "/api/products".to_owned()
+        } else {
+            format!("/api/products/{}", 1 + i % 20)
+        };
+        let response = http
+            .get(format!("{}{path}", stack.catalog.http_url))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "{path}: {}", response.status());
+    }
+    let on_replica: i64 = sqlx::query_scalar(PRODUCT_READS)
+        .fetch_one(&replica)
+        .await?;
+    let on_primary: i64 = sqlx::query_scalar(PRODUCT_READS)
+        .fetch_one(&primary)
+        .await?;
+    eprintln!("product reads: {on_replica} on the replica, {on_primary} on the primary");
+    anyhow::ensure!(
+        on_replica >= reads,
+        "the replica ran {on_replica} product reads of the {reads} made"
+    );
+    anyhow::ensure!(
+        on_primary == 0,
+        "the primary ran {on_primary} product reads, which the replica should have served"
+    );
+    Ok(())
+}
+
+/// Reserves `quantity` of `product` for a new order, straight at the
+/// catalog; the order id and the write's WAL position.
+async fn reserve(
+    stack: &ShopStack,
+    product: i64,
+    quantity: i64,
+) -> anyhow::Result<(uuid::Uuid, Option<String>)> {
+    let order = uuid::Uuid::new_v4();
+    let response = faultline_tests::http_client()?
+        .post(format!("{}/api/reservations", stack.catalog.http_url))
+        .json(&serde_json::json!({
+            "order_id": order,
+            "items": [{ "product_id": product, "quantity": quantity }],
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 201, "reserve: {}", response.status());
+    let lsn = response
+        .headers()
+        .get("faultline-write-lsn")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    Ok((order, lsn))
+}
+
+async fn release(stack: &ShopStack, order: uuid::Uuid) -> anyhow::Result<()> {
+    let response = faultline_tests::http_client()?
+        .delete(format!(
+            "{}/api/reservations/{order}",
+            stack.catalog.http_url
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 204, "release: {}", response.status());
+    Ok(())
+}
+
+async fn stock(stack: &ShopStack, product: i64, after: Option<&str>) -> anyhow::Result<i64> {
+    let mut request = faultline_tests::http_client()?
+        .get(format!("{}/api/products/{product}", stack.catalog.http_url));
+    if let Some(lsn) = after {
+        request = request.header("faultline-read-after-lsn", lsn);
+    }
+    let response = request.send().await?;
+    anyhow::ensure!(response.status() == 200, "read: {}", response.status());
+    let body: serde_json::Value = response.json().await?;
+    body["stock"].as_i64().context("a product with its stock")
+}
+
+/// Twenty times: reserve, then read the product at once naming the write's
+/// position. Every read sees its write, whoever serves it.
+async fn a_read_after_a_write_sees_it(stack: &ShopStack) -> anyhow::Result<()> {
+    let product = 7;
+    for _ in 0..20 {
+        let before = stock(stack, product, None).await?;
+        let (order, lsn) = reserve(stack, product, 3).await?;
+        let lsn = lsn.context("a write with a read replica answers with its WAL position")?;
+        let after = stock(stack, product, Some(&lsn)).await?;
+        release(stack, order).await?;
+        anyhow::ensure!(
+            after <= before - 3,
+            "a read after the write at {lsn} shows stock {after}, not the {} it left",
+            before - 3
+        );
+    }
+    Ok(())
+}
+
+/// While replay is paused: a write shows in plain product reads (no
+/// position named) within the staleness bound (5 s + two 1 s checks), that
+/// is, from the primary, long before replay resumes 20 s after the pause.
+/// The seconds it took.
+async fn a_write_shows_within_the_bound_while_replay_is_paused(
+    stack: &ShopStack,
+) -> anyhow::Result<f64> {
+    let replica = connect(stack.replica_url().context("a stack with a read replica")?).await?;
+    faultline_tests::eventually(
+        "the experiment to pause replay",
+        std::time::Duration::from_secs(90),
+        || async {
+            let paused: bool = sqlx::query_scalar("SELECT pg_is_wal_replay_paused()")
+                .fetch_one(&replica)
+                .await?;
+            anyhow::ensure!(paused, "replay is not paused yet");
+            Ok(())
+        },
+    )
+    .await?;
+    // 500 units of a product with 100 000: the load buys at most 2 at a time.
+    let product = 13;
+    let before = stock(stack, product, None).await?;
+    let written = std::time::Instant::now();
+    let (order, _) = reserve(stack, product, 500).await?;
+    let seen = faultline_tests::eventually(
+        "the write to show in product reads",
+        std::time::Duration::from_secs(9),
+        || async {
+            let now = stock(stack, product, None).await?;
+            anyhow::ensure!(
+                now <= before - 500,
+                "stock {now}: the write is not visible yet"
+            );
+            Ok(written.elapsed().as_secs_f64())
+        },
+    )
+    .await;
+    let still_paused: bool = sqlx::query_scalar("SELECT pg_is_wal_replay_paused()")
+        .fetch_one(&replica)
+        .await?;
+    release(stack, order).await?;
+    let seen = seen?;
+    anyhow::ensure!(
+        still_paused,
+        "replay resumed before the write showed: the proof needs it paused"
+    );
+    Ok(seen)
+}
+
+/// Polls the catalog's readiness every 200 ms until `stop`: how many
+/// answers were ready, and the others.
+async fn catalog_readiness(
+    admin_url: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(u32, Vec<String>)> {
+    let http = faultline_tests::http_client()?;
+    let mut ready = 0;
+    let mut not_ready = Vec::new();
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return Ok((ready, not_ready)),
+        }
+        match http.get(format!("{admin_url}/health/ready")).send().await {
+            Ok(response) if response.status() == 200 => ready += 1,
+            Ok(response) => not_ready.push(response.status().to_string()),
+            Err(err) => not_ready.push(err.to_string()),
+        }
+    }
 }

@@ -1,12 +1,19 @@
-//! The foundation: the shop image runs, Prometheus scrapes it, and readiness
-//! follows PostgreSQL.
+//! The foundation: the shop image runs, Prometheus scrapes it, readiness
+//! follows PostgreSQL, and a read replica streams from the primary.
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 use faultline_tests::eventually;
-use faultline_tests::postgres::{Postgres, TestDatabase};
+use faultline_tests::postgres::{PORT, Postgres, REPLICA_SLOT, TestDatabase};
+use faultline_tests::prometheus::PrometheusClient;
+use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, SHOP_ADMIN_PORT, Shop, prometheus_config};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use testcontainers::bollard::query_parameters::{
+    KillContainerOptionsBuilder, StartContainerOptions,
+};
 
 use crate::{FOUNDATION_IMAGES, preflight};
 
@@ -145,5 +152,184 @@ async fn readiness_fails_while_postgres_is_paused() -> anyhow::Result<()> {
 
     // And it recovers by itself once PostgreSQL answers again.
     wait_for_readiness(&shop, 200).await?;
+    Ok(())
+}
+
+/// A row the primary commits shows on the replica, within `within`.
+async fn wait_replicated(replica_url: &str, id: &str, within: Duration) -> anyhow::Result<()> {
+    eventually(&format!("row {id} on the replica"), within, || async {
+        let mut conn = PgConnection::connect(replica_url).await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM replication_probe WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut conn)
+                .await?;
+        conn.close().await?;
+        ensure!(found.is_some(), "not there yet");
+        Ok(())
+    })
+    .await
+}
+
+/// Polls `promql` until it returns exactly one sample equal to `want`.
+async fn wait_value(prometheus: &PrometheusClient, promql: &str, want: f64) -> anyhow::Result<()> {
+    eventually(&format!("{promql} == {want}"), READY_WITHIN, || async {
+        let value = prometheus.query_scalar(promql).await?;
+        ensure!(value == want, "it is {value}");
+        Ok(())
+    })
+    .await
+}
+
+/// A stack with a read replica: a hot standby of the primary, streaming
+/// through its slot, readable from the test process at
+/// `ShopStack::replica_url`, and each server watched by its own exporter,
+/// scraped as job `postgres` with its role. Then what the replica-down
+/// experiment does: the replica killed and started again comes back on the
+/// same host port, streaming, with what the primary wrote while it was down.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_replica_streams_is_scraped_and_comes_back_after_a_kill() -> anyhow::Result<()> {
+    let options = StackOptions {
+        read_replica: true,
+        prometheus: true,
+        ..StackOptions::default()
+    };
+    preflight(&options.images()).await?;
+    let stack = ShopStack::start("foundation_read_replica", options).await?;
+    let replica_url = stack.replica_url().context("the stack has a replica")?;
+    let replica = stack.replica.as_ref().context("the stack has a replica")?;
+    let prometheus = &stack.prometheus.as_ref().context("Prometheus")?.client;
+
+    // The replica is a standby, and the primary sees it streaming.
+    let mut conn = PgConnection::connect(replica_url).await?;
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut conn)
+        .await?;
+    assert!(in_recovery, "the replica is in recovery");
+    let refused = sqlx::query("CREATE TABLE must_fail (id int)")
+        .execute(&mut conn)
+        .await;
+    assert!(refused.is_err(), "the replica refuses writes");
+    conn.close().await?;
+    let primary = stack.db().await?;
+    let streaming: (String, String) = sqlx::query_as(
+        "SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1",
+    )
+    .bind(REPLICA_SLOT)
+    .fetch_one(&primary)
+    .await?;
+    assert_eq!(streaming, ("streaming".to_owned(), "async".to_owned()));
+
+    // A row written on the primary becomes visible on the replica.
+    sqlx::query("CREATE TABLE replication_probe (id text PRIMARY KEY)")
+        .execute(&primary)
+        .await?;
+    let insert = |id: &'static str| {
+        sqlx::query("INSERT INTO replication_probe (id) VALUES ($1)")
+            .bind(id)
+            .execute(&primary)
+    };
+    insert("before").await?;
+    wait_replicated(replica_url, "before", READY_WITHIN).await?;
+
+    // Prometheus scrapes both exporters, each with its role, and the custom
+    // queries answer on both without an error.
+    for role in ["primary", "replica"] {
+        wait_value(
+            prometheus,
+            &format!(r#"up{{job="postgres",role="{role}"}}"#),
+            1.0,
+        )
+        .await?;
+        wait_value(
+            prometheus,
+            &format!(r#"pg_up{{job="postgres",role="{role}"}}"#),
+            1.0,
+        )
+        .await?;
+        wait_value(
+            prometheus,
+            &format!(r#"pg_exporter_last_scrape_error{{job="postgres",role="{role}"}}"#),
+            0.0,
+        )
+        .await?;
+    }
+    wait_value(prometheus, r#"pg_replica_in_recovery{role="replica"}"#, 1.0).await?;
+    wait_value(prometheus, r#"pg_replica_in_recovery{role="primary"}"#, 0.0).await?;
+    wait_value(
+        prometheus,
+        r#"pg_replication_standbys_streaming{role="primary"}"#,
+        1.0,
+    )
+    .await?;
+    wait_value(
+        prometheus,
+        r#"pg_replication_standbys_streaming{role="replica"}"#,
+        0.0,
+    )
+    .await?;
+    wait_value(
+        prometheus,
+        &format!(r#"pg_replication_slots_active{{role="primary",slot_name="{REPLICA_SLOT}"}}"#),
+        1.0,
+    )
+    .await?;
+    // The catalog was given the replica (FAULTLINE_DATABASE_READ_URL) and
+    // reads from it.
+    wait_value(
+        prometheus,
+        r#"db_client_replica_in_use{job="catalog"}"#,
+        1.0,
+    )
+    .await?;
+    let mut instances: Vec<String> = prometheus
+        .query(r#"up{job="postgres"}"#)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.metric.get("instance").cloned())
+        .collect();
+    instances.sort();
+    assert_eq!(instances, ["postgres", "postgres-replica"]);
+
+    // Killed and started again, as the replica-down experiment does: same
+    // host port, streaming again, and caught up through its slot with what
+    // the primary wrote meanwhile.
+    let port_before = replica.container.get_host_port_ipv4(PORT).await?;
+    let docker = faultline_tests::docker::require_docker().await?;
+    let id = replica.container.id();
+    docker
+        .kill_container(
+            id,
+            Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+        )
+        .await?;
+    wait_value(
+        prometheus,
+        r#"pg_replication_standbys_streaming{role="primary"}"#,
+        0.0,
+    )
+    .await?;
+    wait_value(prometheus, r#"pg_up{role="replica"}"#, 0.0).await?;
+    insert("while_down").await?;
+    docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await?;
+    let port_after = replica.container.get_host_port_ipv4(PORT).await?;
+    assert_eq!(
+        port_before, port_after,
+        "the replica's host port survives a restart"
+    );
+    stack.wait_replica_streaming(READY_WITHIN).await?;
+    insert("after").await?;
+    wait_replicated(replica_url, "while_down", READY_WITHIN).await?;
+    wait_replicated(replica_url, "after", READY_WITHIN).await?;
+    wait_value(prometheus, r#"pg_up{role="replica"}"#, 1.0).await?;
+    wait_value(
+        prometheus,
+        r#"pg_replication_standbys_streaming{role="primary"}"#,
+        1.0,
+    )
+    .await?;
+    wait_value(prometheus, r#"pg_replica_in_recovery{role="replica"}"#, 1.0).await?;
     Ok(())
 }
