@@ -21,8 +21,9 @@ use crate::servers::{self, ServeCommand};
 /// variant, a bare axum server, the fault proxy, gateways with each level of
 /// the catalog cache and an OTLP sink, each in its own process; alternates
 /// them in short rounds; then measures the memory of the five roles,
-/// PostgreSQL and Redis. Prints the results as Markdown; --json and
-/// --markdown also write them to files.
+/// PostgreSQL with a hot standby, Redis and a PostgreSQL exporter per server
+/// (faultline-local/postgres-exporter:0.11). Prints the results as Markdown;
+/// --json and --markdown also write them to files.
 ///
 /// Example: faultline-bench --json bench.json --markdown bench.md
 #[derive(Debug, Parser)]
@@ -50,6 +51,11 @@ pub struct RunArgs {
     /// Run every benchmark briefly, as a smoke test (seconds; the numbers mean nothing).
     #[arg(long)]
     pub quick: bool,
+    /// Measure figure 4 (the footprint) alone: no rounds, so no figures 1, 2,
+    /// 3 and 5 (about a minute). PostgreSQL is then fresh, not after the
+    /// rounds' load.
+    #[arg(long)]
+    pub footprint_only: bool,
     /// Rounds: each measures every variant once.
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -161,13 +167,19 @@ fn run_benchmarks(args: &RunArgs) -> Result<(), BenchError> {
     let options = RunOptions {
         plan: args.plan(),
         quick: args.quick,
+        footprint_only: args.footprint_only,
         pinning,
         work_dir: work_dir.clone(),
         command,
     };
     eprintln!(
-        "[bench] {} run; pinning: {:?}; logs in {}",
+        "[bench] {} run{}; pinning: {:?}; logs in {}",
         if args.quick { "quick" } else { "full" },
+        if args.footprint_only {
+            " of the footprint alone"
+        } else {
+            ""
+        },
         pinning,
         work_dir.display()
     );
@@ -219,6 +231,10 @@ mod tests {
         assert_eq!(plan.closed, Duration::from_secs(2));
         assert_eq!(plan.open, Duration::from_secs(2));
         assert_eq!(plan.concurrency, Plan::quick().concurrency);
+        assert!(!cli.run.footprint_only);
+        let cli = Cli::try_parse_from(["faultline-bench", "--footprint-only"]).unwrap();
+        assert!(cli.run.footprint_only);
+        assert_eq!(cli.run.plan(), Plan::full());
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! A server in a container of a locally built image (PostgreSQL, Redis),
-//! through the `docker` command line (which can pin it to a core): started
-//! with one port published on 127.0.0.1, its CPU time read from its cgroup,
-//! its memory as `docker stats` shows it. Removed when dropped; a benchmark
-//! killed hard leaves it labelled `org.faultline.test`, like the tests'
-//! containers.
+//! A server in a container of a locally built image (PostgreSQL, its
+//! standby, Redis, the PostgreSQL exporters), through the `docker` command
+//! line (which can pin it to a core): started on Docker's default bridge
+//! network with one port published on 127.0.0.1, its CPU time read from its
+//! cgroup, its memory as `docker stats` shows it. Containers reach each other
+//! by their address on the bridge ([`Container::bridge_address`]): no network
+//! to create or clean up. Removed when dropped; a benchmark killed hard leaves
+//! it labelled `org.faultline.test`, like the tests' containers.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -80,6 +82,8 @@ pub struct ContainerSpec<'a> {
     pub port: u16,
     /// Arguments after the image (the server's own).
     pub args: &'a [&'a str],
+    /// Environment variables of the container.
+    pub env: &'a [(&'a str, String)],
     /// A line of its log (stdout or stderr) that says it accepts connections.
     pub ready_line: &'a str,
     /// Pin to this core.
@@ -112,6 +116,10 @@ impl Container {
         ];
         if let Some(cpu) = spec.cpu {
             args.push(format!("--cpuset-cpus={cpu}"));
+        }
+        for (name, value) in spec.env {
+            args.push("--env".to_owned());
+            args.push(format!("{name}={value}"));
         }
         args.push(spec.image.to_owned());
         args.extend(spec.args.iter().map(|&a| a.to_owned()));
@@ -154,6 +162,16 @@ impl Container {
         let mut last = String::new();
         while started.elapsed() < START_TIMEOUT {
             let logs = docker(&["logs", &self.id]).await?;
+            if !logs.status.success() {
+                // Started with --rm: once it exits, its logs are gone too.
+                return Err(BenchError::Docker(format!(
+                    "{} ({}) exited before it was ready ({}); its last log lines were:\n{}",
+                    spec.what,
+                    spec.image,
+                    stderr_text(&logs),
+                    tail(&last, 20)
+                )));
+            }
             last = format!("{}\n{}", stdout_text(&logs), stderr_text(&logs));
             if last.contains(spec.ready_line) {
                 return Ok(());
@@ -163,8 +181,31 @@ impl Container {
         Err(BenchError::NotReady {
             what: spec.what.to_owned(),
             waited: START_TIMEOUT,
-            last: last.trim().to_owned(),
+            last: tail(&last, 20),
         })
+    }
+
+    /// Its IPv4 address on Docker's default bridge network, where the other
+    /// containers of the benchmark reach it.
+    pub async fn bridge_address(&self, what: &str) -> Result<String, BenchError> {
+        let inspect = docker(&[
+            "inspect",
+            "--format",
+            "{{.NetworkSettings.IPAddress}}",
+            &self.id,
+        ])
+        .await?;
+        let address = stdout_text(&inspect);
+        if !inspect.status.success() || address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(BenchError::Docker(format!(
+                "cannot read {what}'s address on Docker's default bridge network (got \
+                 {address:?}; {}): the benchmark's containers reach each other there. Check \
+                 that the engine has its default bridge (`docker network inspect bridge`) and \
+                 that containers start on it.",
+                stderr_text(&inspect)
+            )));
+        }
+        Ok(address)
     }
 
     /// The container's CPU time so far, in seconds, from its cgroup (`None`
@@ -177,20 +218,60 @@ impl Container {
 
     /// The container's memory use as `docker stats` shows it, in bytes.
     pub async fn memory_bytes(&self) -> Result<u64, BenchError> {
-        let stats = docker(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.MemUsage}}",
-            &self.id,
-        ])
-        .await?;
-        let text = stdout_text(&stats);
-        text.split('/')
-            .next()
-            .and_then(parse_size)
-            .ok_or_else(|| BenchError::Docker(format!("cannot read docker stats: {text:?}")))
+        memory_of(&[self]).await?.first().copied().ok_or_else(|| {
+            BenchError::Docker(format!("docker stats gave no memory use for {}", self.id))
+        })
     }
+}
+
+/// The memory use of each of `containers` as `docker stats` shows it, in
+/// bytes, in their order: one `docker stats` call for all of them, so that
+/// they are sampled at the same moment.
+pub async fn memory_of(containers: &[&Container]) -> Result<Vec<u64>, BenchError> {
+    let mut args = vec![
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Container}} {{.MemUsage}}",
+    ];
+    args.extend(containers.iter().map(|c| c.id.as_str()));
+    let stats = docker(&args).await?;
+    let text = stdout_text(&stats);
+    if !stats.status.success() {
+        return Err(BenchError::Docker(format!(
+            "cannot read docker stats: {}",
+            stderr_text(&stats)
+        )));
+    }
+    let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    parse_stats(&text, &ids)
+}
+
+/// The memory column of `docker stats --format "{{.Container}} {{.MemUsage}}"`
+/// for each of `ids`, in bytes.
+fn parse_stats(text: &str, ids: &[&str]) -> Result<Vec<u64>, BenchError> {
+    ids.iter()
+        .map(|&id| {
+            text.lines()
+                .find_map(|line| {
+                    let (container, usage) = line.split_once(' ')?;
+                    (container == id)
+                        .then(|| usage.split('/').next().and_then(parse_size))
+                        .flatten()
+                })
+                .ok_or_else(|| {
+                    BenchError::Docker(format!(
+                        "docker stats gave no memory use for container {id}: {text:?}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The last `lines` lines of `text`, trimmed.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Drop for Container {
@@ -261,6 +342,22 @@ mod tests {
         assert_eq!(parse_size("10MB"), Some(10_000_000));
         assert_eq!(parse_size("nonsense"), None);
         assert_eq!(parse_size("12parsecs"), None);
+    }
+
+    #[test]
+    fn reads_each_containers_memory_from_one_stats_call() {
+        let text = "bbb 3.5MiB / 23.54GiB\naaa 45.5MiB / 23.54GiB";
+        assert_eq!(
+            parse_stats(text, &["aaa", "bbb"]).unwrap(),
+            vec![47_710_208, 3_670_016]
+        );
+        assert!(parse_stats(text, &["ccc"]).is_err());
+    }
+
+    #[test]
+    fn keeps_the_last_log_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`run`]: the orchestration (processes, rounds, figures);
 //! - [`measure`]: one load-generator run and the CPU time it cost;
 //! - [`procs`]: child processes, pinning, `/proc`;
-//! - [`container`], [`postgres`], [`redis`]: the PostgreSQL and Redis containers;
+//! - [`container`], [`postgres`], [`redis`], [`exporter`]: the containers
+//!   (PostgreSQL and its standby, Redis, the PostgreSQL exporters);
 //! - [`servers`]: the bare axum server, the pass-through proxy, the OTLP sink;
 //! - [`report`]: the JSON document and its Markdown rendering;
 //! - [`stats`], [`plan`]: medians and spreads; durations and variants.
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod exporter;
 pub mod measure;
 pub mod plan;
 pub mod postgres;

@@ -106,18 +106,78 @@ pub fn pin_self(cpu: usize) -> Result<(), BenchError> {
     }
 }
 
-/// A free TCP port on 127.0.0.1, for a child to listen on.
+/// The lowest port [`free_ports`] hands out: above the well-known and
+/// registered ports the demo's services publish (9090, 9187, ...).
+const FIRST_PORT: u16 = 10_000;
+
+/// Where [`free_ports`] looks next, as an offset from this process's own
+/// starting point: every port it hands out is a new one, so two children
+/// started one after the other never get the same port.
+static NEXT_PORT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `n` free TCP ports on 127.0.0.1, all different, for children to listen on.
 ///
-/// The port is released before the child binds it; another process could
-/// take it in between, in which case the child fails to start and says so.
-pub fn free_port() -> Result<u16, BenchError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|err| BenchError::io("cannot find a free port", err))?;
-    let port = listener
-        .local_addr()
-        .map_err(|err| BenchError::io("cannot find a free port", err))?
-        .port();
-    Ok(port)
+/// Each is released before its child binds it, so another process could take
+/// it in between (the child then fails to start and says so). To make that
+/// unlikely on a busy machine they are taken below the kernel's ephemeral
+/// range (`net.ipv4.ip_local_port_range`), where the ports of outgoing
+/// connections, Docker's published ports and other programs' port-0
+/// listeners do not land; a port found taken is skipped.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let low = ephemeral_low().unwrap_or(32_768);
+    let span = usize::from(low.saturating_sub(FIRST_PORT));
+    if span < n.saturating_mul(16) {
+        return ephemeral_ports(n);
+    }
+    // Two benchmarks side by side start from different places.
+    let start = std::process::id() as usize * 7_919;
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..span {
+        if listeners.len() == n {
+            break;
+        }
+        let next = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let offset = u16::try_from(start.wrapping_add(next) % span).unwrap_or_default();
+        if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, FIRST_PORT + offset)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < n {
+        return ephemeral_ports(n);
+    }
+    ports_of(&listeners)
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `n` different ports the kernel picks (port 0), all held until all are found.
+fn ephemeral_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let listeners = (0..n)
+        .map(|_| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(|err| BenchError::io("cannot find a free port", err))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ports_of(&listeners)
+}
+
+fn ports_of(listeners: &[TcpListener]) -> Result<Vec<u16>, BenchError> {
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|err| BenchError::io("cannot find a free port", err))
+        })
+        .collect()
 }
 
 /// What a `serve` child prints on its first line of stdout once it listens.
@@ -394,6 +454,26 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_differ_and_stay_below_the_ephemeral_range() {
+        let low = ephemeral_low().unwrap_or(32_768);
+        let first = free_ports(3).unwrap();
+        let second = free_ports(3).unwrap();
+        let mut all: Vec<u16> = first.iter().chain(&second).copied().collect();
+        if low > FIRST_PORT + 1_000 {
+            assert!(
+                all.iter().all(|&p| (FIRST_PORT..low).contains(&p)),
+                "{all:?}"
+            );
+        }
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 6, "one call after another hands out new ports");
+        for port in first {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
+    }
 
     #[test]
     fn parses_cpu_ticks_even_with_spaces_in_the_name() {

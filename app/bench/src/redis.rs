@@ -25,12 +25,18 @@ impl Redis {
             image: IMAGE,
             port: 6379,
             args: &[],
+            env: &[],
             ready_line: "Ready to accept connections",
             cpu,
         })
         .await?;
         let url = format!("redis://127.0.0.1:{}", container.host_port);
         Ok(Self { container, url })
+    }
+
+    /// The container.
+    pub fn container(&self) -> &Container {
+        &self.container
     }
 
     /// The container's CPU time so far, in seconds (`None` when its cgroup

@@ -11,8 +11,10 @@ use crate::procs::Pinning;
 use crate::stats::Summary;
 
 /// The version of the JSON document's shape: 2 added figure 5 (the cache
-/// levels), Redis to figure 4's footprint and to the CPU per request.
-pub const SCHEMA: u32 = 2;
+/// levels), Redis to figure 4's footprint and to the CPU per request; 3 added
+/// the PostgreSQL standby, the PostgreSQL exporters and the catalog's read
+/// routes to figure 4, and `footprint_only`.
+pub const SCHEMA: u32 = 3;
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +23,9 @@ pub struct Results {
     /// The command line that produced this.
     pub command: String,
     pub quick: bool,
+    /// Figure 4 alone (`--footprint-only`): the other figures are empty.
+    #[serde(default)]
+    pub footprint_only: bool,
     pub started_at: String,
     pub elapsed_s: f64,
     pub machine: Machine,
@@ -64,7 +69,7 @@ pub struct Rates {
 }
 
 /// The figures: the four of the issue, and the cache levels.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Figures {
     pub instrumentation: Instrumentation,
     pub hot_path: HotPath,
@@ -75,7 +80,7 @@ pub struct Figures {
 
 /// Figure 1: each telemetry variant against telemetry off, on the gateway →
 /// catalog → PostgreSQL read path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Instrumentation {
     /// Closed-loop throughput of the variant ÷ that of `off`, by variant.
     pub throughput_ratio: BTreeMap<String, Option<Summary>>,
@@ -90,7 +95,7 @@ pub struct Instrumentation {
 
 /// Figure 2: the gateway's cached product-list GET, and the uncached read
 /// path, against bare axum answering the same bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HotPath {
     /// Closed-loop throughput, the gateway's cached product-list GET as
     /// deployed (cache TTL 1 s, telemetry full) ÷ bare: the figure's goal.
@@ -112,7 +117,7 @@ pub struct HotPath {
 
 /// Figure 3: the fault proxy with no toxics against a direct connection to
 /// the bare server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProxyFigure {
     /// Closed-loop throughput, proxied ÷ direct.
     pub throughput_ratio: Option<Summary>,
@@ -132,13 +137,26 @@ pub struct ProxyFigure {
 pub struct Footprint {
     /// By role: RSS idle and the highest seen under load, MB (10^6 bytes).
     pub roles: BTreeMap<String, Memory>,
-    /// PostgreSQL's container, as `docker stats` shows it.
+    /// PostgreSQL's container (the primary), as `docker stats` shows it.
     pub postgres: Memory,
+    /// The hot standby's container (the catalog's read replica), as `docker
+    /// stats` shows it.
+    #[serde(default)]
+    pub standby: Memory,
     /// Redis's container (the gateway's and the catalog's), as `docker stats` shows it.
     #[serde(default)]
     pub redis: Memory,
-    /// The five roles plus PostgreSQL and Redis.
+    /// The PostgreSQL exporters' containers, by the server each watches
+    /// (`primary`, `standby`), as `docker stats` shows them.
+    #[serde(default)]
+    pub exporters: BTreeMap<String, Memory>,
+    /// The five roles plus every container above.
     pub total: Memory,
+    /// The catalog's product reads under load
+    /// (`db_client_read_routes_total`), by the server that answered
+    /// (`replica`, `primary`) and why (`replica_healthy`, ...).
+    #[serde(default)]
+    pub catalog_reads: BTreeMap<String, BTreeMap<String, f64>>,
     /// The realistic mix the stack was under meanwhile.
     pub load: Option<Sample>,
 }
@@ -313,116 +331,19 @@ impl Results {
         let mut out = String::new();
         let f = &self.figures;
         let rounds = self.plan.rounds;
-        let _ = writeln!(
-            out,
-            "Ratios are medians over {rounds} round(s); IQR and min – max show their spread.\n"
-        );
+        if self.footprint_only {
+            out.push_str("Figure 4 alone (`--footprint-only`): one measurement.\n\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "Ratios are medians over {rounds} round(s); IQR and min – max show their spread.\n"
+            );
+        }
         out.push_str("| figure | measure | median | IQR | min – max | goal | met |\n");
         out.push_str("|---|---|---|---|---|---|---|\n");
-        for variant in ["full", "traces", "metrics", "logs"] {
-            let what = format!("throughput, {variant} ÷ off");
-            let s = f
-                .instrumentation
-                .throughput_ratio
-                .get(variant)
-                .and_then(Option::as_ref);
-            self.row(&mut out, "1 instrumentation", &what, s, 3);
+        if !self.footprint_only {
+            self.side_by_side_rows(&mut out);
         }
-        for variant in ["full", "traces", "metrics", "logs"] {
-            let what = p99_label(self.rates.instrumentation, variant);
-            let s = f
-                .instrumentation
-                .p99_ratio
-                .get(variant)
-                .and_then(Option::as_ref);
-            self.row(&mut out, "1 instrumentation", &what, s, 3);
-        }
-        for variant in ["full", "traces", "metrics", "logs"] {
-            let what = format!("server CPU per request, {variant} ÷ off");
-            let s = f
-                .instrumentation
-                .cpu_ratio
-                .get(variant)
-                .and_then(Option::as_ref);
-            self.row(&mut out, "1 instrumentation", &what, s, 3);
-        }
-        self.row(
-            &mut out,
-            "2 hot path",
-            "throughput, cached product-list GET (telemetry full) ÷ bare axum",
-            f.hot_path.throughput_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "2 hot path",
-            "throughput, cached product-list GET (telemetry off) ÷ bare axum",
-            f.hot_path.off_throughput_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "2 hot path",
-            "server CPU per request, bare ÷ cached GET (full; gateway, catalog, PostgreSQL)",
-            f.hot_path.cpu_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "2 hot path",
-            "throughput, uncached read path gateway → catalog → PostgreSQL (telemetry full) ÷ bare axum",
-            f.hot_path.read_path_throughput_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "2 hot path",
-            "throughput, uncached read path (telemetry off) ÷ bare axum",
-            f.hot_path.read_path_off_throughput_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "2 hot path",
-            "server CPU per request, bare ÷ uncached read path (full, PostgreSQL included)",
-            f.hot_path.read_path_cpu_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "3 fault proxy",
-            "throughput, proxied ÷ direct",
-            f.proxy.throughput_ratio.as_ref(),
-            3,
-        );
-        self.row(
-            &mut out,
-            "3 fault proxy",
-            &added_label(self.rates.proxy, "p50"),
-            f.proxy.added_p50_us.as_ref(),
-            0,
-        );
-        self.row(
-            &mut out,
-            "3 fault proxy",
-            &added_label(self.rates.proxy, "p99"),
-            f.proxy.added_p99_us.as_ref(),
-            0,
-        );
-        self.row(
-            &mut out,
-            "3 fault proxy",
-            "added p50, one request at a time (µs)",
-            f.proxy.added_p50_sequential_us.as_ref(),
-            0,
-        );
-        self.row(
-            &mut out,
-            "3 fault proxy",
-            "server CPU per request, direct ÷ proxied",
-            f.proxy.cpu_ratio.as_ref(),
-            3,
-        );
         for (what, value) in [
             ("core stack RSS, idle (MB)", f.footprint.total.idle_mb),
             ("core stack RSS, under load (MB)", f.footprint.total.load_mb),
@@ -434,9 +355,13 @@ impl Results {
                 num(value, 1)
             );
         }
-        self.cache_level_rows(&mut out);
+        if !self.footprint_only {
+            self.cache_level_rows(&mut out);
+        }
         out.push('\n');
-        self.absolute_table(&mut out);
+        if !self.absolute.is_empty() {
+            self.absolute_table(&mut out);
+        }
         self.footprint_table(&mut out);
         self.counters_table(&mut out);
         if !self.warnings.is_empty() {
@@ -446,6 +371,115 @@ impl Results {
             }
         }
         out
+    }
+
+    /// Figures 1, 2 and 3's rows of the figures table.
+    fn side_by_side_rows(&self, out: &mut String) {
+        let f = &self.figures;
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = format!("throughput, {variant} ÷ off");
+            let s = f
+                .instrumentation
+                .throughput_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(out, "1 instrumentation", &what, s, 3);
+        }
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = p99_label(self.rates.instrumentation, variant);
+            let s = f
+                .instrumentation
+                .p99_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(out, "1 instrumentation", &what, s, 3);
+        }
+        for variant in ["full", "traces", "metrics", "logs"] {
+            let what = format!("server CPU per request, {variant} ÷ off");
+            let s = f
+                .instrumentation
+                .cpu_ratio
+                .get(variant)
+                .and_then(Option::as_ref);
+            self.row(out, "1 instrumentation", &what, s, 3);
+        }
+        self.row(
+            out,
+            "2 hot path",
+            "throughput, cached product-list GET (telemetry full) ÷ bare axum",
+            f.hot_path.throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "2 hot path",
+            "throughput, cached product-list GET (telemetry off) ÷ bare axum",
+            f.hot_path.off_throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "2 hot path",
+            "server CPU per request, bare ÷ cached GET (full; gateway, catalog, PostgreSQL)",
+            f.hot_path.cpu_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "2 hot path",
+            "throughput, uncached read path gateway → catalog → PostgreSQL (telemetry full) ÷ bare axum",
+            f.hot_path.read_path_throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "2 hot path",
+            "throughput, uncached read path (telemetry off) ÷ bare axum",
+            f.hot_path.read_path_off_throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "2 hot path",
+            "server CPU per request, bare ÷ uncached read path (full, PostgreSQL included)",
+            f.hot_path.read_path_cpu_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "3 fault proxy",
+            "throughput, proxied ÷ direct",
+            f.proxy.throughput_ratio.as_ref(),
+            3,
+        );
+        self.row(
+            out,
+            "3 fault proxy",
+            &added_label(self.rates.proxy, "p50"),
+            f.proxy.added_p50_us.as_ref(),
+            0,
+        );
+        self.row(
+            out,
+            "3 fault proxy",
+            &added_label(self.rates.proxy, "p99"),
+            f.proxy.added_p99_us.as_ref(),
+            0,
+        );
+        self.row(
+            out,
+            "3 fault proxy",
+            "added p50, one request at a time (µs)",
+            f.proxy.added_p50_sequential_us.as_ref(),
+            0,
+        );
+        self.row(
+            out,
+            "3 fault proxy",
+            "server CPU per request, direct ÷ proxied",
+            f.proxy.cpu_ratio.as_ref(),
+            3,
+        );
     }
 
     fn cache_level_rows(&self, out: &mut String) {
@@ -561,18 +595,27 @@ impl Results {
                 num(memory.load_mb, 1)
             );
         }
-        let _ = writeln!(
-            out,
-            "| PostgreSQL (docker stats) | {} | {} |",
-            num(f.postgres.idle_mb, 1),
-            num(f.postgres.load_mb, 1)
-        );
-        let _ = writeln!(
-            out,
-            "| Redis (docker stats) | {} | {} |",
-            num(f.redis.idle_mb, 1),
-            num(f.redis.load_mb, 1)
-        );
+        let exporter = |server: &str| f.exporters.get(server).copied().unwrap_or_default();
+        for (what, memory) in [
+            ("PostgreSQL (docker stats)", f.postgres),
+            ("PostgreSQL standby (docker stats)", f.standby),
+            ("Redis (docker stats)", f.redis),
+            (
+                "PostgreSQL exporter, primary (docker stats)",
+                exporter("primary"),
+            ),
+            (
+                "PostgreSQL exporter, standby (docker stats)",
+                exporter("standby"),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} |",
+                num(memory.idle_mb, 1),
+                num(memory.load_mb, 1)
+            );
+        }
         let _ = writeln!(
             out,
             "| **total** | **{}** | **{}** |",
@@ -586,6 +629,28 @@ impl Results {
                 num(load.throughput, 0),
                 num(load.p99_ms, 1),
                 load.errors
+            );
+        }
+        if !f.catalog_reads.is_empty() {
+            let reads = |target: &str, server: &str| {
+                let reasons = f.catalog_reads.get(target);
+                let total = reasons.map_or(0.0, |r| r.values().sum::<f64>());
+                let why: Vec<String> = reasons
+                    .into_iter()
+                    .flatten()
+                    .map(|(reason, n)| format!("{reason} {}", num(*n, 0)))
+                    .collect();
+                if why.is_empty() {
+                    format!("{} from the {server}", num(total, 0))
+                } else {
+                    format!("{} from the {server} ({})", num(total, 0), why.join(", "))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "\nThe catalog's product reads meanwhile (`db_client_read_routes_total`): {}, {}.",
+                reads("replica", "standby"),
+                reads("primary", "primary"),
             );
         }
     }
@@ -605,6 +670,7 @@ mod tests {
             schema: SCHEMA,
             command: "faultline-bench --quick".into(),
             quick: true,
+            footprint_only: false,
             started_at: "2026-01-01T00:00:00Z".into(),
             elapsed_s: 12.0,
             machine: Machine::default(),
@@ -647,10 +713,40 @@ mod tests {
                     added_p50_sequential_us: summary(30.0),
                 },
                 footprint: Footprint {
+                    standby: Memory {
+                        idle_mb: 30.0,
+                        load_mb: 40.0,
+                    },
                     redis: Memory {
                         idle_mb: 4.0,
                         load_mb: 5.0,
                     },
+                    exporters: BTreeMap::from([
+                        (
+                            "primary".into(),
+                            Memory {
+                                idle_mb: 6.0,
+                                load_mb: 7.0,
+                            },
+                        ),
+                        (
+                            "standby".into(),
+                            Memory {
+                                idle_mb: 6.5,
+                                load_mb: 7.5,
+                            },
+                        ),
+                    ]),
+                    catalog_reads: BTreeMap::from([
+                        (
+                            "replica".into(),
+                            BTreeMap::from([("replica_healthy".into(), 120.0)]),
+                        ),
+                        (
+                            "primary".into(),
+                            BTreeMap::from([("read_your_writes".into(), 3.0)]),
+                        ),
+                    ]),
                     total: Memory {
                         idle_mb: 100.0,
                         load_mb: 150.0,
@@ -701,7 +797,11 @@ mod tests {
             "2 hot path",
             "3 fault proxy",
             "| 4 footprint | core stack RSS, under load (MB) | 150.0 | (one measurement) | | ≤ 512 | yes |",
+            "| PostgreSQL standby (docker stats) | 30.0 | 40.0 |",
             "| Redis (docker stats) | 4.0 | 5.0 |",
+            "| PostgreSQL exporter, primary (docker stats) | 6.0 | 7.0 |",
+            "| PostgreSQL exporter, standby (docker stats) | 6.5 | 7.5 |",
+            "120 from the standby (replica_healthy 120), 3 from the primary (read_your_writes 3).",
             "| 5 cache levels | throughput, two-level ÷ local | 0.500 |",
             "| 5 cache levels | CPU per request (gateway, catalog, PostgreSQL, Redis), shared-only ÷ two-level | 1.300 |",
             "| 5 cache levels | p99 at 200 req/s, shared-only ÷ two-level | 1.050 |",
@@ -722,5 +822,55 @@ mod tests {
             summary(1.3)
         );
         assert_eq!(back.figures.footprint.redis.load_mb, 5.0);
+        assert_eq!(back.figures.footprint.standby.idle_mb, 30.0);
+        assert_eq!(
+            back.figures.footprint.exporters["standby"],
+            Memory {
+                idle_mb: 6.5,
+                load_mb: 7.5
+            }
+        );
+        assert_eq!(
+            back.figures.footprint.catalog_reads["replica"]["replica_healthy"],
+            120.0
+        );
+        assert!(!back.footprint_only);
+    }
+
+    #[test]
+    fn a_schema_2_footprint_still_reads() {
+        let mut value = serde_json::to_value(example()).unwrap();
+        let footprint = value["figures"]["footprint"].as_object_mut().unwrap();
+        for field in ["standby", "exporters", "catalog_reads"] {
+            footprint.remove(field);
+        }
+        value.as_object_mut().unwrap().remove("footprint_only");
+        let back: Results = serde_json::from_value(value).unwrap();
+        assert_eq!(back.figures.footprint.standby, Memory::default());
+        assert!(back.figures.footprint.exporters.is_empty());
+    }
+
+    #[test]
+    fn the_footprint_alone_renders_only_figure_4() {
+        let mut results = example();
+        results.footprint_only = true;
+        results.figures = Figures {
+            footprint: results.figures.footprint.clone(),
+            ..Figures::default()
+        };
+        results.goals.retain(|g| g.figure == "4");
+        results.absolute.clear();
+        let text = results.to_markdown();
+        assert!(text.contains("| 4 footprint | core stack RSS, under load (MB) | 150.0 |"));
+        assert!(text.contains("| PostgreSQL standby (docker stats) | 30.0 | 40.0 |"));
+        for absent in [
+            "1 instrumentation",
+            "2 hot path",
+            "3 fault proxy",
+            "5 cache levels",
+            "Absolute medians",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} in:\n{text}");
+        }
     }
 }

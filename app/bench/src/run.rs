@@ -1,16 +1,20 @@
 //! A benchmark run, start to finish:
 //!
-//! 1. PostgreSQL and Redis (pinned to the server core), the OTLP sink
-//!    (client core).
-//! 2. For each telemetry variant, a catalog and a gateway process (server
+//! 1. PostgreSQL (pinned to the server core, like every container), the
+//!    OTLP sink (client core). Every container is on Docker's default
+//!    bridge.
+//! 2. Redis; for each telemetry variant, a catalog and a gateway process (server
 //!    core); the bare axum server answering the listing's bytes; the fault
 //!    proxy in front of it; gateways with their catalog cache as deployed
 //!    (figure 2); a gateway per cache level, on one catalog (figure 5).
 //! 3. Calibration: the telemetry-off peak sets figure 1's fixed rate.
 //! 4. Rounds: every target in turn (the order rotates each round), closed
 //!    loop then open loop, so that ratios compare neighbours in time.
-//! 5. Footprint: the five roles with telemetry as deployed, PostgreSQL and a
-//!    fresh Redis, idle then under the realistic mix.
+//! 5. Footprint: the five roles with telemetry as deployed, PostgreSQL with a
+//!    fresh hot standby (the catalog's read replica), a PostgreSQL exporter
+//!    per server and a fresh Redis, idle then under the realistic mix.
+//!
+//! With `--footprint-only`, steps 1 and 5 only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,10 +27,11 @@ use url::Url;
 
 use crate::container;
 use crate::error::BenchError;
+use crate::exporter::{self, PostgresExporter};
 use crate::measure::{self, LIST_ONLY, Load, Sample, Target};
 use crate::plan::{Plan, Telemetry};
 use crate::postgres::{self, Postgres};
-use crate::procs::{ChildProcess, Pinning, Spawn};
+use crate::procs::{self, ChildProcess, Pinning, Spawn};
 use crate::redis::{self, Redis};
 use crate::report::{
     Absolute, CacheLevels, Figures, Footprint, Goal, HotPath, Instrumentation, LevelRatios,
@@ -49,6 +54,8 @@ const SATURATED: f64 = 0.9;
 pub struct RunOptions {
     pub plan: Plan,
     pub quick: bool,
+    /// Figure 4 alone: no rounds, no figures 1, 2, 3 and 5.
+    pub footprint_only: bool,
     pub pinning: Pinning,
     /// Where children's stderr and the captured listing go.
     pub work_dir: PathBuf,
@@ -81,24 +88,6 @@ fn http_client() -> Result<reqwest::Client, BenchError> {
         .map_err(|err| BenchError::http("cannot build the HTTP client", err))
 }
 
-/// Free ports, all found before any is released so that they differ.
-fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
-    let listeners = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .map_err(|err| BenchError::io("cannot find a free port", err))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|err| BenchError::io("cannot find a free port", err))
-        })
-        .collect()
-}
-
 /// Starts `role` (`gateway`, `catalog`, ...) as `name` with `env`.
 async fn start_role(
     name: &str,
@@ -107,7 +96,7 @@ async fn start_role(
     cpu: Option<usize>,
     work_dir: &Path,
 ) -> Result<Role, BenchError> {
-    let ports = free_ports(2)?;
+    let ports = procs::free_ports(2)?;
     let http = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let admin = SocketAddr::from(([127, 0, 0, 1], ports[1]));
     let mut spec = Spawn::shop(name, role)
@@ -476,10 +465,10 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let client = http_client()?;
     let mut warnings = Vec::new();
 
-    container::preflight(&[postgres::IMAGE, redis::IMAGE]).await?;
-    progress("starting PostgreSQL and Redis");
+    container::preflight(&[postgres::IMAGE, redis::IMAGE, exporter::IMAGE]).await?;
+    postgres::preflight_standby().await?;
+    progress("starting PostgreSQL");
     let postgres = Postgres::start(pin.server).await?;
-    let redis = Redis::start(pin.server).await?;
     progress("starting the OTLP sink");
     let (sink, sink_ready) = ChildProcess::start(
         &Spawn::serve("otlp-sink", &["otlp-sink"]).on_cpu(pin.client),
@@ -490,6 +479,105 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let otlp = format!("http://{}", sink_ready.addr("grpc")?);
     let sink_http = sink_ready.addr("http")?;
 
+    let side_by_side = if options.footprint_only {
+        None
+    } else {
+        let sink = Sink {
+            process: &sink,
+            otlp: &otlp,
+            http: sink_http,
+        };
+        Some(side_by_side(&client, &postgres, &sink, plan, pin, work).await?)
+    };
+
+    progress("footprint: the five roles, PostgreSQL and its standby, Redis, the exporters");
+    let footprint = footprint(&client, &postgres, &otlp, &sink, plan, pin, work).await?;
+    warnings.extend(check_footprint(&footprint));
+
+    let (figures, rates, absolute, rounds) = match side_by_side {
+        Some(SideBySide {
+            rounds,
+            rates,
+            counters,
+            spans_per_request,
+        }) => {
+            let figures = Figures {
+                instrumentation: instrumentation(&rounds, spans_per_request),
+                hot_path: hot_path(&rounds),
+                proxy: proxy_figure(&rounds),
+                footprint,
+                cache_levels: cache_levels(&rounds, counters),
+            };
+            let absolute = absolute(&rounds);
+            warnings.extend(check(&rounds, &absolute, pin));
+            warnings.extend(check_levels(&figures.cache_levels));
+            (figures, rates, absolute, rounds)
+        }
+        None => {
+            let figures = Figures {
+                footprint,
+                ..Figures::default()
+            };
+            (figures, Rates::default(), BTreeMap::new(), Vec::new())
+        }
+    };
+    let mut goals = goals(&figures, &rates);
+    if options.footprint_only {
+        goals.retain(|goal| goal.figure == "4");
+    }
+    machine.load_average_end = load_average();
+    Ok(Results {
+        schema: SCHEMA,
+        command: options.command.clone(),
+        quick: options.quick,
+        footprint_only: options.footprint_only,
+        started_at,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        machine,
+        plan: plan.clone(),
+        pinning: pin,
+        rates,
+        figures,
+        goals,
+        absolute,
+        rounds,
+        warnings,
+    })
+}
+
+/// Figure 1's OTLP sink.
+struct Sink<'a> {
+    process: &'a ChildProcess,
+    /// Its gRPC endpoint, `http://host:port`.
+    otlp: &'a str,
+    /// Where it says how many spans it received.
+    http: SocketAddr,
+}
+
+/// What the rounds measured: figures 1, 2, 3 and 5.
+struct SideBySide {
+    rounds: Vec<Round>,
+    rates: Rates,
+    /// Figure 5's gateways' counters, by target.
+    counters: BTreeMap<String, BTreeMap<String, f64>>,
+    spans_per_request: Option<f64>,
+}
+
+/// Figures 1, 2, 3 and 5: starts Redis and every target's processes,
+/// calibrates, runs the rounds, and stops them all.
+async fn side_by_side(
+    client: &reqwest::Client,
+    postgres: &Postgres,
+    sink: &Sink<'_>,
+    plan: &Plan,
+    pin: Pinning,
+    work: &Path,
+) -> Result<SideBySide, BenchError> {
+    let (otlp, sink_http) = (sink.otlp, sink.http);
+    let sink = sink.process;
+    progress("starting Redis");
+    let redis = Redis::start(pin.server).await?;
+
     progress("starting a catalog and a gateway per telemetry variant");
     let mut gateways = BTreeMap::new();
     for telemetry in Telemetry::ALL {
@@ -497,8 +585,8 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
             telemetry,
             telemetry.name(),
             GatewayCache::Off,
-            &postgres,
-            &otlp,
+            postgres,
+            otlp,
             pin.server,
             work,
         )
@@ -506,13 +594,13 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         gateways.insert(telemetry, pair);
     }
     for (catalog, gateway) in gateways.values_mut() {
-        wait_ready(&client, catalog).await?;
-        wait_ready(&client, gateway).await?;
+        wait_ready(client, catalog).await?;
+        wait_ready(client, gateway).await?;
     }
     let mut body = Vec::new();
     for (catalog, gateway) in gateways.values() {
-        body = listing(&client, &gateway.http).await?;
-        listing(&client, &catalog.http).await?;
+        body = listing(client, &gateway.http).await?;
+        listing(client, &catalog.http).await?;
     }
     let body_file = work.join("products.json");
     std::fs::write(&body_file, &body).map_err(|source| BenchError::Write {
@@ -552,15 +640,15 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
             telemetry,
             &name,
             GatewayCache::AsDeployed,
-            &postgres,
+            postgres,
             &cached_otlp,
             pin.server,
             work,
         )
         .await?;
-        wait_ready(&client, &mut catalog).await?;
-        wait_ready(&client, &mut gateway).await?;
-        if listing(&client, &gateway.http).await? != body {
+        wait_ready(client, &mut catalog).await?;
+        wait_ready(client, &mut gateway).await?;
+        if listing(client, &gateway.http).await? != body {
             return Err(BenchError::Measurement(format!(
                 "the {name} gateway did not answer the listing's bytes"
             )));
@@ -573,7 +661,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     env.push(("FAULTLINE_REDIS_URL", redis.url.clone()));
     let mut levels_catalog =
         start_role("catalog-levels", "catalog", &env, pin.server, work).await?;
-    wait_ready(&client, &mut levels_catalog).await?;
+    wait_ready(client, &mut levels_catalog).await?;
     let mut levels = BTreeMap::new();
     for level in CacheLevel::ALL {
         let mut env = Telemetry::Full.env(&cached_otlp);
@@ -581,8 +669,8 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         env.extend(level.env(&redis.url));
         let name = format!("gateway-{}", level.name());
         let mut gateway = start_role(&name, "gateway", &env, pin.server, work).await?;
-        wait_ready(&client, &mut gateway).await?;
-        if listing(&client, &gateway.http).await? != body {
+        wait_ready(client, &mut gateway).await?;
+        if listing(client, &gateway.http).await? != body {
             return Err(BenchError::Measurement(format!(
                 "the {name} gateway did not answer the listing's bytes"
             )));
@@ -598,8 +686,8 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         levels,
         levels_catalog,
     };
-    if listing(&client, &fleet.proxy.1).await? != body
-        || listing(&client, &fleet.bare.1).await? != body
+    if listing(client, &fleet.proxy.1).await? != body
+        || listing(client, &fleet.bare.1).await? != body
     {
         return Err(BenchError::Measurement(
             "the bare server or the proxy did not answer the listing's bytes".to_owned(),
@@ -619,12 +707,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
 
     progress("calibrating: the telemetry-off peak");
     let off = fleet
-        .target(
-            TargetKind::Variant(Telemetry::Off),
-            &postgres,
-            &redis,
-            &sink,
-        )
+        .target(TargetKind::Variant(Telemetry::Off), postgres, &redis, sink)
         .ok_or_else(|| BenchError::Measurement("no telemetry-off target".to_owned()))?;
     measure::warm_up(
         off.url,
@@ -650,7 +733,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         peak.throughput, rates.instrumentation
     ));
 
-    let spans_before = spans_received(&client, sink_http).await.unwrap_or(0);
+    let spans_before = spans_received(client, sink_http).await.unwrap_or(0);
     let mut exported_requests = 0u64;
     let kinds = TargetKind::all();
     let mut rounds = Vec::new();
@@ -665,7 +748,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
             let name = kind.name();
             round.order.push(name.to_owned());
             let target = fleet
-                .target(kind, &postgres, &redis, &sink)
+                .target(kind, postgres, &redis, sink)
                 .ok_or_else(|| BenchError::Measurement(format!("no target {name}")))?;
             measure::warm_up(target.url, &closed_warmup).await?;
             let sample = measure::measure(&target, &closed).await?;
@@ -723,7 +806,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     for (level, gateway) in &fleet.levels {
         counters.insert(
             level.name().to_owned(),
-            cache_counters(&client, gateway.admin).await?,
+            cache_counters(client, gateway.admin).await?,
         );
     }
     // Warm-ups sent requests too; the sink counted their spans. Count them.
@@ -732,7 +815,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     // processor would otherwise hold the last ones for up to 5 s): once they
     // have all exited, the sink's count is final.
     fleet.stop_exporters(STOP_GRACE).await?;
-    let spans = spans_received(&client, sink_http)
+    let spans = spans_received(client, sink_http)
         .await
         .map(|n| n - spans_before.min(n));
     let spans_per_request = spans
@@ -741,36 +824,11 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     drop(fleet);
     drop(redis);
 
-    progress("footprint: the five roles, PostgreSQL and Redis");
-    let footprint = footprint(&client, &postgres, &otlp, &sink, plan, pin, work).await?;
-
-    let figures = Figures {
-        instrumentation: instrumentation(&rounds, spans_per_request),
-        hot_path: hot_path(&rounds),
-        proxy: proxy_figure(&rounds),
-        footprint,
-        cache_levels: cache_levels(&rounds, counters),
-    };
-    let absolute = absolute(&rounds);
-    warnings.extend(check(&rounds, &absolute, pin));
-    warnings.extend(check_levels(&figures.cache_levels));
-    let goals = goals(&figures, &rates);
-    machine.load_average_end = load_average();
-    Ok(Results {
-        schema: SCHEMA,
-        command: options.command.clone(),
-        quick: options.quick,
-        started_at,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        machine,
-        plan: plan.clone(),
-        pinning: pin,
-        rates,
-        figures,
-        goals,
-        absolute,
+    Ok(SideBySide {
         rounds,
-        warnings,
+        rates,
+        counters,
+        spans_per_request,
     })
 }
 
@@ -935,17 +993,7 @@ async fn cache_counters(
     client: &reqwest::Client,
     admin: SocketAddr,
 ) -> Result<BTreeMap<String, f64>, BenchError> {
-    let url = format!("http://{admin}/metrics");
-    let text = client
-        .get(&url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|err| BenchError::http(format!("GET {url}"), err))?
-        .text()
-        .await
-        .map_err(|err| BenchError::http(format!("GET {url}"), err))?;
-    Ok(parse_cache_counters(&text))
+    Ok(parse_cache_counters(&metrics_text(client, admin).await?))
 }
 
 /// `catalog_cache_lookups_total{level,result}` as `<level>_<result>`, and
@@ -953,29 +1001,15 @@ async fn cache_counters(
 /// Prometheus text format.
 fn parse_cache_counters(text: &str) -> BTreeMap<String, f64> {
     let mut counters = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let mut parts = line.split_whitespace();
-        let (Some(series), Some(value)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let Some((name, labels)) = series.split_once('{') else {
-            continue;
-        };
-        let label = |key: &str| {
-            labels.trim_end_matches('}').split(',').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                (k == key).then(|| v.trim_matches('"').to_owned())
-            })
-        };
+    for (name, labels, value) in samples(text) {
         let key = match name {
-            "catalog_cache_lookups_total" => match (label("level"), label("result")) {
-                (Some(level), Some(result)) => format!("{level}_{result}"),
-                _ => continue,
-            },
-            "degraded_responses_total" => match label("reason") {
+            "catalog_cache_lookups_total" => {
+                match (label(labels, "level"), label(labels, "result")) {
+                    (Some(level), Some(result)) => format!("{level}_{result}"),
+                    _ => continue,
+                }
+            }
+            "degraded_responses_total" => match label(labels, "reason") {
                 Some(reason) => format!("degraded_{reason}"),
                 None => continue,
             },
@@ -984,6 +1018,31 @@ fn parse_cache_counters(text: &str) -> BTreeMap<String, f64> {
         *counters.entry(key).or_insert(0.0) += value;
     }
     counters
+}
+
+/// The samples of the Prometheus text format: name, labels (the text
+/// between the braces, empty without), value.
+fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (series, value) = (parts.next()?, parts.next()?);
+            let value = value.parse::<f64>().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            Some((name, labels, value))
+        })
+}
+
+/// The value of label `key` in a sample's labels.
+fn label(labels: &str, key: &str) -> Option<String> {
+    labels.split(',').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"').to_owned())
+    })
 }
 
 /// Warnings when a figure 5 gateway did not work as its level says: Redis
@@ -1192,9 +1251,16 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / MB
 }
 
-/// Figure 4: the five roles with telemetry as deployed, PostgreSQL, and a
-/// Redis of its own (started here, so it is measured from empty) for the
-/// gateway and the catalog.
+/// How long the catalog gets to put its read replica in use: its first
+/// checks, one a second, and `FAULTLINE_REPLICA_RECOVER_AFTER` (3) good ones
+/// in a row.
+const REPLICA_IN_USE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Figure 4: the five roles with telemetry as deployed, PostgreSQL with a hot
+/// standby the catalog reads products from, one PostgreSQL exporter per
+/// server, and a Redis of its own (started here, so it is measured from
+/// empty) for the gateway and the catalog. The standby, Redis and the
+/// exporters are started here; PostgreSQL is the run's.
 async fn footprint(
     client: &reqwest::Client,
     postgres: &Postgres,
@@ -1212,10 +1278,23 @@ async fn footprint(
         env
     };
     let redis = Redis::start(pin.server).await?;
+    let standby = Postgres::start_standby(postgres, pin.server).await?;
+    let exporters = [
+        PostgresExporter::start("primary", postgres, pin.server).await?,
+        PostgresExporter::start("standby", &standby, pin.server).await?,
+    ];
     let db = || ("DATABASE_URL", postgres.url.clone());
     let shared = || ("FAULTLINE_REDIS_URL", redis.url.clone());
+    let read = ("FAULTLINE_DATABASE_READ_URL", standby.url.clone());
     let payments = start_role("payments", "payments", &with(vec![]), cpu, work).await?;
-    let catalog = start_role("catalog", "catalog", &with(vec![db(), shared()]), cpu, work).await?;
+    let catalog = start_role(
+        "catalog",
+        "catalog",
+        &with(vec![db(), read, shared()]),
+        cpu,
+        work,
+    )
+    .await?;
     let bare = |u: &Url| u.as_str().trim_end_matches('/').to_owned();
     let orders = start_role(
         "orders",
@@ -1248,7 +1327,15 @@ async fn footprint(
     for role in &mut roles {
         wait_ready(client, role).await?;
     }
+    let catalog_admin = roles[1].admin;
+    wait_replica_in_use(client, catalog_admin).await?;
     listing(client, &roles[0].http).await?;
+    // Straight to the catalog: a read its standby serves.
+    listing(client, &roles[1].http).await?;
+    // As Prometheus does: each scrape runs the exporter's queries.
+    for (exporter, is_standby) in exporters.iter().zip([false, true]) {
+        exporter.scrape(client, is_standby).await?;
+    }
     tokio::time::sleep(plan.settle).await;
 
     let rss = |roles: &[Role]| -> Result<Vec<u64>, BenchError> {
@@ -1261,13 +1348,20 @@ async fn footprint(
             })
             .collect()
     };
+    // In the order of the footprint's rows; one `docker stats` for all.
+    let containers = [
+        postgres.container(),
+        standby.container(),
+        redis.container(),
+        exporters[0].container(),
+        exporters[1].container(),
+    ];
     let idle = rss(&roles)?;
-    let postgres_idle = postgres.memory_bytes().await?;
-    let redis_idle = redis.memory_bytes().await?;
+    let containers_idle = container::memory_of(&containers).await?;
+    let reads_before = read_routes(client, catalog_admin).await?;
 
     let mut peak = idle.clone();
-    let mut postgres_peak = postgres_idle;
-    let mut redis_peak = redis_idle;
+    let mut containers_peak = containers_idle.clone();
     let load = Load {
         mode: Mode::Closed,
         duration: plan.footprint_load,
@@ -1300,16 +1394,26 @@ async fn footprint(
     };
     let sample_containers = async {
         while !done.load(Ordering::Relaxed) {
-            if let Ok(now) = postgres.memory_bytes().await {
-                postgres_peak = postgres_peak.max(now);
-            }
-            if let Ok(now) = redis.memory_bytes().await {
-                redis_peak = redis_peak.max(now);
+            if let Ok(now) = container::memory_of(&containers).await {
+                for (p, n) in containers_peak.iter_mut().zip(now) {
+                    *p = (*p).max(n);
+                }
             }
         }
     };
-    let (load_sample, (), ()) = tokio::join!(run_load, sample_rss, sample_containers);
+    // Prometheus scrapes every exporter while the shop works: once, halfway.
+    let scrape = async {
+        tokio::time::sleep(plan.footprint_load / 2).await;
+        for (exporter, is_standby) in exporters.iter().zip([false, true]) {
+            exporter.scrape(client, is_standby).await?;
+        }
+        Ok::<(), BenchError>(())
+    };
+    let (load_sample, (), (), scraped) =
+        tokio::join!(run_load, sample_rss, sample_containers, scrape);
     let load_sample = load_sample?;
+    scraped?;
+    let reads_after = read_routes(client, catalog_admin).await?;
 
     let names = ["gateway", "catalog", "orders", "payments", "worker"];
     let role_memory: BTreeMap<String, Memory> = names
@@ -1325,29 +1429,173 @@ async fn footprint(
             )
         })
         .collect();
-    let postgres_memory = Memory {
-        idle_mb: mb(postgres_idle),
-        load_mb: mb(postgres_peak),
-    };
-    let redis_memory = Memory {
-        idle_mb: mb(redis_idle),
-        load_mb: mb(redis_peak),
+    let memory: Vec<Memory> = containers_idle
+        .iter()
+        .zip(&containers_peak)
+        .map(|(i, p)| Memory {
+            idle_mb: mb(*i),
+            load_mb: mb(*p),
+        })
+        .collect();
+    let [
+        postgres_memory,
+        standby_memory,
+        redis_memory,
+        primary_exporter,
+        standby_exporter,
+    ] = memory[..]
+    else {
+        return Err(BenchError::Measurement(format!(
+            "docker stats gave {} memory figures for the footprint's {} containers",
+            memory.len(),
+            containers.len()
+        )));
     };
     let total = Memory {
         idle_mb: role_memory.values().map(|m| m.idle_mb).sum::<f64>()
-            + postgres_memory.idle_mb
-            + redis_memory.idle_mb,
+            + memory.iter().map(|m| m.idle_mb).sum::<f64>(),
         load_mb: role_memory.values().map(|m| m.load_mb).sum::<f64>()
-            + postgres_memory.load_mb
-            + redis_memory.load_mb,
+            + memory.iter().map(|m| m.load_mb).sum::<f64>(),
     };
     Ok(Footprint {
         roles: role_memory,
         postgres: postgres_memory,
+        standby: standby_memory,
         redis: redis_memory,
+        exporters: BTreeMap::from([
+            ("primary".to_owned(), primary_exporter),
+            ("standby".to_owned(), standby_exporter),
+        ]),
         total,
+        catalog_reads: routes_between(&reads_before, &reads_after),
         load: Some(load_sample),
     })
+}
+
+/// Waits until the catalog at `admin` reads from its standby
+/// (`db_client_replica_in_use` 1).
+async fn wait_replica_in_use(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < REPLICA_IN_USE_TIMEOUT {
+        match metrics_text(client, admin).await {
+            Ok(text) => {
+                let in_use = samples(&text)
+                    .find(|(name, _, _)| *name == "db_client_replica_in_use")
+                    .map(|(_, _, value)| value);
+                if in_use == Some(1.0) {
+                    return Ok(());
+                }
+                last = format!("db_client_replica_in_use {in_use:?}");
+            }
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(BenchError::NotReady {
+        what: "the catalog's read replica (the PostgreSQL standby, by \
+               FAULTLINE_DATABASE_READ_URL)"
+            .to_owned(),
+        waited: REPLICA_IN_USE_TIMEOUT,
+        last: format!(
+            "{last}; the catalog's log (its stderr, in the work directory) says why it does \
+             not use it"
+        ),
+    })
+}
+
+/// A role's `/metrics`, from its admin address.
+async fn metrics_text(client: &reqwest::Client, admin: SocketAddr) -> Result<String, BenchError> {
+    let url = format!("http://{admin}/metrics");
+    client
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))?
+        .text()
+        .await
+        .map_err(|err| BenchError::http(format!("GET {url}"), err))
+}
+
+/// The catalog's `db_client_read_routes_total`, by target and reason.
+async fn read_routes(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+) -> Result<BTreeMap<String, BTreeMap<String, f64>>, BenchError> {
+    Ok(parse_read_routes(&metrics_text(client, admin).await?))
+}
+
+fn parse_read_routes(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut routes: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for (name, labels, value) in samples(text) {
+        if name != "db_client_read_routes_total" {
+            continue;
+        }
+        if let (Some(target), Some(reason)) = (label(labels, "target"), label(labels, "reason")) {
+            *routes
+                .entry(target)
+                .or_default()
+                .entry(reason)
+                .or_insert(0.0) += value;
+        }
+    }
+    routes
+}
+
+/// The reads counted between two readings of the counters.
+fn routes_between(
+    before: &BTreeMap<String, BTreeMap<String, f64>>,
+    after: &BTreeMap<String, BTreeMap<String, f64>>,
+) -> BTreeMap<String, BTreeMap<String, f64>> {
+    after
+        .iter()
+        .map(|(target, reasons)| {
+            let reasons = reasons
+                .iter()
+                .map(|(reason, count)| {
+                    let then = before
+                        .get(target)
+                        .and_then(|r| r.get(reason))
+                        .copied()
+                        .unwrap_or(0.0);
+                    (reason.clone(), count - then)
+                })
+                .filter(|(_, count)| *count > 0.0)
+                .collect::<BTreeMap<_, _>>();
+            (target.clone(), reasons)
+        })
+        .filter(|(_, reasons)| !reasons.is_empty())
+        .collect()
+}
+
+/// Warnings when figure 4's catalog did not read from its standby under
+/// load as deployed.
+fn check_footprint(footprint: &Footprint) -> Vec<String> {
+    let reads = &footprint.catalog_reads;
+    let count = |target: &str| reads.get(target).map_or(0.0, |r| r.values().sum::<f64>());
+    let mut warnings = Vec::new();
+    if count("replica") <= 0.0 {
+        warnings.push(
+            "footprint: the catalog served no product read from its standby under load: the \
+             standby's memory is that of an idle one"
+                .to_owned(),
+        );
+    }
+    if let Some(primary) = reads.get("primary") {
+        for (reason, n) in primary {
+            if reason != "read_your_writes" && *n > 0.0 {
+                warnings.push(format!(
+                    "footprint: {n:.0} product read(s) under load went to the primary instead \
+                     of the standby ({reason})"
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -1371,6 +1619,47 @@ mod tests {
                 ("degraded_local_rate_limit".to_owned(), 0.0),
             ])
         );
+    }
+
+    #[test]
+    fn the_catalogs_reads_under_load_are_counted_by_server_and_reason() {
+        let before = parse_read_routes(
+            "db_client_read_routes_total{target=\"primary\",reason=\"replica_unavailable\"} 2\n\
+             db_client_read_routes_total{target=\"replica\",reason=\"replica_healthy\"} 1\n",
+        );
+        let after = parse_read_routes(
+            "# TYPE db_client_read_routes_total counter\n\
+             db_client_read_routes_total{target=\"primary\",reason=\"replica_unavailable\"} 2\n\
+             db_client_read_routes_total{target=\"primary\",reason=\"read_your_writes\"} 4\n\
+             db_client_read_routes_total{target=\"replica\",reason=\"replica_healthy\"} 51\n\
+             db_client_replica_in_use 1\n",
+        );
+        let under_load = routes_between(&before, &after);
+        assert_eq!(
+            under_load,
+            BTreeMap::from([
+                (
+                    "primary".to_owned(),
+                    BTreeMap::from([("read_your_writes".to_owned(), 4.0)])
+                ),
+                (
+                    "replica".to_owned(),
+                    BTreeMap::from([("replica_healthy".to_owned(), 50.0)])
+                ),
+            ])
+        );
+        let mut footprint = Footprint {
+            catalog_reads: under_load,
+            ..Footprint::default()
+        };
+        assert!(check_footprint(&footprint).is_empty());
+        footprint.catalog_reads = BTreeMap::from([(
+            "primary".to_owned(),
+            BTreeMap::from([("replica_lagging".to_owned(), 7.0)]),
+        )]);
+        let warnings = check_footprint(&footprint);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[1].contains("7 product read(s)"), "{warnings:?}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `faultline-bench --quick` end to end: every benchmark runs briefly and the
 //! JSON has all five figures with sane values. No timing is asserted.
 //!
-//! Needs Docker and the local PostgreSQL and Redis images: without them it
-//! fails and says what to do; it never passes by skipping.
+//! Needs Docker and the local PostgreSQL, Redis and PostgreSQL exporter
+//! images: without them it fails and says what to do; it never passes by
+//! skipping.
 
 use std::process::Command;
 
@@ -31,7 +32,11 @@ fn positive(value: &Value, path: &str) -> anyhow::Result<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     let docker = require_docker().await?;
-    require_images(&docker, &[images::POSTGRES, images::REDIS]).await?;
+    require_images(
+        &docker,
+        &[images::POSTGRES, images::REDIS, images::POSTGRES_EXPORTER],
+    )
+    .await?;
 
     let dir = std::env::temp_dir().join(format!("faultline-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -61,7 +66,8 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     );
 
     let results: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
-    assert_eq!(results["schema"], 2);
+    assert_eq!(results["schema"], 3);
+    assert_eq!(results["footprint_only"], false);
     assert_eq!(results["quick"], true);
 
     // 1. Instrumentation: each part against telemetry off.
@@ -88,7 +94,9 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     //    difference of two noisy numbers: finite, but its sign is not asserted.
     positive(&results, "/figures/proxy/throughput_ratio/median")?;
     finite(&results, "/figures/proxy/added_p50_us/median")?;
-    // 4. Footprint: every role, PostgreSQL and Redis, idle and under load.
+    // 4. Footprint: every role, PostgreSQL and its standby, Redis and the
+    //    two PostgreSQL exporters, idle and under load; the catalog read
+    //    from the standby.
     for role in ["gateway", "catalog", "orders", "payments", "worker"] {
         positive(
             &results,
@@ -99,11 +107,31 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
             &format!("/figures/footprint/roles/{role}/load_mb"),
         )?;
     }
-    for container in ["postgres", "redis"] {
+    for container in [
+        "postgres",
+        "standby",
+        "redis",
+        "exporters/primary",
+        "exporters/standby",
+    ] {
         positive(&results, &format!("/figures/footprint/{container}/idle_mb"))?;
         positive(&results, &format!("/figures/footprint/{container}/load_mb"))?;
     }
-    positive(&results, "/figures/footprint/total/load_mb")?;
+    let total = positive(&results, "/figures/footprint/total/load_mb")?;
+    let parts: f64 = ["postgres", "standby", "redis"]
+        .iter()
+        .map(|c| finite(&results, &format!("/figures/footprint/{c}/load_mb")))
+        .chain(["primary", "standby"].iter().map(|s| {
+            finite(
+                &results,
+                &format!("/figures/footprint/exporters/{s}/load_mb"),
+            )
+        }))
+        .sum::<anyhow::Result<f64>>()?;
+    anyhow::ensure!(
+        total > parts,
+        "the footprint's total ({total} MB) should count the roles and every container ({parts} MB)"
+    );
     // 5. Cache levels: both levels against the local one, the shared one
     //    alone against both; and the counters say each level was used.
     for comparison in ["two_level_vs_local", "shared_only_vs_two_level"] {
@@ -140,6 +168,9 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
         "3 fault proxy",
         "4 footprint",
         "| Redis (docker stats) |",
+        "| PostgreSQL standby (docker stats) |",
+        "| PostgreSQL exporter, primary (docker stats) |",
+        "| PostgreSQL exporter, standby (docker stats) |",
         "5 cache levels",
     ] {
         assert!(markdown.contains(figure), "{figure} missing:\n{markdown}");
