@@ -36,7 +36,10 @@ const MAX_POINTS: u64 = 11_000;
 const RULE_OUTPUT: [&str; 2] = ["ALERTS", "ALERTS_FOR_STATE"];
 
 /// The alert series that reached `firing` as an expectation required:
-/// first firing time and the next time they were seen inactive.
+/// first firing time and the next time they were seen inactive. A firing
+/// already there when the run started (seen at 0 s) is left out: the run's
+/// series hold none of the history that made it fire, so no replay could
+/// show it; the next firing, if any, is taken instead.
 pub fn fired_as_expected(
     expectations: &[AlertExpectationRecord],
     seen: &[AlertSeen],
@@ -47,7 +50,11 @@ pub fn fired_as_expected(
             .iter()
             .filter(|s| s.alert == expect.alert && labels_match(&s.labels, &expect.labels));
         for s in series {
-            let Some(firing) = s.transitions.iter().position(|t| t.state == "firing") else {
+            let Some(firing) = s
+                .transitions
+                .iter()
+                .position(|t| t.state == "firing" && t.at_s > 0.0)
+            else {
                 continue;
             };
             if fired
@@ -346,6 +353,32 @@ mod tests {
         assert_eq!(fired[0].labels["job"], "orders");
         assert_eq!(fired[0].firing_at_s, 5.0);
         assert_eq!(fired[0].resolved_at_s, Some(20.0));
+    }
+
+    #[test]
+    fn a_firing_inherited_from_before_the_run_is_not_replayed() {
+        let seen = [
+            seen(
+                "A",
+                "orders",
+                vec![
+                    transition("firing", 0.0),
+                    transition("inactive", 1.0),
+                    transition("pending", 17.0),
+                    transition("firing", 18.0),
+                    transition("inactive", 35.0),
+                ],
+            ),
+            seen("B", "orders", vec![transition("firing", 0.0)]),
+        ];
+        let expectations = [
+            expectation("A", "firing", true),
+            expectation("B", "firing", true),
+        ];
+        let fired = fired_as_expected(&expectations, &seen);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].firing_at_s, 18.0);
+        assert_eq!(fired[0].resolved_at_s, Some(35.0));
     }
 
     #[test]
