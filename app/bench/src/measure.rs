@@ -101,8 +101,8 @@ impl CpuClock {
             own: procs::self_cpu_seconds(),
             servers: sum(&target.servers),
             helpers: sum(&target.helpers),
-            postgres: target.postgres.and_then(Postgres::cpu_seconds),
-            redis: target.redis.and_then(Redis::cpu_seconds),
+            postgres: target.postgres.and_then(|p| p.container().cpu_seconds()),
+            redis: target.redis.and_then(|r| r.container().cpu_seconds()),
         }
     }
 

@@ -38,15 +38,4 @@ impl Redis {
     pub fn container(&self) -> &Container {
         &self.container
     }
-
-    /// The container's CPU time so far, in seconds (`None` when its cgroup
-    /// is not visible from here).
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        self.container.cpu_seconds()
-    }
-
-    /// The container's memory use as `docker stats` shows it, in bytes.
-    pub async fn memory_bytes(&self) -> Result<u64, BenchError> {
-        self.container.memory_bytes().await
-    }
 }

@@ -32,6 +32,22 @@ const IMAGE: (&str, &str) = ("faultline-local/base", "bookworm");
 /// Generous bound for anything the engine does.
 const BOUND: Duration = Duration::from_secs(60);
 
+/// The Docker client, once Docker and the local image `name:tag` are
+/// there; else an error saying what to do: these tests never skip.
+async fn require_image((name, tag): (&str, &str)) -> anyhow::Result<bollard::Docker> {
+    let docker = docker_client_instance().await.context(
+        "Docker is needed for these tests: start the engine and check that this user may use it",
+    )?;
+    if docker
+        .inspect_image(&format!("{name}:{tag}"))
+        .await
+        .is_err()
+    {
+        anyhow::bail!("the local image {name}:{tag} is missing: run compose/build-images first");
+    }
+    Ok(docker)
+}
+
 /// A compose-like project: `replicas` containers of service `victim`.
 struct Project {
     name: String,
@@ -45,20 +61,7 @@ impl Project {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("flchaos{}", &id[..10]);
         let network = format!("{name}_default");
-        let docker = docker_client_instance().await.context(
-            "Docker is needed for these tests: start the engine and check that this user may use it",
-        )?;
-        if docker
-            .inspect_image(&format!("{}:{}", IMAGE.0, IMAGE.1))
-            .await
-            .is_err()
-        {
-            anyhow::bail!(
-                "the local image {}:{} is missing: run compose/build-images first",
-                IMAGE.0,
-                IMAGE.1
-            );
-        }
+        let docker = require_image(IMAGE).await?;
         let mut containers = Vec::new();
         for replica in 1..=replicas {
             let labels = [

@@ -16,7 +16,6 @@ use faultline_chaos::runner::{Bindings, LedgerDir};
 use faultline_chaos::undo::UndoRecord;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
-use testcontainers::core::client::docker_client_instance;
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -34,20 +33,7 @@ struct Postgres {
 
 impl Postgres {
     async fn start(test: &str) -> anyhow::Result<Self> {
-        let docker = docker_client_instance().await.context(
-            "Docker is needed for these tests: start the engine and check that this user may use it",
-        )?;
-        if docker
-            .inspect_image(&format!("{}:{}", IMAGE.0, IMAGE.1))
-            .await
-            .is_err()
-        {
-            anyhow::bail!(
-                "the local image {}:{} is missing: run compose/build-images first",
-                IMAGE.0,
-                IMAGE.1
-            );
-        }
+        super::require_image(IMAGE).await?;
         let container = GenericImage::new(IMAGE.0, IMAGE.1)
             .with_exposed_port(ContainerPort::Tcp(5432))
             .with_wait_for(WaitFor::message_on_stderr(
