@@ -5,6 +5,8 @@
 //! would label replicas of a service, on a private network. In nextest's
 //! `containers` test group.
 
+#[path = "../common/eventually.rs"]
+mod polling;
 mod sql;
 
 use std::collections::BTreeMap;

@@ -2,10 +2,9 @@
 //! fault proxy, experiment files in a temporary directory, and polling with
 //! a deadline.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_proxy::{NewProxy, ProxyServer, ProxyServerConfig, ToxiproxyClient};
 
@@ -91,24 +90,9 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, failing after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not true after {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[path = "../common/eventually.rs"]
+mod polling;
+pub use polling::eventually;
 
 /// The files of `dir` (names), sorted.
 pub fn files(dir: &Path) -> Vec<String> {
