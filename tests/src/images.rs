@@ -48,6 +48,12 @@ pub const POSTGRES_EXPORTER: LocalImage = LocalImage {
     tag: "0.11",
 };
 
+/// The broker the outbox is relayed to, with its Prometheus plugin on.
+pub const RABBITMQ: LocalImage = LocalImage {
+    name: "faultline-local/rabbitmq",
+    tag: "3.10",
+};
+
 /// The demo's edge: one published port in front of the gateway replicas.
 pub const HAPROXY: LocalImage = LocalImage {
     name: "faultline-local/haproxy",
@@ -72,6 +78,7 @@ pub const ALL: &[LocalImage] = &[
     REDIS_EXPORTER,
     POSTGRES_EXPORTER,
     HAPROXY,
+    RABBITMQ,
     FAULTLINE,
 ];
 

@@ -10,6 +10,7 @@
 //! - [`stack`]: a private network with a shop service and Prometheus on it.
 //! - [`shop_stack`]: every role of the shop in containers, ready.
 //! - [`redis`]: Redis and its exporter, for the gateway's shared cache and limit.
+//! - [`rabbitmq`]: RabbitMQ, the broker the outbox is relayed to.
 //! - [`fault_proxy`]: `faultline proxy` in a container.
 //! - [`otlp`]: an OTLP trace receiver that services export to.
 //! - [`alertmanager`]: Alertmanager with the repository's routing, and the
@@ -25,6 +26,7 @@ pub mod postgres;
 pub mod prom_text;
 pub mod prometheus;
 pub mod promtool;
+pub mod rabbitmq;
 pub mod redis;
 pub mod rules;
 pub mod shop_stack;

@@ -1,6 +1,7 @@
 //! The whole shop in containers on one network: PostgreSQL, payments, catalog,
-//! orders, worker and gateway (orders and gateway in as many replicas as
-//! asked), Redis and a PostgreSQL read replica when asked, all ready.
+//! orders, worker and gateway (orders, workers and gateway in as many
+//! replicas as asked), Redis, RabbitMQ and a PostgreSQL read replica when
+//! asked, all ready.
 
 use std::time::Duration;
 
@@ -12,8 +13,11 @@ use crate::postgres::{
     EXPORTER_SCRAPE_INTERVAL, Postgres, PostgresExporter, PostgresRole, REPLICA_SERVICE,
     REPLICA_SLOT, TestDatabase,
 };
+use crate::rabbitmq::RabbitMq;
 use crate::redis::{Redis, RedisExporter};
-use crate::stack::{Network, Prometheus, Shop, labelled_scrape_job, prometheus_config};
+use crate::stack::{
+    LabelledTarget, Network, Prometheus, Shop, labelled_scrape_job, prometheus_config,
+};
 
 /// How long the stack gets to become ready: generous, two noisy cores.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -80,6 +84,19 @@ pub struct StackOptions {
     /// `role="primary"` or `role="replica"` and `instance="postgres"` or
     /// `instance="postgres-replica"`, as in compose.
     pub read_replica: bool,
+    /// Run RabbitMQ (service `rabbitmq`), the broker the orders replicas
+    /// relay the outbox to and every worker consumes from: each of them is
+    /// given `FAULTLINE_AMQP_URL`. With `prometheus`, its plugin is scraped
+    /// as job `rabbitmq` every [`crate::rabbitmq::SCRAPE_INTERVAL`], as in
+    /// compose.
+    pub broker: bool,
+    /// Put the fault proxy between the workers and RabbitMQ (a proxy named
+    /// `rabbitmq`, as in compose); the orders replicas still reach it
+    /// directly. Needs `broker`.
+    pub broker_through_proxy: bool,
+    /// How many worker replicas run: hosts `worker-1`, `worker-2`, ...,
+    /// labelled replica 1, 2, ... as in compose.
+    pub worker_replicas: usize,
 }
 
 /// Where Prometheus also reads rule files: a directory in its own writable
@@ -106,6 +123,9 @@ impl Default for StackOptions {
             redis_through_proxy: false,
             gateway_replicas: 1,
             read_replica: false,
+            broker: false,
+            broker_through_proxy: false,
+            worker_replicas: 1,
         }
     }
 }
@@ -126,6 +146,9 @@ impl StackOptions {
         }
         if self.read_replica {
             images.push(images::POSTGRES_EXPORTER);
+        }
+        if self.broker {
+            images.push(images::RABBITMQ);
         }
         images
     }
@@ -148,13 +171,16 @@ pub struct ShopStack {
     pub catalog: Shop,
     /// The orders replicas.
     pub orders: Vec<Shop>,
-    pub worker: Shop,
+    /// The worker replicas (one unless `worker_replicas` says more).
+    pub workers: Vec<Shop>,
     /// Gateway replica 1.
     pub gateway: Shop,
     /// Gateway replicas 2 and on, with `gateway_replicas`.
     pub more_gateways: Vec<Shop>,
     /// Redis and its exporter, with `redis`.
     pub redis: Option<(Redis, RedisExporter)>,
+    /// RabbitMQ, with `broker`.
+    pub rabbitmq: Option<RabbitMq>,
     /// The fault proxy, when a `*_through_proxy` option asked for it.
     pub proxy: Option<FaultProxy>,
     /// The OTLP receiver, with `otlp_through_proxy`.
@@ -179,6 +205,8 @@ pub const OTLP_PROXY_PORT: u16 = 18083;
 pub const WEBHOOKS_PROXY_PORT: u16 = 18084;
 /// The port of the proxied gateway → Redis link inside the network.
 pub const REDIS_PROXY_PORT: u16 = 18085;
+/// The port of the proxied workers → RabbitMQ link inside the network.
+pub const RABBITMQ_PROXY_PORT: u16 = 18086;
 
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> anyhow::Result<u16> {
@@ -238,6 +266,7 @@ impl ShopStack {
             || options.otlp_through_proxy
             || options.alertmanager
             || options.redis_through_proxy
+            || options.broker_through_proxy
         {
             Some(FaultProxy::start(&network, &network.host("proxy")).await?)
         } else {
@@ -290,6 +319,15 @@ impl ShopStack {
         let redis_url = redis
             .as_ref()
             .map(|(redis, _)| format!("redis://{}", redis.address_in_network()));
+        anyhow::ensure!(
+            options.broker || !options.broker_through_proxy,
+            "a stack with its workers reaching RabbitMQ through the proxy needs RabbitMQ"
+        );
+        let rabbitmq = if options.broker {
+            Some(RabbitMq::start(&network, &host("rabbitmq")).await?)
+        } else {
+            None
+        };
 
         // No random declines unless a test asks: a declined checkout would make
         // tests that expect an order flaky (the default ratio is 2%).
@@ -327,6 +365,9 @@ impl ShopStack {
             orders_env.push(("FAULTLINE_PAYMENTS_URLS", format!("http://{link}")));
         }
         orders_env.push(("DATABASE_URL", database_url.clone()));
+        if let Some(rabbitmq) = &rabbitmq {
+            orders_env.push(("FAULTLINE_AMQP_URL", rabbitmq.amqp_url_in_network()));
+        }
         orders_env.extend(options.orders_env.clone());
         let mut orders = Vec::new();
         for replica in 1..=options.orders_replicas.max(1) {
@@ -365,7 +406,34 @@ impl ShopStack {
         }
         let mut worker_env = upstreams;
         worker_env.push(("DATABASE_URL", database_url.clone()));
-        let worker = Shop::start(&network, &host("worker"), "worker", &with(worker_env)).await?;
+        if let Some(rabbitmq) = &rabbitmq {
+            let mut url = rabbitmq.amqp_url_in_network();
+            if let (true, Some(proxy)) = (options.broker_through_proxy, &proxy) {
+                let link = proxy
+                    .add(
+                        "rabbitmq",
+                        RABBITMQ_PROXY_PORT,
+                        &format!("{}:{}", rabbitmq.host, crate::rabbitmq::AMQP_PORT),
+                    )
+                    .await?;
+                url = crate::rabbitmq::amqp_url(&link);
+            }
+            worker_env.push(("FAULTLINE_AMQP_URL", url));
+        }
+        let mut workers = Vec::new();
+        for replica in 1..=options.worker_replicas.max(1) {
+            let name = host(&format!("worker-{replica}"));
+            workers.push(
+                Shop::start_replica(
+                    &network,
+                    &name,
+                    "worker",
+                    replica,
+                    &with(worker_env.clone()),
+                )
+                .await?,
+            );
+        }
         let replicas = options.gateway_replicas.max(1);
         let mut gateway_env = vec![
             ("FAULTLINE_CATALOG_URLS", catalog_url),
@@ -404,7 +472,8 @@ impl ShopStack {
         }
         for service in orders
             .iter()
-            .chain([&payments, &worker, &gateway])
+            .chain(&workers)
+            .chain([&payments, &gateway])
             .chain(&more_gateways)
         {
             service.wait_ready(READY_WITHIN).await?;
@@ -439,7 +508,7 @@ impl ShopStack {
                 ("catalog", vec![target(&catalog)]),
                 ("orders", orders.iter().map(target).collect()),
                 ("payments", vec![target(&payments)]),
-                ("worker", vec![target(&worker)]),
+                ("worker", workers.iter().map(target).collect()),
             ];
             if let Some(proxy) = &proxy {
                 jobs.push(("proxy", vec![proxy.metrics_target()]));
@@ -452,6 +521,7 @@ impl ShopStack {
             }
             let mut config = prometheus_config(Duration::from_secs(1), &jobs);
             config.push_str(&postgres_scrape_job(&postgres_exporters));
+            config.push_str(&rabbitmq_scrape_job(rabbitmq.as_ref()));
             config.push_str(&format!(
                 "rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n  - {DROP_IN_RULES}\n"
             ));
@@ -483,10 +553,11 @@ impl ShopStack {
             payments,
             catalog,
             orders,
-            worker,
+            workers,
             gateway,
             more_gateways,
             redis,
+            rabbitmq,
             proxy,
             otlp,
             prometheus,
@@ -497,7 +568,8 @@ impl ShopStack {
 
     /// Every role's container, for scraping them all.
     pub fn services(&self) -> Vec<&Shop> {
-        let mut services = vec![&self.gateway, &self.catalog, &self.payments, &self.worker];
+        let mut services = vec![&self.gateway, &self.catalog, &self.payments];
+        services.extend(self.workers.iter());
         services.extend(self.orders.iter());
         services.extend(self.more_gateways.iter());
         services
@@ -529,6 +601,12 @@ impl ShopStack {
         postgres_scrape_job(&self.postgres_exporters)
     }
 
+    /// Job `rabbitmq` of the broker's plugin, as YAML to append to the
+    /// `scrape_configs` of a prometheus.yml; empty without `broker`.
+    pub fn rabbitmq_scrape_job(&self) -> String {
+        rabbitmq_scrape_job(self.rabbitmq.as_ref())
+    }
+
     /// A connection pool to the shop's database, for checking invariants.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::postgres::PgPoolOptions::new()
@@ -548,6 +626,23 @@ fn postgres_scrape_job(exporters: &[PostgresExporter]) -> String {
         .map(PostgresExporter::labelled_target)
         .collect();
     labelled_scrape_job("postgres", Some(EXPORTER_SCRAPE_INTERVAL), &targets)
+}
+
+/// Job `rabbitmq`: the broker's plugin, every
+/// [`crate::rabbitmq::SCRAPE_INTERVAL`]; nothing without a broker.
+fn rabbitmq_scrape_job(rabbitmq: Option<&RabbitMq>) -> String {
+    let Some(rabbitmq) = rabbitmq else {
+        return String::new();
+    };
+    let target = LabelledTarget {
+        address: rabbitmq.metrics_target(),
+        labels: Vec::new(),
+    };
+    labelled_scrape_job(
+        "rabbitmq",
+        Some(crate::rabbitmq::SCRAPE_INTERVAL),
+        &[target],
+    )
 }
 
 /// Waits until Prometheus has scraped every target and no alert but the

@@ -13,7 +13,7 @@ use anyhow::{Context, bail, ensure};
 use faultline_tests::docker::{require_docker, require_images};
 use faultline_tests::eventually;
 use faultline_tests::images::{
-    ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, REDIS,
+    ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, RABBITMQ, REDIS,
     REDIS_EXPORTER,
 };
 use faultline_tests::prometheus::PrometheusClient;
@@ -90,6 +90,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             REDIS,
             REDIS_EXPORTER,
             HAPROXY,
+            RABBITMQ,
             FAULTLINE,
         ],
     )
@@ -97,6 +98,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
     let postgres_port = free_port()?;
     let replica_port = free_port()?;
+    let rabbitmq_ports = (free_port()?, free_port()?);
     let fault_admin_ports = (free_port()?, free_port()?);
     let demo = Demo {
         project: format!(
@@ -111,6 +113,12 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             // Not 5432: another demo, or a PostgreSQL on the host, may hold it.
             ("FAULTLINE_POSTGRES_PORT", postgres_port.to_string()),
             ("FAULTLINE_POSTGRES_REPLICA_PORT", replica_port.to_string()),
+            // Not 5672 and 15692: another demo or broker may hold them.
+            ("FAULTLINE_RABBITMQ_PORT", rabbitmq_ports.0.to_string()),
+            (
+                "FAULTLINE_RABBITMQ_METRICS_PORT",
+                rabbitmq_ports.1.to_string(),
+            ),
             (
                 "FAULTLINE_CATALOG_FAULT_ADMIN_PORT",
                 fault_admin_ports.0.to_string(),
@@ -127,8 +135,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let prometheus = PrometheusClient::new(format!("http://127.0.0.1:{}", ports.1), http.clone());
 
     // Every target up: each replica of each role (two gateways behind the
-    // edge), the proxy, the Redis exporter, the two PostgreSQL exporters,
-    // Prometheus and Alertmanager.
+    // edge, two workers), the proxy, the Redis exporter, the two PostgreSQL
+    // exporters, RabbitMQ's plugin, Prometheus and Alertmanager.
     let wanted: BTreeSet<&str> = [
         "gateway",
         "catalog",
@@ -138,6 +146,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         "proxy",
         "redis",
         "postgres",
+        "rabbitmq",
         "prometheus",
         "alertmanager",
     ]
@@ -155,7 +164,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             .filter_map(|t| t.labels.get("job").map(String::as_str))
             .collect();
         ensure!(jobs == wanted, "jobs {jobs:?}");
-        ensure!(targets.len() == 15, "{} targets", targets.len());
+        ensure!(targets.len() == 17, "{} targets", targets.len());
         Ok(())
     })
     .await?;

@@ -212,7 +212,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
         ("catalog", vec![target(&stack.catalog)]),
         ("orders", stack.orders.iter().map(target).collect()),
         ("payments", vec![target(&stack.payments)]),
-        ("worker", vec![target(&stack.worker)]),
+        ("worker", stack.workers.iter().map(target).collect()),
     ];
     jobs.push(("proxy", vec![proxy_target]));
     // The monitoring pipeline watches itself (alerts/monitoring.rules.yml).
@@ -223,6 +223,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     }
     let mut config = prometheus_config(Duration::from_secs(1), &jobs);
     config.push_str(&stack.postgres_scrape_job());
+    config.push_str(&stack.rabbitmq_scrape_job());
     config.push_str("rule_files:\n  - /etc/prometheus/rules/*.rules.yml\n");
     let rules: Vec<(String, String)> = assets::files_in("alerts/compressed", ".rules.yml")?
         .into_iter()

@@ -1,5 +1,6 @@
 //! The foundation: the shop image runs, Prometheus scrapes it, readiness
-//! follows PostgreSQL, and a read replica streams from the primary.
+//! follows PostgreSQL, a read replica streams from the primary, and RabbitMQ
+//! keeps its durable messages across a restart.
 
 use std::time::Duration;
 
@@ -7,12 +8,12 @@ use anyhow::{Context, bail, ensure};
 use faultline_tests::eventually;
 use faultline_tests::postgres::{PORT, Postgres, REPLICA_SLOT, TestDatabase};
 use faultline_tests::prometheus::PrometheusClient;
-use faultline_tests::shop_stack::{ShopStack, StackOptions};
+use faultline_tests::shop_stack::{RABBITMQ_PROXY_PORT, ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, SHOP_ADMIN_PORT, Shop, prometheus_config};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use testcontainers::bollard::query_parameters::{
-    KillContainerOptionsBuilder, StartContainerOptions,
+    InspectContainerOptions, KillContainerOptionsBuilder, StartContainerOptions,
 };
 
 use crate::{FOUNDATION_IMAGES, preflight};
@@ -331,5 +332,159 @@ async fn a_read_replica_streams_is_scraped_and_comes_back_after_a_kill() -> anyh
     )
     .await?;
     wait_value(prometheus, r#"pg_replica_in_recovery{role="replica"}"#, 1.0).await?;
+    Ok(())
+}
+
+/// The environment variable `name` of a container, as Docker started it.
+async fn container_env(
+    docker: &testcontainers::bollard::Docker,
+    id: &str,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    let inspected = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await?;
+    let prefix = format!("{name}=");
+    Ok(inspected
+        .config
+        .and_then(|config| config.env)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned)))
+}
+
+/// A stack with the broker: RabbitMQ starts, the orders replicas get its
+/// URL and the workers theirs through the fault proxy, and Prometheus
+/// scrapes its plugin as job `rabbitmq`, one series per queue. Then what
+/// the broker-down experiment does: the broker killed and started again
+/// still has its durable queue and the persistent messages in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart()
+-> anyhow::Result<()> {
+    let options = StackOptions {
+        broker: true,
+        broker_through_proxy: true,
+        worker_replicas: 2,
+        prometheus: true,
+        ..StackOptions::default()
+    };
+    preflight(&options.images()).await?;
+    let stack = ShopStack::start("foundation_rabbitmq", options).await?;
+    let rabbitmq = stack.rabbitmq.as_ref().context("the stack has RabbitMQ")?;
+    let proxy = stack.proxy.as_ref().context("the stack has the proxy")?;
+    let prometheus = &stack.prometheus.as_ref().context("Prometheus")?.client;
+    let docker = faultline_tests::docker::require_docker().await?;
+
+    // Orders publishes directly; both workers consume through the proxy's
+    // link named rabbitmq.
+    let direct = format!("amqp://faultline:faultline@{}:5672/%2f", rabbitmq.host);
+    for orders in &stack.orders {
+        let url = container_env(&docker, orders.container.id(), "FAULTLINE_AMQP_URL").await?;
+        assert_eq!(url.as_deref(), Some(direct.as_str()), "{}", orders.host);
+    }
+    assert_eq!(stack.workers.len(), 2);
+    let proxied = format!(
+        "amqp://faultline:faultline@{}:{RABBITMQ_PROXY_PORT}/%2f",
+        proxy.host
+    );
+    for worker in &stack.workers {
+        let url = container_env(&docker, worker.container.id(), "FAULTLINE_AMQP_URL").await?;
+        assert_eq!(url.as_deref(), Some(proxied.as_str()), "{}", worker.host);
+    }
+    let mut replicas: Vec<String> = prometheus
+        .query(r#"up{job="worker"} == 1"#)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.metric.get("instance").cloned())
+        .collect();
+    replicas.sort();
+    assert_eq!(
+        replicas,
+        stack
+            .workers
+            .iter()
+            .map(|w| format!("{}:9000", w.host))
+            .collect::<Vec<_>>()
+    );
+
+    // The plugin's page, scraped: the node and its version.
+    wait_value(prometheus, r#"up{job="rabbitmq"}"#, 1.0).await?;
+    let build = prometheus
+        .query(r#"rabbitmq_build_info{job="rabbitmq"}"#)
+        .await?;
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert_eq!(
+        build[0].metric.get("rabbitmq_version").map(String::as_str),
+        Some("3.10.8")
+    );
+    wait_value(
+        prometheus,
+        r#"rabbitmq_identity_info{job="rabbitmq",rabbitmq_node="rabbit@localhost"}"#,
+        1.0,
+    )
+    .await?;
+
+    // A durable queue with three persistent messages, stamped 100 s ago:
+    // its depth and the age of its head message, per queue.
+    let queue = "foundation-probe";
+    let stamped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        - 100;
+    rabbitmq.publish(queue, 3, stamped).await?;
+    let series = |name: &str| format!(r#"{name}{{job="rabbitmq",vhost="/",queue="{queue}"}}"#);
+    wait_value(prometheus, &series("rabbitmq_queue_messages_ready"), 3.0).await?;
+    wait_value(prometheus, &series("rabbitmq_queue_messages_unacked"), 0.0).await?;
+    wait_value(prometheus, &series("rabbitmq_queue_consumers"), 0.0).await?;
+    wait_value(
+        prometheus,
+        &series("rabbitmq_queue_head_message_timestamp"),
+        stamped as f64,
+    )
+    .await?;
+
+    // Killed and started again: the same node (its name is fixed) recovers
+    // the queue and its messages, and Prometheus reads them from the new
+    // process, which started after the old one.
+    let started_before = prometheus
+        .query_scalar(r#"time() - rabbitmq_erlang_uptime_seconds{job="rabbitmq"}"#)
+        .await?;
+    let id = rabbitmq.container.id();
+    docker
+        .kill_container(
+            id,
+            Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+        )
+        .await?;
+    docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await?;
+    rabbitmq
+        .wait_ready(faultline_tests::rabbitmq::STARTUP_TIMEOUT)
+        .await?;
+    assert_eq!(rabbitmq.queue_messages(queue).await?, Some(3));
+    wait_value(
+        prometheus,
+        &format!(
+            r#"time() - rabbitmq_erlang_uptime_seconds{{job="rabbitmq"}} > bool {}"#,
+            started_before + 5.0
+        ),
+        1.0,
+    )
+    .await?;
+    wait_value(prometheus, &series("rabbitmq_queue_messages_ready"), 3.0).await?;
+    wait_value(
+        prometheus,
+        &series("rabbitmq_queue_head_message_timestamp"),
+        stamped as f64,
+    )
+    .await?;
+    // The test process reaches it on its new mapped port.
+    let address = rabbitmq.amqp_address().await?;
+    faultline_tests::rabbitmq::amqp_handshake(&address).await?;
+    assert_eq!(
+        rabbitmq.amqp_url().await?,
+        format!("amqp://faultline:faultline@{address}/%2f")
+    );
     Ok(())
 }
