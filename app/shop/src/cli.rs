@@ -41,6 +41,19 @@ pub enum Command {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// List the events the workers gave up on (the dead-letter queue), or
+    /// send them back to the workers.
+    ///
+    /// Examples:
+    ///   faultline-shop dead-letters list
+    ///   faultline-shop dead-letters replay --event-id 6f1c2d1e-0b8e-4bb1-9a51-2f0f9e4f6a10
+    ///   faultline-shop dead-letters replay --all
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        #[command(flatten)]
+        broker: crate::broker::BrokerConfig,
+    },
     /// Exit 0 when URL answers 2xx: a healthcheck for images without curl.
     ///
     /// Example: faultline-shop probe http://127.0.0.1:9000/health/ready
@@ -50,6 +63,34 @@ pub enum Command {
         /// Give up after this long.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+}
+
+/// What to do with the dead letters.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// Print the dead letters, oldest first; they all stay in the queue.
+    List {
+        /// Print at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish dead letters again, as first attempts; each leaves the queue
+    /// once the broker confirmed its copy.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["event_id", "all"])))]
+    Replay {
+        /// Replay this event (repeat for several).
+        #[arg(long = "event-id")]
+        event_id: Vec<uuid::Uuid>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Replay at most this many.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
     },
 }
 
@@ -68,6 +109,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Loadgen(args) => return faultline_loadgen::run_cli(args).await,
+        Command::DeadLetters { action, broker } => {
+            dead_letters(action, &broker).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Probe { url, timeout } => {
             crate::probe::probe(&url, timeout).await?;
             return Ok(ExitCode::SUCCESS);
@@ -91,6 +136,68 @@ async fn serve(config: RoleConfig) -> anyhow::Result<()> {
     result
 }
 
+async fn dead_letters(
+    action: DeadLetterAction,
+    broker: &crate::broker::BrokerConfig,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use crate::broker::dead_letters;
+
+    let uri = broker
+        .uri()?
+        .context("no broker: set FAULTLINE_AMQP_URL (or --amqp-url)")?;
+    let mut stdout = std::io::stdout().lock();
+    match action {
+        DeadLetterAction::List { limit, json } => {
+            let letters = dead_letters::list(&uri, limit)
+                .await
+                .context("cannot list the dead letters")?;
+            for letter in &letters {
+                if json {
+                    writeln!(stdout, "{}", serde_json::to_string(letter)?)?;
+                } else {
+                    writeln!(
+                        stdout,
+                        "{}  {}  order {}  attempt {}  {} from {}\n    {}",
+                        letter.event_id.as_deref().unwrap_or("(no id)"),
+                        letter.kind.as_deref().unwrap_or("(no kind)"),
+                        letter.aggregate_id.as_deref().unwrap_or("-"),
+                        letter.attempt,
+                        letter.reason.as_deref().unwrap_or("-"),
+                        letter.queue.as_deref().unwrap_or("-"),
+                        letter.body,
+                    )?;
+                }
+            }
+            eprintln!("faultline-shop: {} dead letter(s) listed", letters.len());
+        }
+        DeadLetterAction::Replay {
+            event_id,
+            all,
+            limit,
+        } => {
+            let only = if all {
+                std::collections::BTreeSet::new()
+            } else {
+                event_id.iter().map(ToString::to_string).collect()
+            };
+            let report = dead_letters::replay(&uri, &only, limit)
+                .await
+                .context("cannot replay the dead letters")?;
+            for id in &report.replayed {
+                writeln!(stdout, "{id}")?;
+            }
+            eprintln!(
+                "faultline-shop: {} replayed, {} left in the queue",
+                report.replayed.len(),
+                report.kept
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
     let pool = crate::db::lazy_pool(database, "migrate")?;
     crate::db::MIGRATOR
@@ -100,4 +207,40 @@ async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
     pool.close().await;
     eprintln!("faultline-shop: the database schema is up to date");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Duplicate argument ids across flattened settings, and the like,
+        // fail here rather than silently in a release build.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_broker_url_reaches_the_roles_that_use_it() {
+        let cli = Cli::try_parse_from([
+            "faultline-shop",
+            "worker",
+            "--database-url",
+            "postgres://db/shop",
+            "--amqp-url",
+            "amqp://rabbitmq/%2f",
+            "--catalog-urls",
+            "http://catalog",
+            "--payments-urls",
+            "http://payments",
+        ])
+        .unwrap();
+        let Command::Role(RoleConfig::Worker(worker)) = cli.command else {
+            panic!("not the worker");
+        };
+        assert_eq!(worker.database.url, "postgres://db/shop");
+        assert_eq!(worker.broker.url.as_deref(), Some("amqp://rabbitmq/%2f"));
+    }
 }

@@ -5,11 +5,12 @@
 //! |---|---|---|
 //! | gateway | the public API | catalog, orders |
 //! | catalog | products, stock, reservations | PostgreSQL |
-//! | orders | checkout, idempotency, the outbox | catalog, payments, PostgreSQL |
+//! | orders | checkout, idempotency, the outbox and its relay | catalog, payments, PostgreSQL, RabbitMQ |
 //! | payments | a simulated payment provider | — |
-//! | worker | drains the outbox | payments, catalog, PostgreSQL |
+//! | worker | handles the outbox's events (from RabbitMQ, or the table) | payments, catalog, PostgreSQL |
 
 pub mod admin;
+pub mod broker;
 pub mod cli;
 pub mod clients;
 pub mod config;

@@ -49,6 +49,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Redis(#[from] crate::redis_client::RedisConfigError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerConfigError),
     #[error("cannot read the bound address: {0}")]
     LocalAddr(#[source] std::io::Error),
 }
@@ -80,6 +82,8 @@ pub struct Application {
     public: Router,
     background: Vec<Background>,
     fault_admin: Option<(TcpListener, SocketAddr, Router)>,
+    /// The injected faults, with the fault admin API on.
+    faults: Option<Faults>,
 }
 
 impl std::fmt::Debug for Application {
@@ -142,6 +146,7 @@ impl Application {
                 faults: faults.clone(),
             },
         );
+        let task_faults = faults.clone();
         background.push(Box::new(move |task: TaskContext| {
             tokio::spawn(housekeeping(upstreams, rate_limit, task.stop))
         }));
@@ -175,6 +180,7 @@ impl Application {
             public,
             background,
             fault_admin,
+            faults: task_faults,
         })
     }
 
@@ -233,6 +239,7 @@ impl Application {
                 start(TaskContext {
                     stop: stop_background.clone(),
                     health: self.health.clone(),
+                    faults: self.faults.clone(),
                 })
             })
             .collect();

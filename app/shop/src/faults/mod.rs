@@ -51,7 +51,8 @@ pub const KINDS: [&str; 5] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
-    /// Added latency on every public request.
+    /// Added latency on every public request (the worker, which has no
+    /// public API, adds it to every event it handles from the broker).
     Latency {
         latency_ms: u64,
         #[serde(default)]
@@ -268,7 +269,8 @@ impl Faults {
         kinds.len()
     }
 
-    fn latency(&self) -> Option<Duration> {
+    /// The latency to add now, when a latency fault is active.
+    pub fn latency(&self) -> Option<Duration> {
         let active = self.lock();
         let Some(Active {
             fault:

@@ -73,6 +73,9 @@ pub struct TaskContext {
     pub stop: CancellationToken,
     /// The service's readiness, to learn whether the schema is migrated.
     pub health: Health,
+    /// The injected faults, when the fault admin API is on (the worker
+    /// applies the latency fault to every event it handles).
+    pub faults: Option<crate::faults::Faults>,
 }
 
 /// A background task of a role, started by the lifecycle once serving.

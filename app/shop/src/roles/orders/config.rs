@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::broker::BrokerConfig;
 use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
 
 /// Checkout: orders, idempotency and the outbox.
@@ -15,6 +16,17 @@ pub struct OrdersConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub client: ClientConfig,
+    /// With a broker, every orders replica relays the outbox to it.
+    #[command(flatten)]
+    pub broker: BrokerConfig,
+    /// With a broker: events the relay publishes per round (and per
+    /// transaction).
+    #[arg(long, env = "FAULTLINE_RELAY_BATCH", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub relay_batch: i64,
+    /// With a broker: how often the relay looks at the outbox without being
+    /// woken by a checkout (it picks up what other replicas left behind).
+    #[arg(long, env = "FAULTLINE_RELAY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub relay_interval: Duration,
     /// Catalog replicas, comma-separated base URLs.
     #[arg(
         long,

@@ -28,6 +28,7 @@ use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::http::outbound::Upstreams;
 use crate::http::{ApiJson, ApiPath};
 use crate::outbox;
+use crate::outbox::relay::{Relay, RelayWaker};
 use crate::outbox::{NewEvent, OrderEvent, OrderPlaced, PaymentDeclined};
 use crate::problem::{PROBLEM_JSON, Problem};
 use crate::resilience::deadline;
@@ -38,10 +39,12 @@ use store::{Claim, Completion};
 /// The role's name.
 pub const NAME: &str = "orders";
 
-/// Builds orders: checkout over its database, the catalog and payments, and
-/// the outbox's age measured here too, so it shows while no worker runs.
+/// Builds orders: checkout over its database, the catalog and payments; the
+/// outbox's age measured here too, so it shows while no worker runs; and,
+/// with a broker, the relay that publishes the outbox to it.
 pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
     register_metrics();
+    let broker = config.broker.uri().map_err(StartupError::Broker)?;
     let database = Database::connect_lazy(&config.database, NAME)?;
     let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
     let catalog = upstreams.add(
@@ -55,12 +58,29 @@ pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
         catalog: CatalogClient::new(catalog),
         payments: PaymentsClient::new(payments),
         payment_timeout: config.payment_timeout,
+        relay: RelayWaker::default(),
     };
+    let waker = state.relay.clone();
     let mut role = Role::new(router(state), &config.serve);
     let pool = database.pool.clone();
     role.background.push(Box::new(move |task: TaskContext| {
         tokio::spawn(outbox::report_oldest_age(pool, task.health, task.stop))
     }));
+    if let Some(uri) = broker {
+        crate::broker::register_publisher_metrics();
+        let relay = Relay {
+            pool: database.pool.clone(),
+            uri,
+            broker: config.broker.clone(),
+            name: crate::broker::connection::client_name("orders-relay"),
+            batch: config.relay_batch,
+            interval: config.relay_interval,
+            waker,
+        };
+        role.background.push(Box::new(move |task: TaskContext| {
+            tokio::spawn(relay.run(task.health, task.stop))
+        }));
+    }
     role.database = Some(database);
     role.upstreams = upstreams.into_vec();
     Ok(role)
@@ -79,6 +99,9 @@ pub struct OrdersState {
     pub payments: PaymentsClient,
     /// How long checkout waits for payments before accepting the order as pending.
     pub payment_timeout: Duration,
+    /// Wakes this replica's relay when a checkout wrote an event (a no-op
+    /// without a broker).
+    pub relay: RelayWaker,
 }
 
 /// Starts the orders counters at zero.
@@ -355,6 +378,7 @@ async fn place(
     )
     .await
     .map_err(|err| database_unavailable(&err))?;
+    state.relay.wake();
     metrics::counter!("orders_total", "status" => outcome.0).increment(1);
     Ok(respond(status.as_u16(), &body, order.map(|o| o.id), false))
 }

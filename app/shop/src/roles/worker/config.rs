@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::broker::BrokerConfig;
 use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
 
-/// Drains the outbox and settles pending payments.
+/// Handles the outbox's events and settles pending payments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
     #[command(flatten)]
@@ -15,6 +16,8 @@ pub struct WorkerConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub client: ClientConfig,
+    #[command(flatten)]
+    pub broker: BrokerConfig,
     /// Catalog replicas, comma-separated base URLs (to release stock).
     #[arg(
         long,
@@ -31,7 +34,15 @@ pub struct WorkerConfig {
         required = true
     )]
     pub payments_urls: Vec<Url>,
-    /// How long to wait before looking again when the outbox is empty.
+    /// With a broker: deliveries a worker holds unacknowledged at most.
+    #[arg(long, env = "FAULTLINE_WORKER_PREFETCH", default_value_t = 16)]
+    pub prefetch: u16,
+    /// With a broker: the attempt at which an event that fails for good
+    /// (malformed, or refused by an upstream) goes to the dead letters.
+    #[arg(long, env = "FAULTLINE_WORKER_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Without a broker: how long to wait before looking again when the
+    /// outbox is empty.
     #[arg(long, env = "FAULTLINE_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// The longest wait before retrying a failed event.

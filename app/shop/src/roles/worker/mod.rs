@@ -1,18 +1,23 @@
-//! worker: drains the outbox. Each event is taken with `FOR UPDATE SKIP LOCKED`
-//! (so any number of workers can run), its effects commit together with a row
-//! in `processed_events` (so it is processed once), and a failure is retried
-//! with exponential backoff (so nothing is lost). It settles `payment_pending`
-//! orders, gives back the stock of declined payments, and sends notifications.
+//! worker: handles the outbox's events. It settles `payment_pending` orders,
+//! gives back the stock of declined payments, and sends notifications.
+//!
+//! Each event's effects commit together with its row in `processed_events`
+//! (so it is processed once), and a failure is retried with exponential
+//! backoff (so nothing is lost). The events arrive one of two ways:
+//! - [`consume`]: from RabbitMQ, when `FAULTLINE_AMQP_URL` is set (orders
+//!   relays the outbox there);
+//! - [`poll`]: from the outbox table itself, otherwise.
 
 mod config;
+pub mod consume;
+mod poll;
 
 pub use config::WorkerConfig;
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, PaymentsError};
 use crate::db::timed;
@@ -25,9 +30,11 @@ use crate::startup::StartupError;
 /// The role's name.
 pub const NAME: &str = "worker";
 
-/// Builds the worker: no public API, one background task draining the outbox.
+/// Builds the worker: no public API, one background task handling the
+/// events, from the broker or from the outbox table.
 pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
     register_metrics();
+    let uri = config.broker.uri().map_err(StartupError::Broker)?;
     let database = Database::connect_lazy(&config.database, NAME)?;
     let timeout = config.client.upstream_timeout;
     let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
@@ -39,13 +46,35 @@ pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
         max_backoff: config.max_backoff,
     };
     let mut role = Role::new(axum::Router::new(), &config.serve);
-    role.background.push(Box::new(move |task: TaskContext| {
-        tokio::spawn(worker.run(task.stop))
-    }));
+    match uri {
+        Some(uri) => {
+            crate::broker::register_consumer_metrics();
+            let consumer = consume::Consumer {
+                worker,
+                uri,
+                broker: config.broker.clone(),
+                name: crate::broker::connection::client_name(NAME),
+                prefetch: config.prefetch,
+                max_attempts: config.max_attempts,
+            };
+            role.background.push(Box::new(move |task: TaskContext| {
+                tokio::spawn(consumer.run(task))
+            }));
+        }
+        None => role.background.push(Box::new(move |task: TaskContext| {
+            tokio::spawn(worker.poll(task.stop))
+        })),
+    }
     role.database = Some(database);
     role.upstreams = upstreams.into_vec();
     Ok(role)
 }
+
+/// Counts the events the worker handled, by kind and outcome.
+pub const PROCESSED: &str = "outbox_events_processed_total";
+
+/// Every `outcome` of [`PROCESSED`].
+pub const OUTCOMES: [&str; 4] = ["processed", "duplicate", "retry", "dead_letter"];
 
 /// Counts the events the worker could not read (`reason`: unknown_kind or
 /// invalid_payload); they stay in the outbox and are retried with backoff.
@@ -80,10 +109,9 @@ enum HandleError {
 
 /// Starts the worker counters at zero.
 pub fn register_metrics() {
-    for kind in OrderEvent::KINDS {
-        for outcome in ["processed", "retry"] {
-            metrics::counter!("outbox_events_processed_total", "kind" => kind, "outcome" => outcome)
-                .absolute(0);
+    for kind in OrderEvent::KINDS.into_iter().chain(["unknown"]) {
+        for outcome in OUTCOMES {
+            metrics::counter!(PROCESSED, "kind" => kind, "outcome" => outcome).absolute(0);
         }
     }
     for status in ["settled", "payment_failed"] {
@@ -95,73 +123,19 @@ pub fn register_metrics() {
 }
 
 impl Worker {
-    /// Drains the outbox until `stop` fires.
-    pub async fn run(self, stop: CancellationToken) {
-        let backlog = tokio::spawn(outbox::report_backlog(self.pool.clone(), stop.clone()));
-        while !stop.is_cancelled() {
-            let found = match self.process_one().await {
-                Ok(found) => found,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the outbox");
-                    false
-                }
-            };
-            if !found {
-                tokio::select! {
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        }
-        backlog.abort();
-    }
-
-    /// Takes one due event and handles it; false when none is due.
-    async fn process_one(&self) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let Some(event) = outbox::queue::take_due(&mut tx).await? else {
-            tx.commit().await?;
+    /// Processes `event` in `tx`: claims it, applies its effects and marks it
+    /// processed. `Ok(false)`: it was processed already (a redelivery), and
+    /// nothing changed. The caller commits.
+    async fn process_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &StoredEvent,
+    ) -> Result<bool, HandleError> {
+        if !outbox::queue::claim(tx, event).await? {
             return Ok(false);
-        };
-        let span = tracing::info_span!(
-            "outbox.process",
-            otel.name = format!("process {}", event.kind),
-            otel.kind = "consumer",
-            messaging.system = "postgresql-outbox",
-            messaging.operation.type = "process",
-            messaging.message.id = %event.event_id,
-            messaging.destination.name = %event.kind,
-            order_id = %event.aggregate_id,
-        );
-        let producer = faultline_telemetry::propagation::from_carrier(&event.trace_context);
-        faultline_telemetry::propagation::add_link(&span, &producer);
-        faultline_telemetry::propagation::set_remote_parent(&span, producer);
-        let outcome = match self.handle(&mut tx, &event).instrument(span.clone()).await {
-            Ok(()) => {
-                outbox::queue::mark_processed(&mut tx, &event)
-                    .instrument(span.clone())
-                    .await?;
-                tx.commit().await?;
-                "processed"
-            }
-            Err(err) => {
-                if let HandleError::Malformed { source, .. } = &err {
-                    metrics::counter!(MALFORMED_EVENTS, "reason" => source.reason()).increment(1);
-                }
-                let backoff = backoff(event.attempts, self.max_backoff);
-                span.in_scope(|| {
-                    tracing::warn!(error = %err, attempts = event.attempts + 1, retry_in = ?backoff, "event failed; will retry");
-                });
-                // Its effects so far roll back; the attempt is recorded on its own.
-                tx.rollback().await?;
-                outbox::queue::schedule_retry(&self.pool, &event, backoff, &err.to_string())
-                    .instrument(span)
-                    .await?;
-                "retry"
-            }
-        };
-        metrics::counter!("outbox_events_processed_total", "kind" => event.kind, "outcome" => outcome)
-            .increment(1);
+        }
+        self.handle(tx, event).await?;
+        outbox::queue::mark_processed(tx, event).await?;
         Ok(true)
     }
 
@@ -216,6 +190,48 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+impl HandleError {
+    /// Whether a retry cannot cure it: the event is malformed, or an
+    /// upstream refused it (a 4xx other than 408 and 429). A database or an
+    /// upstream that is unavailable, slow or failing is not permanent.
+    fn is_permanent(&self) -> bool {
+        let refused = |status: StatusCode| {
+            status.is_client_error()
+                && status != StatusCode::REQUEST_TIMEOUT
+                && status != StatusCode::TOO_MANY_REQUESTS
+        };
+        match self {
+            Self::Malformed { .. } => true,
+            Self::Payments(PaymentsError::Status(status))
+            | Self::Catalog(CatalogError::Status { status, .. }) => refused(*status),
+            Self::Database(_) | Self::Payments(_) | Self::Catalog(_) => false,
+        }
+    }
+}
+
+/// The span of handling one event: a consumer span continuing the trace of
+/// whoever sent it (the relay's publish, or the checkout that wrote it), and
+/// linked to it.
+fn process_span(event: &StoredEvent, system: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.process",
+        otel.name = format!("process {}", event.kind),
+        otel.kind = "consumer",
+        messaging.system = system,
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.message.id = %event.event_id,
+        messaging.destination.name = %event.kind,
+        messaging.rabbitmq.message.delivery_tag = tracing::field::Empty,
+        messaging.message.delivery_count = tracing::field::Empty,
+        order_id = %event.aggregate_id,
+    );
+    let producer = faultline_telemetry::propagation::from_carrier(&event.trace_context);
+    faultline_telemetry::propagation::add_link(&span, &producer);
+    faultline_telemetry::propagation::set_remote_parent(&span, producer);
+    span
 }
 
 /// Exponential backoff: 0.5 s, 1 s, 2 s, ... up to `max`.
