@@ -187,9 +187,13 @@ fn expr_test(alert: &EvidenceAlert, step_s: f64, last_step: u64) -> ExprTest {
 }
 
 /// Whether a metric's values are Unix times in seconds (by the Prometheus
-/// naming conventions: `process_start_time_seconds`, `*_timestamp_seconds`).
+/// naming conventions: `process_start_time_seconds`, `*_timestamp_seconds`;
+/// and RabbitMQ's `rabbitmq_queue_head_message_timestamp`, an AMQP
+/// timestamp, which is in seconds too).
 fn is_unix_time(name: &str) -> bool {
-    name.ends_with("_time_seconds") || name.ends_with("_timestamp_seconds")
+    name.ends_with("_time_seconds")
+        || name.ends_with("_timestamp_seconds")
+        || name.ends_with("_timestamp")
 }
 
 /// A series as promtool input. promtool's clock starts at 0, so Unix times
@@ -438,6 +442,23 @@ mod tests {
             "Inf -Inf NaN+0x1"
         );
         assert_eq!(series_values(&[Some(0.0), Some(-0.0)]), "0 -0");
+    }
+
+    #[test]
+    fn unix_time_names_follow_the_conventions() {
+        for name in [
+            "process_start_time_seconds",
+            "kube_pod_created_timestamp_seconds",
+            "rabbitmq_queue_head_message_timestamp",
+        ] {
+            assert!(is_unix_time(name), "{name}");
+        }
+        for name in [
+            "rabbitmq_queue_messages",
+            "http_server_request_duration_seconds",
+        ] {
+            assert!(!is_unix_time(name), "{name}");
+        }
     }
 
     #[test]
