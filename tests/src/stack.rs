@@ -169,11 +169,20 @@ impl Shop {
         })
     }
 
+    /// `http://127.0.0.1:<port>` of the admin listener as Docker maps it
+    /// now: a container killed and started again (as the broker test and
+    /// the consumer-killed experiment do) gets another host port than the
+    /// one in [`Shop::admin_url`].
+    pub async fn admin_url_now(&self) -> anyhow::Result<String> {
+        let port = self.container.get_host_port_ipv4(SHOP_ADMIN_PORT).await?;
+        Ok(format!("http://127.0.0.1:{port}"))
+    }
+
     /// The status and body of `GET /health/ready`.
     pub async fn readiness(&self) -> anyhow::Result<(u16, String)> {
         let response = self
             .http
-            .get(format!("{}/health/ready", self.admin_url))
+            .get(format!("{}/health/ready", self.admin_url_now().await?))
             .send()
             .await?;
         let status = response.status().as_u16();
@@ -195,11 +204,12 @@ impl Shop {
         .await
     }
 
-    /// The parsed `/metrics` page.
+    /// The parsed `/metrics` page (of the container as it runs now, see
+    /// [`Shop::admin_url_now`]).
     pub async fn metrics(&self) -> anyhow::Result<Exposition> {
         let text = self
             .http
-            .get(format!("{}/metrics", self.admin_url))
+            .get(format!("{}/metrics", self.admin_url_now().await?))
             .send()
             .await?
             .error_for_status()?

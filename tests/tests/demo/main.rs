@@ -99,7 +99,7 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let postgres_port = free_port()?;
     let replica_port = free_port()?;
     let rabbitmq_ports = (free_port()?, free_port()?);
-    let fault_admin_ports = (free_port()?, free_port()?);
+    let fault_admin_ports = (free_port()?, free_port()?, free_port()?);
     let demo = Demo {
         project: format!(
             "faultline-demo-{}",
@@ -126,6 +126,10 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
             (
                 "FAULTLINE_ORDERS_FAULT_ADMIN_PORT",
                 fault_admin_ports.1.to_string(),
+            ),
+            (
+                "FAULTLINE_WORKER_FAULT_ADMIN_PORT",
+                fault_admin_ports.2.to_string(),
             ),
         ],
     };

@@ -1,6 +1,7 @@
 //! Live: the whole shop in containers, a fault proxy, Alertmanager, and
 //! Prometheus scraping every role, itself and Alertmanager each second with
-//! the compressed rules loaded, under load from the load generator. Every
+//! the compressed rules loaded, under load from the load generator (with
+//! Redis, a read replica, and RabbitMQ between orders and two workers). Every
 //! dashboard query must return data, every rule must evaluate without error,
 //! every metric the catalog lists from the PostgreSQL exporters is rendered
 //! with its labels, and no page may fire on a healthy shop.
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use faultline_tests::eventually;
 use faultline_tests::images::{
-    ALERTMANAGER, FAULTLINE, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, REDIS, REDIS_EXPORTER,
+    ALERTMANAGER, FAULTLINE, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, RABBITMQ, REDIS,
+    REDIS_EXPORTER,
 };
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use faultline_tests::stack::{Network, Prometheus, log_to_stderr, prometheus_config};
@@ -176,6 +178,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
         ALERTMANAGER,
         REDIS,
         REDIS_EXPORTER,
+        RABBITMQ,
         FAULTLINE,
     ])
     .await?;
@@ -183,13 +186,18 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     // The fault admin API on, as in a chaos run: fault_active is rendered.
     // Redis, as in compose: the gateways share their cache and limit in it.
     // A read replica, as in compose: the catalog reads from it, and both
-    // servers' exporters are scraped as job postgres.
+    // servers' exporters are scraped as job postgres. RabbitMQ, as in
+    // compose: orders relays the outbox to it, two workers consume, and its
+    // plugin is scraped as job rabbitmq (the broker row of the dependencies
+    // dashboard).
     let stack = ShopStack::start(
         "detection_live",
         StackOptions {
             fault_admin: true,
             redis: true,
             read_replica: true,
+            broker: true,
+            worker_replicas: 2,
             gateway_replicas: 2,
             ..StackOptions::default()
         },

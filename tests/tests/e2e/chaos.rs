@@ -38,6 +38,7 @@ fn environment(stack: &ShopStack) -> anyhow::Result<Environment> {
     let first_replicas = [
         ("catalog", Some(&stack.catalog)),
         ("orders", stack.orders.first()),
+        ("worker", stack.workers.first()),
     ];
     for (service, shop) in first_replicas {
         if let Some(url) = shop.and_then(|shop| shop.fault_admin_url.as_ref()) {
@@ -1125,4 +1126,48 @@ async fn catalog_readiness(
             Err(err) => not_ready.push(err.to_string()),
         }
     }
+}
+
+/// The images of the broker's experiments.
+const BROKER_CHAOS_IMAGES: &[faultline_tests::images::LocalImage] = &[
+    faultline_tests::images::POSTGRES,
+    faultline_tests::images::PROMETHEUS,
+    faultline_tests::images::RABBITMQ,
+    faultline_tests::images::FAULTLINE,
+];
+
+/// The broker's experiments, on one stack as in compose: two orders
+/// replicas relaying, two workers consuming through the fault proxy, worker
+/// 1's fault admin API on. The gentlest first, the broker's kill last; each
+/// must pass, and each that expects alerts must replay offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_experiments_pass() -> anyhow::Result<()> {
+    preflight(BROKER_CHAOS_IMAGES).await?;
+    let stack = ShopStack::start(
+        "chaos_broker",
+        StackOptions {
+            prometheus: true,
+            broker: true,
+            broker_through_proxy: true,
+            orders_replicas: 2,
+            worker_replicas: 2,
+            fault_admin: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    for name in [
+        "consumer-killed",
+        "poison-message",
+        "broker-partition",
+        "broker-down",
+    ] {
+        let test = name.replace('-', "_");
+        let journal = run(name, &test, &stack).await?;
+        assert_passed(&journal);
+        if !journal.expected_alerts.is_empty() {
+            replays_offline(&journal, &test, name).await?;
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! These tests need a Docker engine and the local images (`compose/build-images`).
 //! Without them they fail, saying what is missing; they never skip.
 
+mod broker;
 mod chaos;
 mod foundation;
 mod oversell;
@@ -10,7 +11,7 @@ mod resilience;
 mod shop;
 
 use faultline_tests::images::{
-    ALERTMANAGER, FAULTLINE, LocalImage, POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER,
+    ALERTMANAGER, FAULTLINE, LocalImage, POSTGRES, PROMETHEUS, RABBITMQ, REDIS, REDIS_EXPORTER,
 };
 
 /// The images the foundation tests start.
@@ -19,6 +20,8 @@ const FOUNDATION_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, FAULTLINE];
 const WATCHER_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, ALERTMANAGER, FAULTLINE];
 /// The images of a stack whose gateways share Redis.
 const REDIS_IMAGES: &[LocalImage] = &[POSTGRES, PROMETHEUS, REDIS, REDIS_EXPORTER, FAULTLINE];
+/// The images of a stack whose outbox is relayed through RabbitMQ.
+const BROKER_IMAGES: &[LocalImage] = &[POSTGRES, RABBITMQ, FAULTLINE];
 /// The images the shop tests start.
 const SHOP_IMAGES: &[LocalImage] = &[POSTGRES, FAULTLINE];
 

@@ -11,7 +11,7 @@ use faultline_tests::otlp::OtlpReceiver;
 use faultline_tests::shop_stack::{ShopStack, StackOptions};
 use serde_json::{Value, json};
 
-use crate::{SHOP_IMAGES, preflight};
+use crate::{BROKER_IMAGES, SHOP_IMAGES, preflight};
 
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
@@ -315,12 +315,15 @@ async fn bad_input_gets_a_clear_4xx_problem_never_a_5xx() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
-    preflight(SHOP_IMAGES).await?;
+    preflight(BROKER_IMAGES).await?;
     let receiver = OtlpReceiver::start().await?;
+    // Through the broker: orders' relay publishes the event, the worker
+    // consumes it, and the trace goes on across both.
     let stack = ShopStack::start(
         "tracing",
         StackOptions {
             otlp_port: Some(receiver.port()),
+            broker: true,
             ..StackOptions::default()
         },
     )
@@ -403,28 +406,44 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
     assert_eq!(ids.get(catalog.parent_span_id.as_str()), Some(&"orders"));
     let payments = find("payments", "POST /api/payments/authorizations")?;
     assert_eq!(ids.get(payments.parent_span_id.as_str()), Some(&"orders"));
+    // The relay's producer span continues the checkout that wrote the
+    // event, and carries the semantic conventions of messaging.
+    let publish = find("orders", "publish faultline.orders")?;
+    assert_eq!(
+        ids.get(publish.parent_span_id.as_str()),
+        Some(&"orders"),
+        "the relay's publish continues the checkout's trace"
+    );
+    for (key, value) in [
+        ("messaging.system", "rabbitmq"),
+        ("messaging.operation.type", "send"),
+        ("messaging.destination.name", "faultline.orders"),
+        ("messaging.rabbitmq.destination.routing_key", "order.placed"),
+    ] {
+        assert_eq!(
+            publish.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key} on {:?}",
+            publish.attributes
+        );
+    }
     let worker = find("worker", "process order.placed")?;
     assert_eq!(
-        ids.get(worker.parent_span_id.as_str()),
-        Some(&"orders"),
-        "the worker continues the order's trace"
+        worker.parent_span_id, publish.span_id,
+        "the worker continues the trace from the publish span, across the broker"
     );
-    // And links to the very span that wrote the event: the orders span the
-    // worker continues, in this checkout's trace.
+    assert_eq!(
+        worker
+            .attributes
+            .get("messaging.system")
+            .map(String::as_str),
+        Some("rabbitmq")
+    );
+    // And links to the producer: the very span that sent the message.
     assert_eq!(
         worker.links,
-        vec![(trace_id.clone(), worker.parent_span_id.clone())],
-        "the worker's span links to the orders span that wrote the event"
-    );
-    let writer = spans
-        .iter()
-        .find(|s| s.span_id == worker.parent_span_id)
-        .context("the writer span is in the trace")?;
-    ensure!(
-        writer.service == "orders" && writer.trace_id == trace_id,
-        "the link points at {} span {:?}, not at the checkout's orders span",
-        writer.service,
-        writer.name
+        vec![(trace_id.clone(), publish.span_id.clone())],
+        "the worker's span links to the relay's publish span"
     );
     let db_span = find("catalog", "UPDATE products")?;
     assert_eq!(
@@ -436,8 +455,16 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn services_render_exactly_the_metric_catalog() -> anyhow::Result<()> {
-    preflight(SHOP_IMAGES).await?;
-    let stack = ShopStack::start("metric_catalog", StackOptions::default()).await?;
+    preflight(BROKER_IMAGES).await?;
+    // With the broker: orders and the worker render its clients' metrics.
+    let stack = ShopStack::start(
+        "metric_catalog",
+        StackOptions {
+            broker: true,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
     let http = faultline_tests::http_client()?;
     // Some traffic, so that every histogram has samples.
     for _ in 0..3 {
