@@ -1,7 +1,8 @@
 //! The outbox relayed through RabbitMQ: every acknowledged order's event is
 //! processed exactly once, across a consumer killed mid-message and a broker
-//! killed and started again, under load; and a relay that publishes an event
-//! again changes nothing.
+//! killed and started again, under load; a relay that publishes an event
+//! again changes nothing; and a poison event ends in the dead letters, where
+//! `faultline-shop dead-letters` lists and replays it.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use faultline_tests::stack::Shop;
 use sqlx::PgPool;
 use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
 use testcontainers::core::client::docker_client_instance;
+use testcontainers::core::{CmdWaitFor, ExecCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BROKER_IMAGES, preflight};
@@ -116,6 +118,25 @@ async fn kill(shop_container_id: &str) -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+/// Runs `faultline-shop <args>` in `shop`'s container (which has
+/// `FAULTLINE_AMQP_URL`); its stdout, or an error with its output.
+async fn shop_command(shop: &Shop, args: &[&str]) -> anyhow::Result<String> {
+    let command = std::iter::once("faultline-shop").chain(args.iter().copied());
+    let mut exec = shop
+        .container
+        .exec(ExecCommand::new(command).with_cmd_ready_condition(CmdWaitFor::exit()))
+        .await
+        .with_context(|| format!("cannot run faultline-shop {args:?} in {}", shop.host))?;
+    let stdout = String::from_utf8_lossy(&exec.stdout_to_vec().await?).into_owned();
+    let stderr = String::from_utf8_lossy(&exec.stderr_to_vec().await?).into_owned();
+    let code = exec.exit_code().await?;
+    ensure!(
+        code == Some(0),
+        "faultline-shop {args:?} exited with {code:?}: {stdout}{stderr}"
+    );
+    Ok(stdout)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,5 +318,86 @@ async fn every_acknowledged_order_is_processed_exactly_once_across_broker_restar
         scalar(&db, "SELECT count(*) FROM notifications").await? == notifications,
         "a duplicate sent a notification again"
     );
+
+    // 4. A poison event (a kind no worker knows) is retried, then rejected
+    //    into the dead letters at its 5th attempt; the command lists it and
+    //    leaves it there; a replay of another id keeps it; replayed, it is a
+    //    first attempt again, and comes back to the dead letters after its
+    //    retries (it is still poison).
+    let dead = |expected: u64| async move {
+        eventually(&format!("{expected} dead letter(s)"), WITHIN, || async {
+            let count = rabbitmq
+                .queue_messages("worker.order-events.dead")
+                .await?
+                .unwrap_or(0);
+            ensure!(count == expected, "{count} dead letters");
+            Ok(())
+        })
+        .await
+    };
+    let poison = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, kind, aggregate_id, payload) \
+         VALUES ($1, 'order.poison', gen_random_uuid(), '{\"poison\": true}')",
+    )
+    .bind(poison)
+    .execute(&db)
+    .await?;
+    dead(1).await?;
+    let worker = &stack.workers[1];
+    let listed = shop_command(worker, &["dead-letters", "list", "--json"]).await?;
+    let letters: Vec<serde_json::Value> = listed
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(letters.len() == 1, "listed {letters:?}");
+    let letter = &letters[0];
+    ensure!(
+        letter["event_id"] == poison.to_string()
+            && letter["kind"] == "order.poison"
+            && letter["attempt"] == 5
+            && letter["reason"] == "rejected"
+            && letter["queue"] == "worker.order-events",
+        "the dead letter, as listed: {letter}"
+    );
+    dead(1).await?;
+    let other = uuid::Uuid::new_v4().to_string();
+    let replayed = shop_command(worker, &["dead-letters", "replay", "--event-id", &other]).await?;
+    ensure!(replayed.trim().is_empty(), "replayed {replayed:?}");
+    dead(1).await?;
+    let retries_before = workers_sum(
+        &stack.workers,
+        "messaging_client_redeliveries_total",
+        &[("reason", "retry")],
+    )
+    .await?;
+    let poison_id = poison.to_string();
+    let replayed = shop_command(
+        worker,
+        &["dead-letters", "replay", "--event-id", &poison_id],
+    )
+    .await?;
+    ensure!(replayed.trim() == poison_id, "replayed {replayed:?}");
+    eventually(
+        "the replayed poison to be retried again",
+        WITHIN,
+        || async {
+            let retries = workers_sum(
+                &stack.workers,
+                "messaging_client_redeliveries_total",
+                &[("reason", "retry")],
+            )
+            .await?
+                - retries_before;
+            ensure!(retries >= 4.0, "{retries} retries since the replay");
+            Ok(())
+        },
+    )
+    .await?;
+    dead(1).await?;
+    sqlx::query("DELETE FROM outbox WHERE event_id = $1")
+        .bind(poison)
+        .execute(&db)
+        .await?;
     Ok(())
 }
