@@ -5,7 +5,8 @@
 #   app/bench/profile/record.sh            # writes target/profile/{gateway,catalog}.data
 #   perf script -i target/profile/catalog.data | app/bench/profile/attribute.py
 #
-# Needs perf, Docker, faultline-local/postgres:15 and faultline-local/redis:7.0
+# Needs perf, Docker, faultline-local/postgres:15, faultline-local/redis:7.0,
+# faultline-local/rabbitmq:3.10 and faultline-local/postgres-exporter:0.11
 # (compose/build-images).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)

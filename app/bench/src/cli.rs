@@ -21,9 +21,11 @@ use crate::servers::{self, ServeCommand};
 /// variant, a bare axum server, the fault proxy, gateways with each level of
 /// the catalog cache and an OTLP sink, each in its own process; alternates
 /// them in short rounds; then measures the memory of the five roles,
-/// PostgreSQL with a hot standby, Redis and a PostgreSQL exporter per server
-/// (faultline-local/postgres-exporter:0.11). Prints the results as Markdown;
-/// --json and --markdown also write them to files.
+/// PostgreSQL with a hot standby, Redis, RabbitMQ (faultline-local/rabbitmq:3.10;
+/// orders relays the outbox to it, the worker consumes from it) and a
+/// PostgreSQL exporter per server (faultline-local/postgres-exporter:0.11).
+/// Prints the results as Markdown; --json and --markdown also write them to
+/// files.
 ///
 /// Example: faultline-bench --json bench.json --markdown bench.md
 #[derive(Debug, Parser)]

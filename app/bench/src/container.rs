@@ -1,7 +1,7 @@
 //! A server in a container of a locally built image (PostgreSQL, its
-//! standby, Redis, the PostgreSQL exporters), through the `docker` command
-//! line (which can pin it to a core): started on Docker's default bridge
-//! network with one port published on 127.0.0.1, its CPU time read from its
+//! standby, Redis, RabbitMQ, the PostgreSQL exporters), through the `docker`
+//! command line (which can pin it to a core): started on Docker's default
+//! bridge network with its ports published on 127.0.0.1, its CPU time read from its
 //! cgroup, its memory as `docker stats` shows it. Containers reach each other
 //! by their address on the bridge ([`Container::bridge_address`]): no network
 //! to create or clean up. Removed when dropped; a benchmark killed hard leaves
@@ -80,6 +80,9 @@ pub struct ContainerSpec<'a> {
     pub image: &'a str,
     /// The port inside the container, published on a free port of 127.0.0.1.
     pub port: u16,
+    /// More ports inside the container to publish the same way (RabbitMQ's
+    /// metrics); [`Container::host_port_of`] says where.
+    pub more_ports: &'a [u16],
     /// Arguments after the image (the server's own).
     pub args: &'a [&'a str],
     /// Environment variables of the container.
@@ -99,6 +102,8 @@ pub struct Container {
     id: String,
     /// The host port its port is published on (127.0.0.1).
     pub host_port: u16,
+    /// Each of its `more_ports`, and the host port it is published on.
+    more_ports: Vec<(u16, u16)>,
     cpu_usage_file: Option<PathBuf>,
 }
 
@@ -111,9 +116,11 @@ impl Container {
             "--rm".to_owned(),
             "--label".to_owned(),
             LABEL.to_owned(),
-            "-p".to_owned(),
-            format!("127.0.0.1::{}", spec.port),
         ];
+        for port in std::iter::once(spec.port).chain(spec.more_ports.iter().copied()) {
+            args.push("-p".to_owned());
+            args.push(format!("127.0.0.1::{port}"));
+        }
         if let Some(cpu) = spec.cpu {
             args.push(format!("--cpuset-cpus={cpu}"));
         }
@@ -136,25 +143,43 @@ impl Container {
         let mut container = Self {
             id: stdout_text(&run),
             host_port: 0,
+            more_ports: Vec::new(),
             cpu_usage_file: None,
         };
-        let published = format!("{}/tcp", spec.port);
-        let port = docker(&["port", &container.id, &published]).await?;
-        let mapped = stdout_text(&port);
-        container.host_port = mapped
+        container.host_port = container.mapped_port(spec.what, spec.port).await?;
+        for &port in spec.more_ports {
+            let host_port = container.mapped_port(spec.what, port).await?;
+            container.more_ports.push((port, host_port));
+        }
+        container.wait_ready(spec).await?;
+        container.cpu_usage_file = find_cpu_usage_file(&container.id);
+        Ok(container)
+    }
+
+    /// The host port Docker published `port` (inside) on.
+    async fn mapped_port(&self, what: &str, port: u16) -> Result<u16, BenchError> {
+        let published = format!("{port}/tcp");
+        let output = docker(&["port", &self.id, &published]).await?;
+        let mapped = stdout_text(&output);
+        mapped
             .lines()
             .next()
             .and_then(|line| line.rsplit(':').next())
             .and_then(|port| port.parse::<u16>().ok())
             .ok_or_else(|| {
                 BenchError::Docker(format!(
-                    "cannot read {}'s mapped port from {mapped:?}",
-                    spec.what
+                    "cannot read {what}'s mapped port {port} from {mapped:?}"
                 ))
-            })?;
-        container.wait_ready(spec).await?;
-        container.cpu_usage_file = find_cpu_usage_file(&container.id);
-        Ok(container)
+            })
+    }
+
+    /// The host port (127.0.0.1) one of the spec's `more_ports` is
+    /// published on (the spec's `port` is [`Container::host_port`]).
+    pub fn host_port_of(&self, port: u16) -> Option<u16> {
+        self.more_ports
+            .iter()
+            .find(|(inside, _)| *inside == port)
+            .map(|(_, host)| *host)
     }
 
     async fn wait_ready(&self, spec: &ContainerSpec<'_>) -> Result<(), BenchError> {

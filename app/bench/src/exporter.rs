@@ -45,6 +45,7 @@ impl PostgresExporter {
             what: &what,
             image: IMAGE,
             port: PORT,
+            more_ports: &[],
             args: &[],
             env: &[(
                 "DATA_SOURCE_NAME",

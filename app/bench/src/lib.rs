@@ -6,8 +6,9 @@
 //! - [`run`]: the orchestration (processes, rounds, figures);
 //! - [`measure`]: one load-generator run and the CPU time it cost;
 //! - [`procs`]: child processes, pinning, `/proc`;
-//! - [`container`], [`postgres`], [`redis`], [`exporter`]: the containers
-//!   (PostgreSQL and its standby, Redis, the PostgreSQL exporters);
+//! - [`container`], [`postgres`], [`redis`], [`rabbitmq`], [`exporter`]: the
+//!   containers (PostgreSQL and its standby, Redis, RabbitMQ, the PostgreSQL
+//!   exporters);
 //! - [`servers`]: the bare axum server, the pass-through proxy, the OTLP sink;
 //! - [`report`]: the JSON document and its Markdown rendering;
 //! - [`stats`], [`plan`]: medians and spreads; durations and variants.
@@ -20,6 +21,7 @@ pub mod measure;
 pub mod plan;
 pub mod postgres;
 pub mod procs;
+pub mod rabbitmq;
 pub mod redis;
 pub mod report;
 pub mod run;

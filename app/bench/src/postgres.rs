@@ -40,6 +40,7 @@ impl Postgres {
             what: "PostgreSQL",
             image: IMAGE,
             port: PORT,
+            more_ports: &[],
             args: &ARGS,
             env: &[],
             ready_line: "database system is ready to accept connections",
@@ -59,6 +60,7 @@ impl Postgres {
             what: "the PostgreSQL standby",
             image: IMAGE,
             port: PORT,
+            more_ports: &[],
             args: &ARGS,
             env: &[
                 ("FAULTLINE_PG_PRIMARY_HOST", host),

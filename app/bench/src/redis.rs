@@ -24,6 +24,7 @@ impl Redis {
             what: "Redis",
             image: IMAGE,
             port: 6379,
+            more_ports: &[],
             args: &[],
             env: &[],
             ready_line: "Ready to accept connections",

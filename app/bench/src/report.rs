@@ -13,8 +13,10 @@ use crate::stats::Summary;
 /// The version of the JSON document's shape: 2 added figure 5 (the cache
 /// levels), Redis to figure 4's footprint and to the CPU per request; 3 added
 /// the PostgreSQL standby, the PostgreSQL exporters and the catalog's read
-/// routes to figure 4, and `footprint_only`.
-pub const SCHEMA: u32 = 3;
+/// routes to figure 4, and `footprint_only`; 4 added RabbitMQ to figure 4
+/// (`rabbitmq`, in the total too) and the outbox events relayed through it
+/// under load (`events`).
+pub const SCHEMA: u32 = 4;
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +148,10 @@ pub struct Footprint {
     /// Redis's container (the gateway's and the catalog's), as `docker stats` shows it.
     #[serde(default)]
     pub redis: Memory,
+    /// RabbitMQ's container (orders' relay publishes to it, the worker
+    /// consumes from it), as `docker stats` shows it.
+    #[serde(default)]
+    pub rabbitmq: Memory,
     /// The PostgreSQL exporters' containers, by the server each watches
     /// (`primary`, `standby`), as `docker stats` shows them.
     #[serde(default)]
@@ -157,8 +163,36 @@ pub struct Footprint {
     /// (`replica`, `primary`) and why (`replica_healthy`, ...).
     #[serde(default)]
     pub catalog_reads: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The outbox's events under load, through RabbitMQ: what orders'
+    /// relay published and what the worker did with them.
+    #[serde(default)]
+    pub events: Option<Events>,
     /// The realistic mix the stack was under meanwhile.
     pub load: Option<Sample>,
+}
+
+/// Figure 4's outbox events, counted from the load's start until the worker
+/// had processed every event the relay published (or a deadline passed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    /// Events the relay published and the broker confirmed (orders'
+    /// `messaging_client_sent_messages_total` to `faultline.orders`,
+    /// `error_type` empty).
+    pub published: f64,
+    /// Publishes that failed (any other `error_type`); published again later.
+    pub publish_failures: f64,
+    /// Deliveries the worker received from its queue
+    /// (`messaging_client_consumed_messages_total`).
+    pub consumed: f64,
+    /// The worker's `outbox_events_processed_total` by outcome.
+    pub processed: f64,
+    pub duplicate: f64,
+    pub retry: f64,
+    pub dead_letter: f64,
+    /// Seconds from the end of the load until the worker had processed as
+    /// many events as the relay published; `None` when it had not within
+    /// the deadline.
+    pub drained_after_s: Option<f64>,
 }
 
 /// Figure 5: the gateway's catalog cache levels, side by side on `GET
@@ -600,6 +634,7 @@ impl Results {
             ("PostgreSQL (docker stats)", f.postgres),
             ("PostgreSQL standby (docker stats)", f.standby),
             ("Redis (docker stats)", f.redis),
+            ("RabbitMQ (docker stats)", f.rabbitmq),
             (
                 "PostgreSQL exporter, primary (docker stats)",
                 exporter("primary"),
@@ -651,6 +686,25 @@ impl Results {
                 "\nThe catalog's product reads meanwhile (`db_client_read_routes_total`): {}, {}.",
                 reads("replica", "standby"),
                 reads("primary", "primary"),
+            );
+        }
+        if let Some(events) = &f.events {
+            let drained = events.drained_after_s.map_or_else(
+                || "not all processed by the deadline".to_owned(),
+                |s| format!("all processed {} s after the load ended", num(s, 1)),
+            );
+            let _ = writeln!(
+                out,
+                "\nThe outbox through RabbitMQ meanwhile: {} events published by the relay \
+                 (confirmed; {} failed publishes), {} deliveries to the worker, {} processed \
+                 ({} duplicates, {} retries, {} dead letters); {drained}.",
+                num(events.published, 0),
+                num(events.publish_failures, 0),
+                num(events.consumed, 0),
+                num(events.processed, 0),
+                num(events.duplicate, 0),
+                num(events.retry, 0),
+                num(events.dead_letter, 0),
             );
         }
     }
@@ -721,6 +775,17 @@ mod tests {
                         idle_mb: 4.0,
                         load_mb: 5.0,
                     },
+                    rabbitmq: Memory {
+                        idle_mb: 110.0,
+                        load_mb: 120.0,
+                    },
+                    events: Some(Events {
+                        published: 80.0,
+                        consumed: 80.0,
+                        processed: 80.0,
+                        drained_after_s: Some(0.4),
+                        ..Events::default()
+                    }),
                     exporters: BTreeMap::from([
                         (
                             "primary".into(),
@@ -799,6 +864,10 @@ mod tests {
             "| 4 footprint | core stack RSS, under load (MB) | 150.0 | (one measurement) | | ≤ 512 | yes |",
             "| PostgreSQL standby (docker stats) | 30.0 | 40.0 |",
             "| Redis (docker stats) | 4.0 | 5.0 |",
+            "| RabbitMQ (docker stats) | 110.0 | 120.0 |",
+            "80 events published by the relay (confirmed; 0 failed publishes), 80 deliveries to \
+             the worker, 80 processed (0 duplicates, 0 retries, 0 dead letters); all processed \
+             0.4 s after the load ended.",
             "| PostgreSQL exporter, primary (docker stats) | 6.0 | 7.0 |",
             "| PostgreSQL exporter, standby (docker stats) | 6.5 | 7.5 |",
             "120 from the standby (replica_healthy 120), 3 from the primary (read_your_writes 3).",
@@ -822,6 +891,11 @@ mod tests {
             summary(1.3)
         );
         assert_eq!(back.figures.footprint.redis.load_mb, 5.0);
+        assert_eq!(back.figures.footprint.rabbitmq.idle_mb, 110.0);
+        assert_eq!(
+            back.figures.footprint.events.map(|e| e.processed),
+            Some(80.0)
+        );
         assert_eq!(back.figures.footprint.standby.idle_mb, 30.0);
         assert_eq!(
             back.figures.footprint.exporters["standby"],
@@ -841,13 +915,34 @@ mod tests {
     fn a_schema_2_footprint_still_reads() {
         let mut value = serde_json::to_value(example()).unwrap();
         let footprint = value["figures"]["footprint"].as_object_mut().unwrap();
-        for field in ["standby", "exporters", "catalog_reads"] {
+        for field in [
+            "standby",
+            "exporters",
+            "catalog_reads",
+            "rabbitmq",
+            "events",
+        ] {
             footprint.remove(field);
         }
         value.as_object_mut().unwrap().remove("footprint_only");
         let back: Results = serde_json::from_value(value).unwrap();
         assert_eq!(back.figures.footprint.standby, Memory::default());
         assert!(back.figures.footprint.exporters.is_empty());
+    }
+
+    #[test]
+    fn a_schema_3_footprint_still_reads() {
+        let mut value = serde_json::to_value(example()).unwrap();
+        value["schema"] = 3.into();
+        let footprint = value["figures"]["footprint"].as_object_mut().unwrap();
+        for field in ["rabbitmq", "events"] {
+            footprint.remove(field);
+        }
+        let back: Results = serde_json::from_value(value).unwrap();
+        assert_eq!(back.figures.footprint.rabbitmq, Memory::default());
+        assert_eq!(back.figures.footprint.events, None);
+        assert_eq!(back.figures.footprint.standby.idle_mb, 30.0);
+        assert!(!back.to_markdown().contains("The outbox through RabbitMQ"));
     }
 
     #[test]

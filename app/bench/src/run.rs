@@ -12,7 +12,12 @@
 //!    loop then open loop, so that ratios compare neighbours in time.
 //! 5. Footprint: the five roles with telemetry as deployed, PostgreSQL with a
 //!    fresh hot standby (the catalog's read replica), a PostgreSQL exporter
-//!    per server and a fresh Redis, idle then under the realistic mix.
+//!    per server, a fresh Redis and a fresh RabbitMQ (orders relays the
+//!    outbox to it, the worker consumes from it), idle then under the
+//!    realistic mix.
+//!
+//! Only step 5 starts orders and the worker, so only it has the broker:
+//! figures 1, 2, 3 and 5 measure the read path, which never touches it.
 //!
 //! With `--footprint-only`, steps 1 and 5 only.
 
@@ -32,9 +37,10 @@ use crate::measure::{self, LIST_ONLY, Load, Sample, Target};
 use crate::plan::{Plan, Telemetry};
 use crate::postgres::{self, Postgres};
 use crate::procs::{self, ChildProcess, Pinning, Spawn};
+use crate::rabbitmq::{self, RabbitMq};
 use crate::redis::{self, Redis};
 use crate::report::{
-    Absolute, CacheLevels, Figures, Footprint, Goal, HotPath, Instrumentation, LevelRatios,
+    Absolute, CacheLevels, Events, Figures, Footprint, Goal, HotPath, Instrumentation, LevelRatios,
     Machine, Memory, ProxyFigure, Rates, Results, Round, SCHEMA, added_label, p99_label,
 };
 use crate::stats::{Summary, ratio};
@@ -465,7 +471,13 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     let client = http_client()?;
     let mut warnings = Vec::new();
 
-    container::preflight(&[postgres::IMAGE, redis::IMAGE, exporter::IMAGE]).await?;
+    container::preflight(&[
+        postgres::IMAGE,
+        redis::IMAGE,
+        rabbitmq::IMAGE,
+        exporter::IMAGE,
+    ])
+    .await?;
     postgres::preflight_standby().await?;
     progress("starting PostgreSQL");
     let postgres = Postgres::start(pin.server).await?;
@@ -490,7 +502,9 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
         Some(side_by_side(&client, &postgres, &sink, plan, pin, work).await?)
     };
 
-    progress("footprint: the five roles, PostgreSQL and its standby, Redis, the exporters");
+    progress(
+        "footprint: the five roles, PostgreSQL and its standby, Redis, RabbitMQ, the exporters",
+    );
     let footprint = footprint(&client, &postgres, &otlp, &sink, plan, pin, work).await?;
     warnings.extend(check_footprint(&footprint));
 
@@ -1256,11 +1270,22 @@ fn mb(bytes: u64) -> f64 {
 /// in a row.
 const REPLICA_IN_USE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long orders' relay and the worker's consumer get to connect to
+/// RabbitMQ, and the broker to count the worker's consumer on its queue
+/// (its statistics are collected every second).
+const BROKER_IN_USE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the worker gets, once the load ended, to process every event
+/// the relay published.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Figure 4: the five roles with telemetry as deployed, PostgreSQL with a hot
 /// standby the catalog reads products from, one PostgreSQL exporter per
-/// server, and a Redis of its own (started here, so it is measured from
-/// empty) for the gateway and the catalog. The standby, Redis and the
-/// exporters are started here; PostgreSQL is the run's.
+/// server, a Redis of its own (started here, so it is measured from empty)
+/// for the gateway and the catalog, and a RabbitMQ of its own, as deployed:
+/// orders relays the outbox to it, the worker consumes from it
+/// (`FAULTLINE_AMQP_URL`). The standby, Redis, RabbitMQ and the exporters
+/// are started here; PostgreSQL is the run's.
 async fn footprint(
     client: &reqwest::Client,
     postgres: &Postgres,
@@ -1278,6 +1303,7 @@ async fn footprint(
         env
     };
     let redis = Redis::start(pin.server).await?;
+    let broker = RabbitMq::start(pin.server, client).await?;
     let standby = Postgres::start_standby(postgres, pin.server).await?;
     let exporters = [
         PostgresExporter::start("primary", postgres, pin.server).await?,
@@ -1285,6 +1311,7 @@ async fn footprint(
     ];
     let db = || ("DATABASE_URL", postgres.url.clone());
     let shared = || ("FAULTLINE_REDIS_URL", redis.url.clone());
+    let amqp = || ("FAULTLINE_AMQP_URL", broker.url.clone());
     let read = ("FAULTLINE_DATABASE_READ_URL", standby.url.clone());
     let payments = start_role("payments", "payments", &with(vec![]), cpu, work).await?;
     let catalog = start_role(
@@ -1303,6 +1330,7 @@ async fn footprint(
             db(),
             ("FAULTLINE_CATALOG_URLS", bare(&catalog.http)),
             ("FAULTLINE_PAYMENTS_URLS", bare(&payments.http)),
+            amqp(),
         ]),
         cpu,
         work,
@@ -1315,6 +1343,7 @@ async fn footprint(
             db(),
             ("FAULTLINE_CATALOG_URLS", bare(&catalog.http)),
             ("FAULTLINE_PAYMENTS_URLS", bare(&payments.http)),
+            amqp(),
         ]),
         cpu,
         work,
@@ -1328,14 +1357,18 @@ async fn footprint(
         wait_ready(client, role).await?;
     }
     let catalog_admin = roles[1].admin;
+    let (orders_admin, worker_admin) = (roles[2].admin, roles[4].admin);
     wait_replica_in_use(client, catalog_admin).await?;
+    wait_broker_in_use(client, &broker, orders_admin, worker_admin).await?;
     listing(client, &roles[0].http).await?;
     // Straight to the catalog: a read its standby serves.
     listing(client, &roles[1].http).await?;
-    // As Prometheus does: each scrape runs the exporter's queries.
+    // As Prometheus does: each scrape runs the exporter's queries, and makes
+    // the broker collect its per-queue series.
     for (exporter, is_standby) in exporters.iter().zip([false, true]) {
         exporter.scrape(client, is_standby).await?;
     }
+    broker.scrape(client).await?;
     tokio::time::sleep(plan.settle).await;
 
     let rss = |roles: &[Role]| -> Result<Vec<u64>, BenchError> {
@@ -1353,12 +1386,14 @@ async fn footprint(
         postgres.container(),
         standby.container(),
         redis.container(),
+        broker.container(),
         exporters[0].container(),
         exporters[1].container(),
     ];
     let idle = rss(&roles)?;
     let containers_idle = container::memory_of(&containers).await?;
     let reads_before = read_routes(client, catalog_admin).await?;
+    let events_before = read_events(client, orders_admin, worker_admin).await?;
 
     let mut peak = idle.clone();
     let mut containers_peak = containers_idle.clone();
@@ -1401,12 +1436,14 @@ async fn footprint(
             }
         }
     };
-    // Prometheus scrapes every exporter while the shop works: once, halfway.
+    // Prometheus scrapes every exporter and the broker while the shop works:
+    // once, halfway.
     let scrape = async {
         tokio::time::sleep(plan.footprint_load / 2).await;
         for (exporter, is_standby) in exporters.iter().zip([false, true]) {
             exporter.scrape(client, is_standby).await?;
         }
+        broker.scrape(client).await?;
         Ok::<(), BenchError>(())
     };
     let (load_sample, (), (), scraped) =
@@ -1414,6 +1451,7 @@ async fn footprint(
     let load_sample = load_sample?;
     scraped?;
     let reads_after = read_routes(client, catalog_admin).await?;
+    let events = wait_drained(client, orders_admin, worker_admin, &events_before).await?;
 
     let names = ["gateway", "catalog", "orders", "payments", "worker"];
     let role_memory: BTreeMap<String, Memory> = names
@@ -1441,6 +1479,7 @@ async fn footprint(
         postgres_memory,
         standby_memory,
         redis_memory,
+        rabbitmq_memory,
         primary_exporter,
         standby_exporter,
     ] = memory[..]
@@ -1462,12 +1501,14 @@ async fn footprint(
         postgres: postgres_memory,
         standby: standby_memory,
         redis: redis_memory,
+        rabbitmq: rabbitmq_memory,
         exporters: BTreeMap::from([
             ("primary".to_owned(), primary_exporter),
             ("standby".to_owned(), standby_exporter),
         ]),
         total,
         catalog_reads: routes_between(&reads_before, &reads_after),
+        events: Some(events),
         load: Some(load_sample),
     })
 }
@@ -1519,6 +1560,151 @@ async fn metrics_text(client: &reqwest::Client, admin: SocketAddr) -> Result<Str
         .text()
         .await
         .map_err(|err| BenchError::http(format!("GET {url}"), err))
+}
+
+/// Waits until orders' relay and the worker's consumer are connected to the
+/// broker (`messaging_client_connected` 1) and the broker counts a consumer
+/// on the workers' queue.
+async fn wait_broker_in_use(
+    client: &reqwest::Client,
+    broker: &RabbitMq,
+    orders: SocketAddr,
+    worker: SocketAddr,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    let connected = |text: &str| {
+        samples(text)
+            .find(|(name, _, _)| *name == faultline_shop::broker::CONNECTED)
+            .map(|(_, _, value)| value)
+    };
+    while started.elapsed() < BROKER_IN_USE_TIMEOUT {
+        let state = async {
+            let relay = connected(&metrics_text(client, orders).await?);
+            let consumer = connected(&metrics_text(client, worker).await?);
+            let scrape = broker.scrape(client).await?;
+            Ok::<_, BenchError>((relay, consumer, scrape.consumers))
+        };
+        match state.await {
+            Ok((Some(1.0), Some(1.0), Some(consumers))) if consumers >= 1.0 => return Ok(()),
+            Ok((relay, consumer, consumers)) => {
+                last = format!(
+                    "orders' relay connected {relay:?}, the worker's consumer connected \
+                     {consumer:?}, consumers of {} in the broker {consumers:?}",
+                    rabbitmq::QUEUE
+                );
+            }
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(BenchError::NotReady {
+        what: "the broker's clients (orders' relay and the worker's consumer, by \
+               FAULTLINE_AMQP_URL)"
+            .to_owned(),
+        waited: BROKER_IN_USE_TIMEOUT,
+        last: format!(
+            "{last}; the roles' logs (their stderr, in the work directory) say why they do \
+             not connect"
+        ),
+    })
+}
+
+/// The outbox's counters: orders' relay (`orders`) and the worker's
+/// (`worker`), as totals since they started; `unprocessed` is the worker's
+/// `outbox_backlog_events`.
+async fn read_events(
+    client: &reqwest::Client,
+    orders: SocketAddr,
+    worker: SocketAddr,
+) -> Result<(Events, f64), BenchError> {
+    let orders = metrics_text(client, orders).await?;
+    let worker = metrics_text(client, worker).await?;
+    Ok(parse_events(&orders, &worker))
+}
+
+fn parse_events(orders: &str, worker: &str) -> (Events, f64) {
+    use faultline_shop::broker::{CONSUMED, SENT, topology};
+    use faultline_shop::outbox::backlog::BACKLOG_EVENTS;
+    use faultline_shop::roles::worker::PROCESSED;
+
+    let mut events = Events::default();
+    for (name, labels, value) in samples(orders) {
+        let destination = label(labels, "messaging_destination_name");
+        if name != SENT || destination.as_deref() != Some(topology::EXCHANGE) {
+            continue;
+        }
+        match label(labels, "error_type").as_deref() {
+            Some("") | None => events.published += value,
+            Some(_) => events.publish_failures += value,
+        }
+    }
+    let mut unprocessed = f64::NAN;
+    for (name, labels, value) in samples(worker) {
+        if name == CONSUMED {
+            events.consumed += value;
+        } else if name == BACKLOG_EVENTS {
+            unprocessed = value;
+        } else if name == PROCESSED {
+            match label(labels, "outcome").as_deref() {
+                Some("processed") => events.processed += value,
+                Some("duplicate") => events.duplicate += value,
+                Some("retry") => events.retry += value,
+                Some("dead_letter") => events.dead_letter += value,
+                _ => {}
+            }
+        }
+    }
+    (events, unprocessed)
+}
+
+/// The counts of `after` less those of `before`.
+fn events_between(before: &Events, after: &Events) -> Events {
+    Events {
+        published: after.published - before.published,
+        publish_failures: after.publish_failures - before.publish_failures,
+        consumed: after.consumed - before.consumed,
+        processed: after.processed - before.processed,
+        duplicate: after.duplicate - before.duplicate,
+        retry: after.retry - before.retry,
+        dead_letter: after.dead_letter - before.dead_letter,
+        drained_after_s: None,
+    }
+}
+
+/// Whether the worker has processed every event the relay published, and
+/// the outbox holds none unprocessed.
+fn drained(events: &Events, unprocessed: f64) -> bool {
+    events.processed >= events.published && unprocessed == 0.0
+}
+
+/// Polls the outbox's counters after the load, until the worker has
+/// processed every event the relay published since `before` and its
+/// backlog gauge (measured every second) reads 0, or [`DRAIN_TIMEOUT`]
+/// passes; returns the counts since `before`.
+async fn wait_drained(
+    client: &reqwest::Client,
+    orders: SocketAddr,
+    worker: SocketAddr,
+    before: &(Events, f64),
+) -> Result<Events, BenchError> {
+    let started = Instant::now();
+    loop {
+        let (now, unprocessed) = read_events(client, orders, worker).await?;
+        let mut events = events_between(&before.0, &now);
+        if drained(&events, unprocessed) {
+            events.drained_after_s = Some(started.elapsed().as_secs_f64());
+            return Ok(events);
+        }
+        if started.elapsed() >= DRAIN_TIMEOUT {
+            progress(&format!(
+                "footprint: {unprocessed} outbox event(s) still unprocessed {DRAIN_TIMEOUT:?} \
+                 after the load"
+            ));
+            return Ok(events);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The catalog's `db_client_read_routes_total`, by target and reason.
@@ -1595,6 +1781,40 @@ fn check_footprint(footprint: &Footprint) -> Vec<String> {
             }
         }
     }
+    warnings.extend(check_events(footprint.events.as_ref()));
+    warnings
+}
+
+/// Warnings when figure 4's checkouts did not go through RabbitMQ to the
+/// worker as deployed.
+fn check_events(events: Option<&Events>) -> Vec<String> {
+    let Some(events) = events else {
+        return vec!["footprint: the outbox's events were not counted".to_owned()];
+    };
+    let mut warnings = Vec::new();
+    if events.published <= 0.0 {
+        warnings.push(
+            "footprint: the relay published no outbox event under load: RabbitMQ's memory is \
+             that of an idle broker"
+                .to_owned(),
+        );
+    }
+    if events.drained_after_s.is_none() {
+        warnings.push(format!(
+            "footprint: the worker processed {:.0} of the {:.0} events the relay published, and \
+             left the outbox unprocessed, {DRAIN_TIMEOUT:?} after the load",
+            events.processed, events.published
+        ));
+    }
+    for (what, n) in [
+        ("publish(es) failed", events.publish_failures),
+        ("event(s) were retried", events.retry),
+        ("event(s) went to the dead letters", events.dead_letter),
+    ] {
+        if n > 0.0 {
+            warnings.push(format!("footprint: {n:.0} {what} under load"));
+        }
+    }
     warnings
 }
 
@@ -1650,6 +1870,13 @@ mod tests {
         );
         let mut footprint = Footprint {
             catalog_reads: under_load,
+            events: Some(Events {
+                published: 10.0,
+                consumed: 10.0,
+                processed: 10.0,
+                drained_after_s: Some(0.2),
+                ..Events::default()
+            }),
             ..Footprint::default()
         };
         assert!(check_footprint(&footprint).is_empty());
@@ -1660,6 +1887,60 @@ mod tests {
         let warnings = check_footprint(&footprint);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[1].contains("7 product read(s)"), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_outbox_events_are_counted_from_orders_and_the_worker() {
+        let orders = "# TYPE messaging_client_sent_messages_total counter\n\
+             messaging_client_sent_messages_total{messaging_system=\"rabbitmq\",messaging_destination_name=\"faultline.orders\",error_type=\"\"} 42\n\
+             messaging_client_sent_messages_total{messaging_system=\"rabbitmq\",messaging_destination_name=\"faultline.orders\",error_type=\"timeout\"} 1\n\
+             messaging_client_connected{messaging_system=\"rabbitmq\"} 1\n";
+        let worker = "messaging_client_consumed_messages_total{messaging_system=\"rabbitmq\",messaging_destination_name=\"worker.order-events\"} 43\n\
+             messaging_client_sent_messages_total{messaging_system=\"rabbitmq\",messaging_destination_name=\"worker.order-events.retry\",error_type=\"\"} 1\n\
+             outbox_events_processed_total{kind=\"order.placed\",outcome=\"processed\"} 40\n\
+             outbox_events_processed_total{kind=\"order.payment_declined\",outcome=\"processed\"} 2\n\
+             outbox_events_processed_total{kind=\"order.placed\",outcome=\"retry\"} 1\n\
+             outbox_events_processed_total{kind=\"unknown\",outcome=\"dead_letter\"} 0\n\
+             outbox_backlog_events 0\n";
+        let (events, unprocessed) = parse_events(orders, worker);
+        assert_eq!(
+            events,
+            Events {
+                published: 42.0,
+                publish_failures: 1.0,
+                consumed: 43.0,
+                processed: 42.0,
+                retry: 1.0,
+                ..Events::default()
+            }
+        );
+        assert!(drained(&events, unprocessed));
+        let before = Events {
+            published: 2.0,
+            processed: 1.0,
+            ..Events::default()
+        };
+        let between = events_between(&before, &events);
+        assert_eq!((between.published, between.processed), (40.0, 41.0));
+        assert!(!drained(&events, 3.0), "events left in the outbox");
+        let behind = Events {
+            processed: 41.0,
+            ..events
+        };
+        assert!(!drained(&behind, 0.0), "fewer processed than published");
+        let warnings = check_events(Some(&events));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("worker processed 42 of the 42"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("1 publish(es) failed"), "{warnings:?}");
+        let idle = check_events(Some(&Events {
+            drained_after_s: Some(0.0),
+            ..Events::default()
+        }));
+        assert_eq!(idle.len(), 1, "{idle:?}");
+        assert!(idle[0].contains("no outbox event"), "{idle:?}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `faultline-bench --quick` end to end: every benchmark runs briefly and the
 //! JSON has all five figures with sane values. No timing is asserted.
 //!
-//! Needs Docker and the local PostgreSQL, Redis and PostgreSQL exporter
-//! images: without them it fails and says what to do; it never passes by
-//! skipping.
+//! Needs Docker and the local PostgreSQL, Redis, RabbitMQ and PostgreSQL
+//! exporter images: without them it fails and says what to do; it never
+//! passes by skipping.
 
 use std::process::Command;
 
@@ -34,7 +34,12 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     let docker = require_docker().await?;
     require_images(
         &docker,
-        &[images::POSTGRES, images::REDIS, images::POSTGRES_EXPORTER],
+        &[
+            images::POSTGRES,
+            images::REDIS,
+            images::RABBITMQ,
+            images::POSTGRES_EXPORTER,
+        ],
     )
     .await?;
 
@@ -66,7 +71,7 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     );
 
     let results: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
-    assert_eq!(results["schema"], 3);
+    assert_eq!(results["schema"], 4);
     assert_eq!(results["footprint_only"], false);
     assert_eq!(results["quick"], true);
 
@@ -94,9 +99,10 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
     //    difference of two noisy numbers: finite, but its sign is not asserted.
     positive(&results, "/figures/proxy/throughput_ratio/median")?;
     finite(&results, "/figures/proxy/added_p50_us/median")?;
-    // 4. Footprint: every role, PostgreSQL and its standby, Redis and the
-    //    two PostgreSQL exporters, idle and under load; the catalog read
-    //    from the standby.
+    // 4. Footprint: every role, PostgreSQL and its standby, Redis, RabbitMQ
+    //    and the two PostgreSQL exporters, idle and under load; the catalog
+    //    read from the standby; the checkouts' events went through RabbitMQ
+    //    and the worker processed every one.
     for role in ["gateway", "catalog", "orders", "payments", "worker"] {
         positive(
             &results,
@@ -111,6 +117,7 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
         "postgres",
         "standby",
         "redis",
+        "rabbitmq",
         "exporters/primary",
         "exporters/standby",
     ] {
@@ -118,7 +125,7 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
         positive(&results, &format!("/figures/footprint/{container}/load_mb"))?;
     }
     let total = positive(&results, "/figures/footprint/total/load_mb")?;
-    let parts: f64 = ["postgres", "standby", "redis"]
+    let parts: f64 = ["postgres", "standby", "redis", "rabbitmq"]
         .iter()
         .map(|c| finite(&results, &format!("/figures/footprint/{c}/load_mb")))
         .chain(["primary", "standby"].iter().map(|s| {
@@ -132,6 +139,13 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
         total > parts,
         "the footprint's total ({total} MB) should count the roles and every container ({parts} MB)"
     );
+    let published = positive(&results, "/figures/footprint/events/published")?;
+    let processed = finite(&results, "/figures/footprint/events/processed")?;
+    anyhow::ensure!(
+        processed >= published,
+        "the worker processed {processed} of the {published} events the relay published"
+    );
+    finite(&results, "/figures/footprint/events/drained_after_s")?;
     // 5. Cache levels: both levels against the local one, the shared one
     //    alone against both; and the counters say each level was used.
     for comparison in ["two_level_vs_local", "shared_only_vs_two_level"] {
@@ -168,6 +182,8 @@ async fn quick_mode_measures_all_five_figures() -> anyhow::Result<()> {
         "3 fault proxy",
         "4 footprint",
         "| Redis (docker stats) |",
+        "| RabbitMQ (docker stats) |",
+        "The outbox through RabbitMQ meanwhile:",
         "| PostgreSQL standby (docker stats) |",
         "| PostgreSQL exporter, primary (docker stats) |",
         "| PostgreSQL exporter, standby (docker stats) |",

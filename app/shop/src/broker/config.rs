@@ -6,6 +6,13 @@ use lapin::uri::AMQPUri;
 
 use crate::config::redact_password;
 
+/// The largest AMQP frame asked for, unless the URL says (`?frame_max=`).
+/// The client keeps two buffers of 32 frames per connection, zeroed when it
+/// connects: at the broker's default (128 KiB) that is 8 MiB of resident
+/// memory per connection; at 16 KiB, 1 MiB. An outbox event is a few hundred
+/// bytes, and a larger body is split into frames anyway.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// The broker settings orders (the relay) and the worker (the consumers)
 /// share. Without a URL there is no broker: orders does not relay, and the
 /// worker drains the outbox table directly.
@@ -98,6 +105,7 @@ impl BrokerConfig {
         uri.query.heartbeat.get_or_insert(heartbeat);
         let timeout = u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX);
         uri.query.connection_timeout.get_or_insert(timeout);
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
         Ok(Some(uri))
     }
 }
@@ -112,6 +120,7 @@ mod tests {
         let uri = config.uri().unwrap().unwrap();
         assert_eq!(uri.query.heartbeat, Some(5));
         assert_eq!(uri.query.connection_timeout, Some(3000));
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
         assert_eq!(uri.authority.host, "rabbitmq");
         let config = BrokerConfig::new("amqp://rabbitmq/%2f?heartbeat=30");
         assert_eq!(config.uri().unwrap().unwrap().query.heartbeat, Some(30));
