@@ -12,7 +12,6 @@ use anyhow::{Context, ensure};
 use testcontainers::core::{CmdWaitFor, ContainerPort, ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::images;
 use crate::stack::{Network, REPLICA_LABEL, SERVICE_LABEL, log_to_stderr};
@@ -218,26 +217,10 @@ pub fn amqp_url(address: &str) -> String {
     format!("amqp://{USER}:{PASSWORD}@{address}/%2f")
 }
 
-/// Opens a TCP connection to `address`, sends the AMQP 0-9-1 protocol
-/// header and checks that the broker answers with `connection.start`: a
-/// method frame (type 1) on channel 0 of class 10, method 10. A mapped port
-/// accepts TCP connections before anything listens behind it; only this
-/// answer says the broker does. (The broker logs a warning when the
-/// connection then closes.)
+/// Whether a broker answers an AMQP handshake at `address` (`host:port`),
+/// within 2 s: see [`faultline_shop::broker::probe::answers_amqp`].
 pub async fn amqp_handshake(address: &str) -> anyhow::Result<()> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
-    let mut head = [0_u8; 11];
-    stream
-        .read_exact(&mut head)
-        .await
-        .context("the connection closed before connection.start")?;
-    let class = u16::from_be_bytes([head[7], head[8]]);
-    let method = u16::from_be_bytes([head[9], head[10]]);
-    ensure!(
-        head[0] == 1 && head[1..3] == [0, 0] && (class, method) == (10, 10),
-        "not an AMQP 0-9-1 connection.start: {head:02x?}"
-    );
+    faultline_shop::broker::probe::answers_amqp(address, Duration::from_secs(2)).await?;
     Ok(())
 }
 
@@ -251,28 +234,5 @@ mod tests {
             amqp_url("rabbitmq:5672"),
             "amqp://faultline:faultline@rabbitmq:5672/%2f"
         );
-    }
-
-    #[tokio::test]
-    async fn a_handshake_needs_connection_start() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            // First a server that closes at once, then one that answers
-            // with the start of a connection.start frame.
-            let (stream, _) = listener.accept().await.unwrap();
-            drop(stream);
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut header = [0_u8; 8];
-            stream.read_exact(&mut header).await.unwrap();
-            assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
-            stream
-                .write_all(&[1, 0, 0, 0, 0, 1, 0, 0, 10, 0, 10])
-                .await
-                .unwrap();
-        });
-        assert!(amqp_handshake(&address).await.is_err());
-        amqp_handshake(&address).await.unwrap();
-        server.await.unwrap();
     }
 }

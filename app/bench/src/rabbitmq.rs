@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::container::{Container, ContainerSpec};
 use crate::error::BenchError;
@@ -95,7 +94,9 @@ impl RabbitMq {
         let started = Instant::now();
         let mut last = String::from("not tried yet");
         while started.elapsed() < READY_TIMEOUT {
-            match amqp_handshake(&self.amqp_address).await {
+            match faultline_shop::broker::probe::answers_amqp(&self.amqp_address, HANDSHAKE_TIMEOUT)
+                .await
+            {
                 Ok(()) => match self.scrape(client).await {
                     Ok(_) => return Ok(()),
                     Err(err) => last = err.to_string(),
@@ -140,37 +141,6 @@ pub fn amqp_url(address: &str) -> String {
 
 /// How long one handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Opens a TCP connection to `address`, sends the AMQP 0-9-1 protocol
-/// header and checks that the broker answers with `connection.start`: a
-/// method frame (type 1) on channel 0 of class 10, method 10. (The broker
-/// logs a warning when the connection then closes.)
-pub async fn amqp_handshake(address: &str) -> Result<(), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .map_err(|err| format!("cannot connect to {address}: {err}"))?;
-        stream
-            .write_all(b"AMQP\x00\x00\x09\x01")
-            .await
-            .map_err(|err| format!("cannot send the protocol header: {err}"))?;
-        let mut head = [0_u8; 11];
-        stream
-            .read_exact(&mut head)
-            .await
-            .map_err(|err| format!("the connection closed before connection.start: {err}"))?;
-        let class = u16::from_be_bytes([head[7], head[8]]);
-        let method = u16::from_be_bytes([head[9], head[10]]);
-        if head[0] == 1 && head[1..3] == [0, 0] && (class, method) == (10, 10) {
-            Ok(())
-        } else {
-            Err(format!("not an AMQP 0-9-1 connection.start: {head:02x?}"))
-        }
-    };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {HANDSHAKE_TIMEOUT:?}")))
-}
 
 /// The consumers of [`QUEUE`] and the connections, from the Prometheus
 /// text format.
@@ -228,28 +198,5 @@ mod tests {
             }
         );
         assert_eq!(parse_scrape("rabbitmq_connections 0\n").consumers, None);
-    }
-
-    #[tokio::test]
-    async fn a_handshake_needs_connection_start() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            // First a server that closes at once, then one that answers
-            // with the start of a connection.start frame.
-            let (stream, _) = listener.accept().await.unwrap();
-            drop(stream);
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut header = [0_u8; 8];
-            stream.read_exact(&mut header).await.unwrap();
-            assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
-            stream
-                .write_all(&[1, 0, 0, 0, 0, 1, 0, 0, 10, 0, 10])
-                .await
-                .unwrap();
-        });
-        assert!(amqp_handshake(&address).await.is_err());
-        amqp_handshake(&address).await.unwrap();
-        server.await.unwrap();
     }
 }

@@ -107,21 +107,27 @@ fn describe(delivery: &Delivery) -> DeadLetter {
     }
 }
 
+/// The next dead letter, taken without acknowledging it (so it goes back
+/// to the queue unless acknowledged); `None` once every one was taken.
+async fn next(channel: &Channel) -> Result<Option<Delivery>, lapin::Error> {
+    let got = channel
+        .basic_get(
+            topology::DEAD_LETTER_QUEUE.into(),
+            BasicGetOptions::default(),
+        )
+        .await?;
+    Ok(got.map(|got| got.delivery))
+}
+
 /// Up to `limit` dead letters, oldest first; they all stay in the queue.
 pub async fn list(uri: &AMQPUri, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
     let (connection, channel) = open(uri).await?;
     let mut letters = Vec::new();
     while letters.len() < limit {
-        let Some(got) = channel
-            .basic_get(
-                topology::DEAD_LETTER_QUEUE.into(),
-                BasicGetOptions::default(),
-            )
-            .await?
-        else {
+        let Some(delivery) = next(&channel).await? else {
             break;
         };
-        letters.push(describe(&got.delivery));
+        letters.push(describe(&delivery));
     }
     // Unacknowledged, they go back to the queue as the connection closes.
     connection.close(200, "listed".into()).await?;
@@ -141,16 +147,9 @@ pub async fn replay(
         .await?;
     let mut report = Replayed::default();
     while report.replayed.len() < limit {
-        let Some(got) = channel
-            .basic_get(
-                topology::DEAD_LETTER_QUEUE.into(),
-                BasicGetOptions::default(),
-            )
-            .await?
-        else {
+        let Some(delivery) = next(&channel).await? else {
             break;
         };
-        let delivery = got.delivery;
         let letter = describe(&delivery);
         let event = letter.event_id.clone().unwrap_or_default();
         if !only.is_empty() && !only.contains(&event) {

@@ -12,12 +12,14 @@
 //! - [`topology`]: the exchanges and queues, retries and dead letters;
 //! - [`message`]: an outbox event as a message (ids, attempt, trace context);
 //! - [`publish`]: publishing with a confirm, timed and counted;
+//! - [`probe`]: whether a broker answers at an address (readiness checks);
 //! - [`dead_letters`]: listing and replaying dead letters.
 
 pub mod config;
 pub mod connection;
 pub mod dead_letters;
 pub mod message;
+pub mod probe;
 pub mod publish;
 pub mod topology;
 
