@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use crate::container::{Container, ContainerSpec};
 use crate::error::BenchError;
 
