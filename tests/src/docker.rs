@@ -55,3 +55,26 @@ pub async fn preflight(images: &[LocalImage]) -> anyhow::Result<()> {
     let docker = require_docker().await?;
     require_images(&docker, images).await
 }
+
+/// Runs `command` in `container` and waits for it to exit; its stdout, or an
+/// error naming the command, its exit code and its output when it fails.
+pub async fn exec(
+    container: &testcontainers::ContainerAsync<testcontainers::GenericImage>,
+    command: &[&str],
+) -> anyhow::Result<String> {
+    use testcontainers::core::{CmdWaitFor, ExecCommand};
+    let mut exec = container
+        .exec(
+            ExecCommand::new(command.iter().copied()).with_cmd_ready_condition(CmdWaitFor::exit()),
+        )
+        .await
+        .with_context(|| format!("cannot run {command:?} in container {}", container.id()))?;
+    let stdout = String::from_utf8_lossy(&exec.stdout_to_vec().await?).into_owned();
+    let stderr = String::from_utf8_lossy(&exec.stderr_to_vec().await?).into_owned();
+    let code = exec.exit_code().await?;
+    anyhow::ensure!(
+        code == Some(0),
+        "{command:?} exited with {code:?}: {stdout}{stderr}"
+    );
+    Ok(stdout)
+}

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use testcontainers::core::{CmdWaitFor, ContainerPort, ExecCommand, WaitFor};
+use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -125,20 +125,12 @@ impl RabbitMq {
     /// output when it exits non-zero. Each call starts an Erlang VM: about a
     /// second.
     pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let command = std::iter::once("rabbitmqctl").chain(args.iter().copied());
-        let mut exec = self
-            .container
-            .exec(ExecCommand::new(command).with_cmd_ready_condition(CmdWaitFor::exit()))
+        let command: Vec<&str> = std::iter::once("rabbitmqctl")
+            .chain(args.iter().copied())
+            .collect();
+        crate::docker::exec(&self.container, &command)
             .await
-            .with_context(|| format!("cannot run rabbitmqctl {args:?} in {}", self.host))?;
-        let stdout = String::from_utf8_lossy(&exec.stdout_to_vec().await?).into_owned();
-        let stderr = String::from_utf8_lossy(&exec.stderr_to_vec().await?).into_owned();
-        let code = exec.exit_code().await?;
-        ensure!(
-            code == Some(0),
-            "rabbitmqctl {args:?} exited with {code:?}: {stdout}{stderr}"
-        );
-        Ok(stdout)
+            .with_context(|| format!("rabbitmqctl in {}", self.host))
     }
 
     /// Declares the durable queue `queue` in the default vhost (if it is

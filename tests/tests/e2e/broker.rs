@@ -14,7 +14,6 @@ use faultline_tests::stack::Shop;
 use sqlx::PgPool;
 use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
 use testcontainers::core::client::docker_client_instance;
-use testcontainers::core::{CmdWaitFor, ExecCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BROKER_IMAGES, preflight};
@@ -123,20 +122,12 @@ async fn kill(shop_container_id: &str) -> anyhow::Result<()> {
 /// Runs `faultline-shop <args>` in `shop`'s container (which has
 /// `FAULTLINE_AMQP_URL`); its stdout, or an error with its output.
 async fn shop_command(shop: &Shop, args: &[&str]) -> anyhow::Result<String> {
-    let command = std::iter::once("faultline-shop").chain(args.iter().copied());
-    let mut exec = shop
-        .container
-        .exec(ExecCommand::new(command).with_cmd_ready_condition(CmdWaitFor::exit()))
+    let command: Vec<&str> = std::iter::once("faultline-shop")
+        .chain(args.iter().copied())
+        .collect();
+    faultline_tests::docker::exec(&shop.container, &command)
         .await
-        .with_context(|| format!("cannot run faultline-shop {args:?} in {}", shop.host))?;
-    let stdout = String::from_utf8_lossy(&exec.stdout_to_vec().await?).into_owned();
-    let stderr = String::from_utf8_lossy(&exec.stderr_to_vec().await?).into_owned();
-    let code = exec.exit_code().await?;
-    ensure!(
-        code == Some(0),
-        "faultline-shop {args:?} exited with {code:?}: {stdout}{stderr}"
-    );
-    Ok(stdout)
+        .with_context(|| format!("faultline-shop in {}", shop.host))
 }
 
 #[tokio::test(flavor = "multi_thread")]
