@@ -33,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
 }
 

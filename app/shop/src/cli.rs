@@ -25,9 +25,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The roles, one subcommand each (see [`RoleConfig`]).
+    /// The roles, one subcommand each (see [`RoleConfig`]); boxed, the
+    /// largest settings by far.
     #[command(flatten)]
-    Role(RoleConfig),
+    Role(Box<RoleConfig>),
     /// Drive traffic at the gateway: a realistic mix, live progress, and a
     /// summary per route (count, errors, p50/p95/p99/max) as text or --json.
     ///
@@ -54,6 +55,40 @@ pub enum Command {
         #[command(flatten)]
         broker: crate::broker::BrokerConfig,
     },
+    /// Mint a bearer token signed with the current key of a key directory
+    /// (development and tests; a real deployment's tokens come from its
+    /// identity provider).
+    ///
+    /// Example: faultline-shop token --sub alice --role customer
+    Token {
+        /// The subject: who the token says the caller is.
+        #[arg(long)]
+        sub: String,
+        /// customer (their own orders) or admin (every order).
+        #[arg(long, default_value = "customer")]
+        role: faultline_auth::Role,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Sign with this key of the directory instead of the current one.
+        #[arg(long)]
+        kid: Option<String>,
+        #[command(flatten)]
+        keys: KeysDir,
+    },
+    /// Manage a key directory: the signing keys, their JWKS (what the gateway
+    /// and orders trust) and which key signs new tokens.
+    ///
+    /// Examples:
+    ///   faultline-shop keys init       # at first start: a key unless there is one
+    ///   faultline-shop keys rotate     # a new current key; the old one stays trusted
+    ///   faultline-shop keys retire --kid key-0a1b2c3d
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        keys: KeysDir,
+    },
     /// Exit 0 when URL answers 2xx: a healthcheck for images without curl.
     ///
     /// Example: faultline-shop probe http://127.0.0.1:9000/health/ready
@@ -63,6 +98,32 @@ pub enum Command {
         /// Give up after this long.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+}
+
+/// Where the signing keys are.
+#[derive(Debug, clap::Args)]
+pub struct KeysDir {
+    /// The key directory (PKCS#8 keys, jwks.json, current).
+    #[arg(long = "keys", env = "FAULTLINE_AUTH_KEYS", default_value = "keys")]
+    pub dir: std::path::PathBuf,
+}
+
+/// What to do with a key directory.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create the directory and a first key, unless it has a current key.
+    Init,
+    /// Add a key and make it current; the others stay in the JWKS.
+    Rotate {
+        /// The new key's id (default: key-<random>).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Drop a key from the JWKS and delete it: its tokens stop working.
+    Retire {
+        #[arg(long)]
+        kid: String,
     },
 }
 
@@ -103,7 +164,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let role = match command {
-        Command::Role(role) => role,
+        Command::Role(role) => *role,
         Command::Migrate { database } => {
             migrate(&database).await?;
             return Ok(ExitCode::SUCCESS);
@@ -111,6 +172,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Loadgen(args) => return faultline_loadgen::run_cli(args).await,
         Command::DeadLetters { action, broker } => {
             dead_letters(action, &broker).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Token {
+            sub,
+            role,
+            ttl,
+            kid,
+            keys,
+        } => {
+            let token = token(&keys, &sub, role, ttl, kid.as_deref())?;
+            std::io::Write::write_all(
+                &mut std::io::stdout().lock(),
+                format!("{token}\n").as_bytes(),
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keys { action, keys } => {
+            manage_keys(&keys, action)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Probe { url, timeout } => {
@@ -134,6 +213,56 @@ async fn serve(config: RoleConfig) -> anyhow::Result<()> {
     .await;
     telemetry.shutdown();
     result
+}
+
+fn token(
+    keys: &KeysDir,
+    subject: &str,
+    role: faultline_auth::Role,
+    ttl: Duration,
+    kid: Option<&str>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        faultline_auth::Identity::valid_subject(subject),
+        "--sub must be 1 to {} characters without control characters",
+        faultline_auth::claims::MAX_SUBJECT_LEN
+    );
+    let dir = faultline_auth::KeyDir::new(&keys.dir);
+    let key = dir.signing_key(kid).with_context(|| {
+        format!(
+            "no signing key in {} (create one with `faultline-shop keys init --keys {}`)",
+            keys.dir.display(),
+            keys.dir.display()
+        )
+    })?;
+    Ok(faultline_auth::Minter::new(key).token(subject, role, ttl)?)
+}
+
+fn manage_keys(keys: &KeysDir, action: KeysAction) -> anyhow::Result<()> {
+    let dir = faultline_auth::KeyDir::new(&keys.dir);
+    match action {
+        KeysAction::Init => {
+            let kid = dir.ensure()?;
+            eprintln!(
+                "faultline-shop: {} signs with {kid}; its public keys are in {}",
+                keys.dir.display(),
+                dir.jwks_path().display()
+            );
+        }
+        KeysAction::Rotate { kid } => {
+            let kid = dir.rotate(kid.as_deref())?;
+            eprintln!(
+                "faultline-shop: {kid} is the current key; the others stay trusted until retired"
+            );
+        }
+        KeysAction::Retire { kid } => {
+            dir.retire(&kid)?;
+            eprintln!(
+                "faultline-shop: {kid} retired: its tokens are refused once verifiers re-read the JWKS"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn dead_letters(
@@ -223,6 +352,67 @@ mod tests {
     }
 
     #[test]
+    fn a_minted_token_verifies_against_the_directory_after_a_rotation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = KeysDir {
+            dir: tmp.path().join("keys"),
+        };
+        let err = token(
+            &keys,
+            "alice",
+            faultline_auth::Role::Customer,
+            Duration::from_secs(60),
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("keys init"), "{err:#}");
+        manage_keys(&keys, KeysAction::Init).unwrap();
+        let before = token(
+            &keys,
+            "alice",
+            faultline_auth::Role::Customer,
+            Duration::from_secs(60),
+            None,
+        )
+        .unwrap();
+        manage_keys(
+            &keys,
+            KeysAction::Rotate {
+                kid: Some("second".into()),
+            },
+        )
+        .unwrap();
+        let after = token(
+            &keys,
+            "bob",
+            faultline_auth::Role::Admin,
+            Duration::from_secs(60),
+            None,
+        )
+        .unwrap();
+        let jwks = std::fs::read_to_string(keys.dir.join("jwks.json")).unwrap();
+        let verifier = faultline_auth::Verifier::new(
+            faultline_auth::KeySet::from_jwks(&jwks).unwrap().0,
+            faultline_auth::Policy::default(),
+        );
+        assert_eq!(verifier.verify(&before).unwrap().subject, "alice");
+        assert_eq!(
+            verifier.verify(&after).unwrap().role,
+            faultline_auth::Role::Admin
+        );
+        assert!(
+            token(
+                &keys,
+                "a\nb",
+                faultline_auth::Role::Customer,
+                Duration::from_secs(60),
+                None
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn the_broker_url_reaches_the_roles_that_use_it() {
         let cli = Cli::try_parse_from([
             "faultline-shop",
@@ -237,7 +427,10 @@ mod tests {
             "http://payments",
         ])
         .unwrap();
-        let Command::Role(RoleConfig::Worker(worker)) = cli.command else {
+        let Command::Role(role) = cli.command else {
+            panic!("not a role");
+        };
+        let RoleConfig::Worker(worker) = *role else {
             panic!("not the worker");
         };
         assert_eq!(worker.database.url, "postgres://db/shop");

@@ -17,19 +17,7 @@ pub const MAX_KEY_LEN: usize = 255;
 pub struct Invalid(pub String);
 
 /// A product's id: a positive integer.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ProductId(i64);
 
@@ -61,7 +49,7 @@ impl std::fmt::Display for ProductId {
 }
 
 /// How many units of a product: 1 to [`MAX_QUANTITY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Quantity(i32);
 
@@ -139,7 +127,9 @@ pub struct Product {
     pub id: ProductId,
     pub sku: String,
     pub name: String,
+    #[schema(minimum = 0)]
     pub price_cents: i64,
+    #[schema(minimum = 0)]
     pub stock: i32,
 }
 
@@ -158,17 +148,26 @@ pub struct OrderLine {
 
 /// A checkout as clients send it, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "A checkout: 1 to 20 lines, each product at most once. No other field is accepted."
+)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
+    #[schema(schema_with = schema::checkout_items)]
     pub items: Vec<CheckoutBodyItem>,
 }
 
 /// One line as clients send it; numbers are wide so that huge values get a
 /// clear validation message rather than a parse error.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "One line of a checkout: a product, and how many units of it. No other field is accepted."
+)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBodyItem {
+    #[schema(value_type = ProductId)]
     pub product_id: i64,
+    #[schema(value_type = Quantity)]
     pub quantity: i64,
 }
 
@@ -251,7 +250,9 @@ impl OrderStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub product_id: ProductId,
+    #[schema(value_type = Quantity)]
     pub quantity: i32,
+    #[schema(minimum = 0)]
     pub unit_price_cents: i64,
 }
 
@@ -260,7 +261,9 @@ pub struct OrderItem {
 pub struct Order {
     pub id: OrderId,
     pub status: OrderStatus,
+    #[schema(minimum = 0)]
     pub amount_cents: i64,
+    #[schema(min_items = 1, max_items = 20)]
     pub items: Vec<OrderItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
@@ -293,6 +296,75 @@ pub struct Authorization {
     pub id: String,
     pub order_id: OrderId,
     pub amount_cents: i64,
+}
+
+/// The schemas of the validated values, with the bounds [`ProductId::parse`],
+/// [`Quantity::parse`] and [`Checkout::parse`] enforce, for the OpenAPI
+/// document.
+mod schema {
+    use utoipa::openapi::schema::{
+        ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+    };
+    use utoipa::openapi::{Ref, RefOr};
+
+    use super::{CheckoutBodyItem, MAX_ITEMS, MAX_QUANTITY, ProductId, Quantity};
+
+    /// An integer written without a fraction or an exponent (`2`, never
+    /// `2.0`), within `minimum..=maximum`.
+    fn integer(format: KnownFormat, minimum: i64, maximum: i64, description: String) -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+            .minimum(Some(minimum))
+            .maximum(Some(maximum))
+            .description(Some(description))
+            .examples([minimum])
+            .into()
+    }
+
+    impl utoipa::PartialSchema for ProductId {
+        fn schema() -> RefOr<Schema> {
+            integer(
+                KnownFormat::Int64,
+                1,
+                i64::MAX,
+                "A product's id: a positive 64-bit integer, written without a fraction or an exponent.".to_owned(),
+            )
+            .into()
+        }
+    }
+
+    impl utoipa::ToSchema for ProductId {}
+
+    impl utoipa::PartialSchema for Quantity {
+        fn schema() -> RefOr<Schema> {
+            integer(
+                KnownFormat::Int32,
+                1,
+                MAX_QUANTITY,
+                format!("How many units of one product: 1 to {MAX_QUANTITY}, written without a fraction or an exponent."),
+            )
+            .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Quantity {}
+
+    /// `CheckoutBody.items`: 1 to [`MAX_ITEMS`] lines, each product at most
+    /// once (so no two lines are equal).
+    pub fn checkout_items() -> Schema {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name(
+                <CheckoutBodyItem as utoipa::ToSchema>::name(),
+            ))
+            .min_items(Some(1))
+            .max_items(Some(MAX_ITEMS))
+            .unique_items(true)
+            .description(Some(format!(
+                "1 to {MAX_ITEMS} lines; a product_id may appear in one line only."
+            )))
+            .into()
+    }
 }
 
 #[cfg(test)]

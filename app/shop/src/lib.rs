@@ -10,6 +10,7 @@
 //! | worker | handles the outbox's events (from RabbitMQ, or the table) | payments, catalog, PostgreSQL |
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod clients;

@@ -43,6 +43,8 @@ async fn stub_catalog(open: tokio::sync::watch::Receiver<bool>) -> (SocketAddr, 
 async fn gateway(catalog: SocketAddr, extra: &[&str]) -> (SocketAddr, SocketAddr) {
     faultline_signal::install_crypto_provider();
     let catalog = format!("http://{catalog}");
+    let key = faultline_auth::SigningKey::generate("test").unwrap();
+    let jwks = serde_json::json!({"keys": [key.public_jwk().unwrap()]}).to_string();
     let mut args = vec![
         "faultline-shop",
         "gateway",
@@ -55,6 +57,8 @@ async fn gateway(catalog: SocketAddr, extra: &[&str]) -> (SocketAddr, SocketAddr
         // Nothing listens there; these tests never check out.
         "--orders-urls",
         "http://127.0.0.1:1",
+        "--auth-jwks",
+        &jwks,
     ];
     args.extend_from_slice(extra);
     let command = Cli::try_parse_from(args).unwrap().command;
@@ -62,7 +66,7 @@ async fn gateway(catalog: SocketAddr, extra: &[&str]) -> (SocketAddr, SocketAddr
     let Command::Role(config) = command else {
         unreachable!()
     };
-    let app = Application::build(config).await.unwrap();
+    let app = Application::build(*config).await.unwrap();
     let addrs = (app.http_addr(), app.admin_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     addrs
@@ -97,7 +101,6 @@ async fn a_miss_storm_reaches_the_catalog_once_per_path() {
         let path = if i % 2 == 0 { 1 } else { 2 };
         reads.spawn(async move {
             http.get(format!("http://{gateway}/api/products/{path}"))
-                .header("X-Client-Id", format!("reader-{i}"))
                 .send()
                 .await
                 .unwrap()

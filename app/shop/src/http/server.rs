@@ -1,5 +1,8 @@
 //! The inbound stack, outermost first: a span named by the route template and
-//! RED metrics; on the gateway a per-client rate limit; a concurrency limit
+//! RED metrics; on the gateway and orders, the bearer token verified
+//! (`auth::identify`); on the gateway a per-client rate limit (by the token's
+//! subject, else the client's address); a 401 for a refused token
+//! (`auth::reject_invalid`); a concurrency limit
 //! that sheds load; the request's deadline (its own timeout, or the caller's
 //! shorter budget); injected faults when the fault admin API is on; and a body
 //! limit.
@@ -39,6 +42,8 @@ pub struct ServerPolicy {
     pub max_in_flight: usize,
     /// Per-client rate limit (the gateway's).
     pub rate_limit: Option<RateLimit>,
+    /// Bearer-token authentication (the gateway's and orders').
+    pub auth: Option<crate::auth::Authenticator>,
     /// Faults injected through the fault admin API.
     pub faults: Option<Faults>,
 }
@@ -54,11 +59,17 @@ pub fn stack(router: Router, policy: ServerPolicy) -> Router {
         enforce_deadline,
     ));
     router = shed::apply(router, policy.max_in_flight);
+    if policy.auth.is_some() {
+        router = router.layer(middleware::from_fn(crate::auth::reject_invalid));
+    }
     if let Some(rate_limit) = policy.rate_limit {
         router = router.layer(middleware::from_fn_with_state(
             rate_limit,
             rate_limit::limit,
         ));
+    }
+    if let Some(auth) = policy.auth {
+        router = router.layer(middleware::from_fn_with_state(auth, crate::auth::identify));
     }
     router.layer(middleware::from_fn(observe))
 }
@@ -69,7 +80,14 @@ async fn enforce_deadline(
     request: Request,
     next: Next,
 ) -> Response {
-    let deadline = deadline::from_headers(request.headers(), own_timeout);
+    let deadline = match deadline::from_headers(request.headers(), own_timeout) {
+        Ok(deadline) => deadline,
+        Err(invalid) => {
+            return Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail(invalid.to_string())
+                .into_response();
+        }
+    };
     match tokio::time::timeout_at(deadline, deadline::scope(deadline, next.run(request))).await {
         Ok(response) => response,
         Err(_) => {

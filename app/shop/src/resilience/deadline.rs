@@ -18,14 +18,31 @@ tokio::task_local! {
     static DEADLINE: Instant;
 }
 
-/// The deadline of a request: its own timeout, or less if the caller said so.
-pub fn from_headers(headers: &HeaderMap, own_timeout: Duration) -> Instant {
-    let caller = headers
-        .get(&REQUEST_TIMEOUT_MS)
-        .and_then(|v| v.to_str().ok())
+/// A caller's `x-request-timeout-ms` that is not a whole number of
+/// milliseconds of at least 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("x-request-timeout-ms must be a whole number of milliseconds, at least 1")]
+pub struct InvalidBudget;
+
+/// The caller's budget, if it sent one.
+pub fn caller_budget(headers: &HeaderMap) -> Result<Option<Duration>, InvalidBudget> {
+    let Some(value) = headers.get(&REQUEST_TIMEOUT_MS) else {
+        return Ok(None);
+    };
+    let millis = value
+        .to_str()
+        .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis);
-    Instant::now() + caller.map_or(own_timeout, |budget| budget.min(own_timeout))
+        .filter(|millis| *millis >= 1)
+        .ok_or(InvalidBudget)?;
+    Ok(Some(Duration::from_millis(millis)))
+}
+
+/// The deadline of a request: its own timeout, or less if the caller said
+/// so; an invalid budget is the caller's mistake.
+pub fn from_headers(headers: &HeaderMap, own_timeout: Duration) -> Result<Instant, InvalidBudget> {
+    let caller = caller_budget(headers)?;
+    Ok(Instant::now() + caller.map_or(own_timeout, |budget| budget.min(own_timeout)))
 }
 
 /// Runs `future` with `deadline` as the current request's deadline.
@@ -63,11 +80,20 @@ mod tests {
     async fn the_callers_budget_caps_the_deadline() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static("300"));
-        let deadline = from_headers(&headers, Duration::from_secs(5));
+        let deadline = from_headers(&headers, Duration::from_secs(5)).unwrap();
         let left = deadline - Instant::now();
         assert!(left <= Duration::from_millis(300), "{left:?}");
-        let deadline = from_headers(&HeaderMap::new(), Duration::from_secs(5));
+        let deadline = from_headers(&HeaderMap::new(), Duration::from_secs(5)).unwrap();
         assert!(deadline - Instant::now() > Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_budget_that_is_not_a_positive_whole_number_is_refused() {
+        for bad in ["0", "-1", "soon", "1.5", "99999999999999999999999"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static(bad));
+            assert_eq!(caller_budget(&headers), Err(InvalidBudget), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! The gateway's per-client rate limit (GCRA): a client over its quota gets
 //! 429 problem+json with `Retry-After`, and other clients are not affected.
-//! A client is its `X-Client-Id` header when it sends one (an API key in a
-//! real shop), else its IP address: the peer's, or behind a trusted proxy
-//! (the compose demo's edge), the last address of the header it writes
-//! (`FAULTLINE_CLIENT_IP_HEADER=x-forwarded-for`).
+//! A client is the subject of its verified bearer token when it sends one
+//! (`auth::identify` runs first and leaves the [`Identity`] in the request),
+//! else its IP address: the peer's, or behind a trusted proxy (the compose
+//! demo's edge), the last address of the header it writes
+//! (`FAULTLINE_CLIENT_IP_HEADER=x-forwarded-for`). A refused token counts
+//! against the address, so a flood of bad tokens is limited like any other.
 //!
 //! With Redis (`FAULTLINE_REDIS_URL`), the limit holds across every gateway
 //! replica: each decision is one atomic script in Redis (`gcra.lua`), on
@@ -31,13 +33,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
+use crate::auth::Identity;
 use crate::problem::Problem;
 use crate::redis_client::RedisClient;
 
-/// The header naming the client.
-pub const CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
-/// The longest client id used as a key; longer ones are cut.
-const MAX_CLIENT_ID: usize = 64;
 /// The policy's name in the RateLimit fields.
 const POLICY: &str = "per-client";
 /// The draft IETF fields.
@@ -229,13 +228,8 @@ fn whole_seconds(duration: Duration) -> u64 {
 }
 
 fn client_key(request: &Request, client_ip_header: Option<&HeaderName>) -> String {
-    if let Some(id) = request
-        .headers()
-        .get(&CLIENT_ID)
-        .and_then(|v| v.to_str().ok())
-    {
-        let id: String = id.chars().take(MAX_CLIENT_ID).collect();
-        return format!("id:{id}");
+    if let Some(identity) = request.extensions().get::<Identity>() {
+        return format!("sub:{}", identity.subject);
     }
     let forwarded = client_ip_header
         .and_then(|name| request.headers().get(name))
@@ -302,10 +296,11 @@ mod tests {
     }
 
     async fn call(app: &Router, client: &str) -> (StatusCode, HeaderMap) {
-        let request = axum::http::Request::get("/")
-            .header(CLIENT_ID, client)
-            .body(Body::empty())
-            .unwrap();
+        let mut request = axum::http::Request::get("/").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(Identity {
+            subject: client.to_owned(),
+            role: crate::auth::Role::Customer,
+        });
         let response = app.clone().oneshot(request).await.unwrap();
         (response.status(), response.headers().clone())
     }

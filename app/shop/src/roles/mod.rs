@@ -110,6 +110,8 @@ pub struct Role {
     pub upstreams: Vec<Upstream>,
     /// The per-client rate limit on the public API, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Bearer-token authentication on the public API, if any.
+    pub auth: Option<crate::auth::Authenticator>,
     /// Tasks beside the servers.
     pub background: Vec<Background>,
 }
@@ -134,6 +136,7 @@ impl Role {
             database: None,
             upstreams: Vec::new(),
             rate_limit: None,
+            auth: None,
             background: Vec::new(),
         }
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::auth::AuthConfig;
 use crate::config::{ClientConfig, ServeConfig};
 use crate::redis_client::RedisConfig;
 
@@ -14,6 +15,9 @@ pub struct GatewayConfig {
     pub serve: ServeConfig,
     #[command(flatten)]
     pub client: ClientConfig,
+    /// Bearer tokens: the trusted keys and what a token must say.
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// Catalog replicas, comma-separated base URLs.
     #[arg(
         long,
@@ -37,7 +41,7 @@ pub struct GatewayConfig {
     /// unavailable, each enforces the rate limit divided by this.
     #[arg(long, env = "FAULTLINE_GATEWAY_REPLICAS", default_value = "1")]
     pub replicas: std::num::NonZeroU32,
-    /// Requests per second each client (X-Client-Id, else IP) may send, over
+    /// Requests per second each client (its token's subject, else its IP) may send, over
     /// all gateway replicas when they share Redis.
     #[arg(long, env = "FAULTLINE_RATE_LIMIT_PER_SECOND", default_value = "100")]
     pub rate_limit_per_second: std::num::NonZeroU32,

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::auth::{Authenticator, Caller};
 use crate::domain::{CheckoutBody, Order, Product, ProductList};
 use crate::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::http::client::UpstreamResponse;
@@ -58,9 +59,12 @@ pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
         catalog: upstreams.add("catalog", &config.catalog_urls, timeout),
         orders: upstreams.add("orders", &config.orders_urls, timeout),
     };
+    let (auth, refresh) = Authenticator::start(&config.auth)?;
     let mut role = Role::new(router(state), &config.serve);
     role.upstreams = upstreams.into_vec();
     role.rate_limit = Some(rate_limit);
+    role.auth = Some(auth);
+    role.background.extend(refresh);
     Ok(role)
 }
 
@@ -199,12 +203,18 @@ fn upstream_of(err: &UpstreamError) -> &'static str {
 }
 
 /// List the products.
+///
+/// Public: no credential needed, but a bearer token presented must be valid.
 #[utoipa::path(
     get, path = "/api/products", tag = "shop",
+    security((), ("bearerAuth" = [])),
     responses(
-        (status = 200, description = "The products; `X-Degraded: stale-catalog` when served from the gateway's cache while the catalog is down; otherwise up to `FAULTLINE_CATALOG_CACHE_TTL` old", body = ProductList),
-        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The products; `X-Degraded: stale-catalog` when served from the gateway's cache while the catalog is down; otherwise up to `FAULTLINE_CATALOG_CACHE_TTL` old", body = ProductList,
+            headers(("X-Degraded" = String, description = "`stale-catalog` when the answer is the gateway's stale copy"))),
+        (status = 400, description = "`X-Request-Timeout-Ms` is not a whole number of milliseconds of at least 1", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = openapi::InvalidToken),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 503, response = openapi::ServiceUnavailable),
     )
 )]
 #[tracing::instrument(level = "debug", skip(state))]
@@ -213,14 +223,20 @@ async fn list_products(State(state): State<GatewayState>) -> Response {
 }
 
 /// One product.
+///
+/// Public: no credential needed, but a bearer token presented must be valid.
 #[utoipa::path(
     get, path = "/api/products/{id}", tag = "shop",
-    params(("id" = i64, Path, description = "The product's id")),
+    security((), ("bearerAuth" = [])),
+    params(("id" = crate::domain::ProductId, Path, description = "The product's id")),
     responses(
-        (status = 200, description = "The product", body = Product),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The product", body = Product,
+            headers(("X-Degraded" = String, description = "`stale-catalog` when the answer is the gateway's stale copy"))),
+        (status = 400, description = "The id is not a 64-bit integer", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = openapi::InvalidToken),
+        (status = 404, description = "No such product (no id below 1 exists)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 503, response = openapi::ServiceUnavailable),
     )
 )]
 #[tracing::instrument(level = "debug", skip(state))]
@@ -234,52 +250,83 @@ async fn get_product(State(state): State<GatewayState>, ApiPath(id): ApiPath<i64
 /// it: the retry gets the first answer back (with `Idempotent-Replayed: true`).
 #[utoipa::path(
     post, path = "/api/orders", tag = "shop",
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters, unique per checkout")),
-    request_body(content = CheckoutBody, description = "1 to 20 lines, each product once, quantity 1 to 100"),
+    security(("bearerAuth" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters (no space), unique per checkout; the same key when retrying it",
+        min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+    request_body(content = CheckoutBody, content_type = "application/json", description = "1 to 20 lines, each product once, quantity 1 to 100; at most 64 KiB. The body is read as JSON whatever its Content-Type."),
     responses(
-        (status = 201, description = "Placed and paid", body = Order),
-        (status = 202, description = "Placed; payment is pending and will be settled later", body = Order),
-        (status = 400, description = "Malformed JSON or a missing or invalid Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Placed and paid (or, with `Idempotent-Replayed: true`, the first answer to this key)", body = Order,
+            headers(
+                ("Location" = String, description = "`/api/orders/{id}`: the order"),
+                ("Idempotent-Replayed" = String, description = "`true` when the answer is replayed from an earlier request with this key"),
+            )),
+        (status = 202, description = "Placed; payment is pending and will be settled later", body = Order,
+            headers(
+                ("Location" = String, description = "`/api/orders/{id}`: the order"),
+                ("Idempotent-Replayed" = String, description = "`true` when the answer is replayed from an earlier request with this key"),
+            )),
+        (status = 400, description = "Malformed JSON, or a missing or invalid Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = openapi::Unauthorized),
         (status = 402, description = "The payment was declined", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not enough stock, or the same key is still in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines, an unknown product, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry with the same key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock, or a request with the same key is still in progress (with `Retry-After`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "When the same key is in progress: seconds to wait"))),
+        (status = 413, description = "The body is over 64 KiB; the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body that breaks the schema (a wrong type, an integer written with a fraction or out of range, an unknown or missing field), lines out of bounds, a product twice, an unknown product, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 503, response = openapi::ServiceUnavailable),
     )
 )]
 #[tracing::instrument(level = "debug", skip_all)]
 async fn create_order(
     State(state): State<GatewayState>,
+    _caller: Caller,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Response {
-    let mut forwarded = HeaderMap::new();
+    let mut forwarded = credentials(&headers);
     if let Some(key) = headers.get(&IDEMPOTENCY_KEY) {
         forwarded.insert(IDEMPOTENCY_KEY, key.clone());
     }
     forward(state.orders.post_raw("/api/orders", forwarded, body).await)
 }
 
+/// The caller's `Authorization` header, for orders to verify again.
+fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut forwarded = HeaderMap::new();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        forwarded.insert(header::AUTHORIZATION, value.clone());
+    }
+    forwarded
+}
+
 /// One order.
+///
+/// A customer sees only their own orders: another customer's order is a 404,
+/// like one that does not exist, so that order ids cannot be enumerated.
 #[utoipa::path(
     get, path = "/api/orders/{id}", tag = "shop",
+    security(("bearerAuth" = [])),
     params(("id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Orders is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, description = "No such order, or it belongs to another customer (404, not 403, so that ids cannot be enumerated)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 503, response = openapi::ServiceUnavailable),
     )
 )]
 #[tracing::instrument(level = "debug", skip(state))]
 async fn get_order(
     State(state): State<GatewayState>,
+    _caller: Caller,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Response {
     forward(
         state
             .orders
-            .get(&format!("/api/orders/{id}"), HeaderMap::new())
+            .get(&format!("/api/orders/{id}"), credentials(&headers))
             .await,
     )
 }

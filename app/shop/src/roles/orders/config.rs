@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::auth::AuthConfig;
 use crate::broker::BrokerConfig;
 use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
 
@@ -16,6 +17,10 @@ pub struct OrdersConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub client: ClientConfig,
+    /// Bearer tokens, verified again here: orders trusts no identity it
+    /// cannot check itself.
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// With a broker, every orders replica relays the outbox to it.
     #[command(flatten)]
     pub broker: BrokerConfig,

@@ -20,6 +20,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use crate::auth::Caller;
 use crate::clients::{Authorized, CatalogClient, CatalogError, PaymentsClient, Reserved};
 use crate::domain::{
     Authorization, Checkout, CheckoutBody, IdempotencyKey, Order, OrderId, OrderStatus, Reservation,
@@ -34,7 +35,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
 use crate::resilience::deadline;
 use crate::roles::{Database, Role, TaskContext};
 use crate::startup::StartupError;
-use store::{Claim, Completion};
+use store::{Claim, Completion, OwnedKey};
 
 /// The role's name.
 pub const NAME: &str = "orders";
@@ -61,7 +62,10 @@ pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
         relay: RelayWaker::default(),
     };
     let waker = state.relay.clone();
+    let (auth, refresh) = crate::auth::Authenticator::start(&config.auth)?;
     let mut role = Role::new(router(state), &config.serve);
+    role.auth = Some(auth);
+    role.background.extend(refresh);
     let pool = database.pool.clone();
     role.background.push(Box::new(move |task: TaskContext| {
         tokio::spawn(outbox::report_oldest_age(pool, task.health, task.stop))
@@ -136,14 +140,19 @@ fn database_unavailable(err: &sqlx::Error) -> Problem {
     unavailable("the database is unavailable; retry later with the same Idempotency-Key")
 }
 
-#[tracing::instrument(level = "debug", skip(state))]
+/// An order, to its owner or an admin. Another customer's order is 404,
+/// exactly like a missing one, so that order ids cannot be probed.
+#[tracing::instrument(level = "debug", skip(state, caller), fields(enduser.id = %caller.0.subject))]
 async fn get_order(
     State(state): State<OrdersState>,
+    caller: Caller,
     ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Result<Response, Problem> {
     match store::get_order(&state.pool, OrderId(id)).await {
-        Ok(Some(order)) => Ok(axum::Json(order).into_response()),
-        Ok(None) => Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no order {id}"))),
+        Ok(Some(owned)) if caller.may_read(&owned.owner) => {
+            Ok(axum::Json(owned.order).into_response())
+        }
+        Ok(_) => Err(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no order {id}"))),
         Err(err) => Err(database_unavailable(&err)),
     }
 }
@@ -177,9 +186,10 @@ fn problem_body(status: StatusCode, detail: String) -> Value {
     serde_json::to_value(Problem::new(status).with_detail(detail)).unwrap_or_default()
 }
 
-#[tracing::instrument(skip_all, fields(idempotency_key, order_id))]
+#[tracing::instrument(skip_all, fields(idempotency_key, order_id, enduser.id = %caller.0.subject))]
 async fn checkout(
     State(state): State<OrdersState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> Result<Response, Problem> {
@@ -199,6 +209,10 @@ async fn checkout(
                 .map_err(|err| Problem::new(StatusCode::BAD_REQUEST).with_detail(err.0))
         })?;
     tracing::Span::current().record("idempotency_key", key.as_str());
+    let key = OwnedKey {
+        owner: caller.0.subject,
+        key,
+    };
     let checkout = Checkout::parse(&body)
         .map_err(|err| Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(err.0))?;
     let hash = request_hash(&checkout);
@@ -223,7 +237,7 @@ async fn checkout(
 /// Claims the key: `Ok(order id)` to do the work, or `Err(response)` to replay.
 async fn claim(
     pool: &PgPool,
-    key: &IdempotencyKey,
+    key: &OwnedKey,
     hash: &str,
 ) -> Result<Result<OrderId, Response>, Problem> {
     let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
@@ -276,7 +290,7 @@ async fn claim(
 /// Reserves stock, asks for payment and records the outcome.
 async fn place(
     state: &OrdersState,
-    key: &IdempotencyKey,
+    key: &OwnedKey,
     order_id: OrderId,
     checkout: &Checkout,
 ) -> Result<Response, Problem> {

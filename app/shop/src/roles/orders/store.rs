@@ -11,6 +11,14 @@ use crate::db::timed;
 use crate::domain::{IdempotencyKey, Order, OrderId, OrderItem, OrderStatus, ProductId};
 use crate::outbox::{self, NewEvent};
 
+/// An `Idempotency-Key` as one customer sent it: keys are scoped by owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedKey {
+    /// The subject of the token that sent it.
+    pub owner: String,
+    pub key: IdempotencyKey,
+}
+
 /// A stored idempotency record.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -35,7 +43,7 @@ pub enum Claim {
 #[tracing::instrument(name = "INSERT idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "idempotency_keys"))]
 pub async fn claim_key(
     pool: &PgPool,
-    key: &IdempotencyKey,
+    key: &OwnedKey,
     request_hash: &str,
     lease: Duration,
 ) -> Result<Claim, sqlx::Error> {
@@ -44,14 +52,15 @@ pub async fn claim_key(
         "INSERT",
         "idempotency_keys",
         sqlx::query_scalar(
-            "INSERT INTO idempotency_keys (key, request_hash, order_id, state, locked_until) \
-             VALUES ($1, $2, $3, 'in_progress', now() + make_interval(secs => $4)) \
-             ON CONFLICT (key) DO NOTHING RETURNING order_id",
+            "INSERT INTO idempotency_keys (owner, key, request_hash, order_id, state, locked_until) \
+             VALUES ($5, $1, $2, $3, 'in_progress', now() + make_interval(secs => $4)) \
+             ON CONFLICT (owner, key) DO NOTHING RETURNING order_id",
         )
-        .bind(key.as_str())
+        .bind(key.key.as_str())
         .bind(request_hash)
         .bind(candidate.0)
         .bind(lease.as_secs_f64())
+        .bind(&key.owner)
         .fetch_optional(pool),
     )
     .await?;
@@ -69,18 +78,16 @@ type KeyRow = (String, Uuid, String, bool, Option<i16>, Option<Value>);
 
 /// Reads a key's record.
 #[tracing::instrument(name = "SELECT idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "idempotency_keys"))]
-pub async fn read_key(
-    pool: &PgPool,
-    key: &IdempotencyKey,
-) -> Result<Option<KeyRecord>, sqlx::Error> {
+pub async fn read_key(pool: &PgPool, key: &OwnedKey) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row: Option<KeyRow> = timed(
         "SELECT",
         "idempotency_keys",
         sqlx::query_as(
             "SELECT request_hash, order_id, state, locked_until < now(), response_status, response_body \
-             FROM idempotency_keys WHERE key = $1",
+             FROM idempotency_keys WHERE key = $1 AND owner = $2",
         )
-        .bind(key.as_str())
+        .bind(key.key.as_str())
+        .bind(&key.owner)
         .fetch_optional(pool),
     )
     .await?;
@@ -102,7 +109,7 @@ pub async fn read_key(
 #[tracing::instrument(name = "UPDATE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "idempotency_keys"))]
 pub async fn take_over_key(
     pool: &PgPool,
-    key: &IdempotencyKey,
+    key: &OwnedKey,
     lease: Duration,
 ) -> Result<Option<OrderId>, sqlx::Error> {
     let order_id: Option<Uuid> = timed(
@@ -110,10 +117,11 @@ pub async fn take_over_key(
         "idempotency_keys",
         sqlx::query_scalar(
             "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $2) \
-             WHERE key = $1 AND state = 'in_progress' AND locked_until < now() RETURNING order_id",
+             WHERE key = $1 AND owner = $3 AND state = 'in_progress' AND locked_until < now() RETURNING order_id",
         )
-        .bind(key.as_str())
+        .bind(key.key.as_str())
         .bind(lease.as_secs_f64())
+        .bind(&key.owner)
         .fetch_optional(pool),
     )
     .await?;
@@ -122,14 +130,15 @@ pub async fn take_over_key(
 
 /// Gives up the lease at once, so the client's retry can take over.
 #[tracing::instrument(name = "UPDATE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "idempotency_keys"))]
-pub async fn release_key(pool: &PgPool, key: &IdempotencyKey) -> Result<(), sqlx::Error> {
+pub async fn release_key(pool: &PgPool, key: &OwnedKey) -> Result<(), sqlx::Error> {
     timed(
         "UPDATE",
         "idempotency_keys",
         sqlx::query(
-            "UPDATE idempotency_keys SET locked_until = now() WHERE key = $1 AND state = 'in_progress'",
+            "UPDATE idempotency_keys SET locked_until = now() WHERE key = $1 AND owner = $2 AND state = 'in_progress'",
         )
-        .bind(key.as_str())
+        .bind(key.key.as_str())
+        .bind(&key.owner)
         .execute(pool),
     )
     .await?;
@@ -139,7 +148,7 @@ pub async fn release_key(pool: &PgPool, key: &IdempotencyKey) -> Result<(), sqlx
 /// How a checkout ended, written in one transaction.
 #[derive(Debug, Clone)]
 pub struct Completion<'a> {
-    pub key: &'a IdempotencyKey,
+    pub key: &'a OwnedKey,
     pub order: Option<&'a Order>,
     pub event: Option<NewEvent>,
     pub response_status: u16,
@@ -156,14 +165,15 @@ pub async fn complete(pool: &PgPool, completion: Completion<'_>) -> Result<(), s
             "INSERT",
             "orders",
             sqlx::query(
-                "INSERT INTO orders (id, idempotency_key, status, amount_cents, payment_id) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO orders (id, idempotency_key, status, amount_cents, payment_id, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(order.id.0)
-            .bind(completion.key.as_str())
+            .bind(completion.key.key.as_str())
             .bind(order.status.as_str())
             .bind(order.amount_cents)
             .bind(order.payment_id.as_deref())
+            .bind(&completion.key.owner)
             .execute(&mut *tx),
         )
         .await?;
@@ -193,29 +203,38 @@ pub async fn complete(pool: &PgPool, completion: Completion<'_>) -> Result<(), s
         "idempotency_keys",
         sqlx::query(
             "UPDATE idempotency_keys SET state = 'completed', response_status = $2, \
-             response_body = $3, completed_at = now() WHERE key = $1",
+             response_body = $3, completed_at = now() WHERE key = $1 AND owner = $4",
         )
-        .bind(completion.key.as_str())
+        .bind(completion.key.key.as_str())
         .bind(status)
         .bind(completion.response_body)
+        .bind(&completion.key.owner)
         .execute(&mut *tx),
     )
     .await?;
     tx.commit().await
 }
 
-/// One order with its items.
+/// An order and who placed it.
+#[derive(Debug, Clone)]
+pub struct OwnedOrder {
+    /// The subject of the token that placed it ('' before identity existed).
+    pub owner: String,
+    pub order: Order,
+}
+
+/// One order with its items, and its owner.
 #[tracing::instrument(name = "SELECT orders", skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "orders"))]
-pub async fn get_order(pool: &PgPool, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
-    let row: Option<(String, i64, Option<String>)> = timed(
+pub async fn get_order(pool: &PgPool, id: OrderId) -> Result<Option<OwnedOrder>, sqlx::Error> {
+    let row: Option<(String, i64, Option<String>, String)> = timed(
         "SELECT",
         "orders",
-        sqlx::query_as("SELECT status, amount_cents, payment_id FROM orders WHERE id = $1")
+        sqlx::query_as("SELECT status, amount_cents, payment_id, owner FROM orders WHERE id = $1")
             .bind(id.0)
             .fetch_optional(pool),
     )
     .await?;
-    let Some((status, amount_cents, payment_id)) = row else {
+    let Some((status, amount_cents, payment_id, owner)) = row else {
         return Ok(None);
     };
     let items: Vec<(i64, i32, i64)> = timed(
@@ -229,7 +248,7 @@ pub async fn get_order(pool: &PgPool, id: OrderId) -> Result<Option<Order>, sqlx
         .fetch_all(pool),
     )
     .await?;
-    Ok(Some(Order {
+    let order = Order {
         id,
         status: OrderStatus::parse(&status).unwrap_or(OrderStatus::PaymentPending),
         amount_cents,
@@ -242,5 +261,6 @@ pub async fn get_order(pool: &PgPool, id: OrderId) -> Result<Option<Order>, sqlx
                 unit_price_cents,
             })
             .collect(),
-    }))
+    };
+    Ok(Some(OwnedOrder { owner, order }))
 }
