@@ -3,6 +3,13 @@
 //! Every answer is JSON except `/metrics`. Errors are
 //! `{"error": "...", "status": N}` with a 4xx status for any client mistake.
 //! Updates accept `PATCH` as well as `POST`, as newer Toxiproxy versions do.
+//!
+//! With a token ([`crate::auth`]), every call but `GET /version` and
+//! `GET /metrics` needs `Authorization: Bearer <token>`; without it the
+//! answer is 401, `application/problem+json` with an `error` member as well,
+//! so Toxiproxy clients show the reason too.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -13,7 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use faultline_telemetry::Metrics;
+use serde::Serialize;
 
+use crate::auth::{ApiToken, REALM, bearer_token};
 use crate::error::ProxyError;
 use crate::model::{self, ErrorBody, Populated, VersionInfo};
 use crate::registry::Registry;
@@ -25,6 +34,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) struct ApiState {
     pub(crate) registry: Registry,
     pub(crate) metrics: Metrics,
+    /// The token every call must carry (but the open ones), if any.
+    pub(crate) token: Option<Arc<ApiToken>>,
 }
 
 /// An error answer.
@@ -109,7 +120,92 @@ pub(crate) fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_browser_writes))
+        .layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ))
         .with_state(state)
+}
+
+/// Calls that need no token, token or not: reading the version (what
+/// clients and health checks ask first) and the metrics (what Prometheus
+/// scrapes). Neither changes anything.
+fn is_open(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) && matches!(path, "/version" | "/metrics")
+}
+
+/// Lets a call through when the API has no token, when it is open, or when
+/// it carries the token; answers 401 otherwise.
+async fn require_token(
+    State(token): State<Option<Arc<ApiToken>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    if is_open(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer_token(value.as_bytes()));
+    match presented {
+        Some(candidate) if token.matches(candidate) => next.run(request).await,
+        _ => {
+            tracing::warn!(
+                method = %request.method(),
+                path = request.uri().path(),
+                token_presented = presented.is_some(),
+                "control API call refused: missing or wrong token"
+            );
+            unauthorized(presented.is_some())
+        }
+    }
+}
+
+/// A 401 problem (RFC 9457) with Toxiproxy's `error` member beside.
+#[derive(Debug, Serialize)]
+struct Unauthorized {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'static str,
+    error: &'static str,
+}
+
+fn unauthorized(token_presented: bool) -> Response {
+    let (detail, challenge) = if token_presented {
+        (
+            "the bearer token is not this proxy's API token",
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+        )
+    } else {
+        (
+            "this control API needs Authorization: Bearer <token>, the proxy's \
+             --api-token (FAULTLINE_PROXY_API_TOKEN)",
+            format!(r#"Bearer realm="{REALM}""#),
+        )
+    };
+    let body = Unauthorized {
+        kind: "about:blank",
+        title: "Unauthorized",
+        status: StatusCode::UNAUTHORIZED.as_u16(),
+        detail,
+        error: detail,
+    };
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 /// Refuses changes from web browsers: a page open in a browser must not be

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::auth::ApiToken;
 use crate::model::NewProxy;
 use crate::server::{ProxyServer, ProxyServerConfig, ServerError};
 
@@ -20,15 +21,27 @@ Examples:
        -d '{\"type\":\"latency\",\"attributes\":{\"latency\":800}}'
 
 The control API is compatible with Toxiproxy's v2 HTTP API, so Toxiproxy
-clients (and toxiproxy-cli) can drive it.")]
+clients (and toxiproxy-cli) can drive it. It listens on loopback unless told
+otherwise, and takes no credential unless given a token: with --api-token (or
+FAULTLINE_PROXY_API_TOKEN), every call but GET /version and GET /metrics needs
+`Authorization: Bearer <token>` (curl -H \"Authorization: Bearer $TOKEN\" ...;
+`faultline run` sends target.proxy_api_token). Listening beyond loopback
+without a token is allowed, with a warning at start.")]
 pub struct ProxyArgs {
-    /// Address of the HTTP control API.
+    /// Address of the HTTP control API (loopback by default: give another
+    /// address only with a token, or on a network of its own).
     #[arg(long, env = "FAULTLINE_PROXY_LISTEN", default_value = "127.0.0.1:8474")]
     pub listen: SocketAddr,
     /// JSON file holding an array of proxies to create at start, as for
     /// `POST /populate` (fields: name, listen, upstream, enabled).
     #[arg(long, env = "FAULTLINE_PROXY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// A bearer token every control API call (but GET /version and GET
+    /// /metrics) must carry. Unset: no credential, as Toxiproxy. Visible
+    /// ASCII without spaces; prefer the variable to the flag, which other
+    /// users of the host see.
+    #[arg(long, env = "FAULTLINE_PROXY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<ApiToken>,
 }
 
 /// Why the proxy command failed.
@@ -70,6 +83,7 @@ impl ProxyArgs {
         Ok(ProxyServerConfig {
             listen: self.listen,
             proxies,
+            api_token: self.api_token.clone(),
         })
     }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::auth::ApiToken;
 use crate::model::{
     ErrorBody, NewProxy, NewToxic, Populated, Proxy, ProxyUpdate, Toxic, ToxicUpdate, VersionInfo,
     lease_millis,
@@ -83,6 +84,8 @@ impl ClientError {
 pub struct ToxiproxyClient {
     base: Url,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` on every call, when set.
+    token: Option<ApiToken>,
 }
 
 impl ToxiproxyClient {
@@ -109,7 +112,24 @@ impl ToxiproxyClient {
         if base.cannot_be_a_base() {
             return Err(invalid("it cannot be a base URL"));
         }
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `token` as `Authorization: Bearer` on every
+    /// call (for this proxy's `--api-token`; a real Toxiproxy ignores it).
+    #[must_use]
+    pub fn with_api_token(mut self, token: ApiToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The token the client sends, if any.
+    pub fn api_token(&self) -> Option<&ApiToken> {
+        self.token.as_ref()
     }
 
     /// The API's base URL.
@@ -133,6 +153,9 @@ impl ToxiproxyClient {
     ) -> Result<(StatusCode, String), ClientError> {
         let url = self.url(segments);
         let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
         if let Some(body) = body {
             let json = body.to_json().map_err(|error| ClientError::Decode {
                 method: method.clone(),

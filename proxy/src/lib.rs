@@ -5,6 +5,7 @@
 //!   or in-process in tests: [`ProxyServerConfig::ephemeral`] binds port 0).
 //! - [`Registry`] is the set of proxies behind the API, usable without HTTP.
 //! - [`ToxiproxyClient`] drives the API of this proxy or of a real Toxiproxy.
+//! - [`ApiToken`]: the control API's optional bearer token ([`auth`]).
 //! - [`toxics`] holds one module per toxic: `latency`, `bandwidth`, `timeout`,
 //!   `reset_peer`, `slow_close`, `limit_data`, and the HTTP/1.1 toxics
 //!   `http_abort` and `http_delay` (in `toxics::http`).
@@ -40,6 +41,7 @@
 //! ```
 
 mod api;
+pub mod auth;
 pub mod cli;
 mod client;
 mod error;
@@ -55,6 +57,7 @@ mod stats;
 pub mod toxics;
 
 pub use api::VERSION;
+pub use auth::ApiToken;
 pub use client::{ClientError, DEFAULT_REQUEST_TIMEOUT, ToxiproxyClient};
 pub use error::ProxyError;
 pub use model::{

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use faultline_telemetry::{Metrics, MetricsError};
 use tokio::net::TcpListener;
@@ -9,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::auth::ApiToken;
 use crate::client::{ClientError, ToxiproxyClient};
 use crate::error::ProxyError;
 use crate::metrics as proxy_metrics;
@@ -26,30 +28,44 @@ pub struct ProxyServerConfig {
     pub listen: SocketAddr,
     /// Proxies to create at start, as `POST /populate` would.
     pub proxies: Vec<NewProxy>,
+    /// The bearer token the control API requires (see [`crate::auth`]);
+    /// `None`: none, as Toxiproxy.
+    pub api_token: Option<ApiToken>,
 }
 
 impl Default for ProxyServerConfig {
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_API_LISTEN,
-            proxies: Vec::new(),
-        }
+        Self::new(DEFAULT_API_LISTEN)
     }
 }
 
 impl ProxyServerConfig {
-    /// The control API on `listen`, with no proxies yet.
+    /// The control API on `listen`, with no proxies yet and no token.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
             proxies: Vec::new(),
+            api_token: None,
         }
+    }
+
+    /// The same, requiring `token` on the control API.
+    #[must_use]
+    pub fn with_api_token(mut self, token: ApiToken) -> Self {
+        self.api_token = Some(token);
+        self
     }
 
     /// The control API on a free port of the loopback interface (for tests).
     pub fn ephemeral() -> Self {
         Self::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
     }
+}
+
+/// Whether a control API on `addr` with `token` deserves the start-up
+/// warning: it listens beyond loopback and takes no credential.
+fn exposed_without_token(addr: SocketAddr, token: Option<&ApiToken>) -> bool {
+    token.is_none() && !addr.ip().is_loopback()
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -81,6 +97,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct ProxyServer {
     api_addr: SocketAddr,
+    api_token: Option<ApiToken>,
     registry: Registry,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
@@ -117,15 +134,29 @@ impl ProxyServer {
         let app = api::router(ApiState {
             registry: registry.clone(),
             metrics,
+            token: config.api_token.clone().map(Arc::new),
         });
         let task = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );
-        tracing::info!(api = %api_addr, proxies = config.proxies.len(), "fault proxy started");
+        tracing::info!(
+            api = %api_addr,
+            proxies = config.proxies.len(),
+            api_token = config.api_token.is_some(),
+            "fault proxy started"
+        );
+        if exposed_without_token(api_addr, config.api_token.as_ref()) {
+            tracing::warn!(
+                api = %api_addr,
+                "the control API listens beyond loopback without a token: whoever reaches \
+                 it can reconfigure every proxy; set --api-token (FAULTLINE_PROXY_API_TOKEN)"
+            );
+        }
         Ok(Self {
             api_addr,
+            api_token: config.api_token,
             registry,
             stop,
             task,
@@ -147,9 +178,13 @@ impl ProxyServer {
         &self.registry
     }
 
-    /// A client for this server's control API.
+    /// A client for this server's control API (with its token, if any).
     pub fn client(&self) -> Result<ToxiproxyClient, ClientError> {
-        ToxiproxyClient::new(&self.api_url())
+        let client = ToxiproxyClient::new(&self.api_url())?;
+        Ok(match &self.api_token {
+            Some(token) => client.with_api_token(token.clone()),
+            None => client,
+        })
     }
 
     /// Serves until `signal` resolves (or the API server fails), then shuts down.
@@ -176,5 +211,25 @@ impl ProxyServer {
         served
             .map_err(ServerError::Join)?
             .map_err(ServerError::Serve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_api_beyond_loopback_without_a_token_is_warned_about() {
+        let token = ApiToken::new("t").ok();
+        let anywhere: SocketAddr = "0.0.0.0:8474".parse().unwrap();
+        let host: SocketAddr = "192.0.2.1:8474".parse().unwrap();
+        let v6: SocketAddr = "[::]:8474".parse().unwrap();
+        for addr in [anywhere, host, v6] {
+            assert!(exposed_without_token(addr, None), "{addr}");
+            assert!(!exposed_without_token(addr, token.as_ref()), "{addr}");
+        }
+        for addr in [DEFAULT_API_LISTEN, "[::1]:8474".parse().unwrap()] {
+            assert!(!exposed_without_token(addr, None), "{addr}");
+        }
     }
 }

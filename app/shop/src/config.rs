@@ -39,9 +39,21 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
 
     /// Serve the fault admin API (for chaos experiments) here. Unset: off.
-    /// Never expose it publicly.
+    /// Never expose it publicly. Needs FAULTLINE_FAULT_ADMIN_TOKEN.
     #[arg(long, env = "FAULTLINE_FAULT_ADMIN_ADDR")]
     pub fault_admin_addr: Option<SocketAddr>,
+
+    /// The bearer token every call to the fault admin API must carry
+    /// (`Authorization: Bearer <token>`); required when
+    /// FAULTLINE_FAULT_ADMIN_ADDR is set. Visible ASCII without spaces.
+    /// Prefer the variable to the flag, which other users of the host see.
+    #[arg(
+        long,
+        env = "FAULTLINE_FAULT_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_parser = Secret::parse
+    )]
+    pub fault_admin_token: Option<Secret>,
 }
 
 impl ServeConfig {
@@ -55,8 +67,59 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(5),
             max_in_flight: 512,
             fault_admin_addr: None,
+            fault_admin_token: None,
         }
     }
+}
+
+/// A credential from the configuration (a bearer token). `Debug` shows
+/// `Secret(***)`, so the configuration, logged at start, never prints it;
+/// [`Secret::matches`] compares in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret from `value`: visible ASCII (what a bearer token may hold in
+    /// a header), not empty.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII, without spaces".to_owned());
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The value, to send or compare: never to show.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this secret, in time that does not depend on
+    /// where they differ (only on the length of `candidate`).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.as_bytes(), candidate)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `a == b`, looking at every byte of `b` whatever the content; a length
+/// difference is known at once (the length of a token is no secret worth
+/// keeping).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let difference = b
+        .iter()
+        .enumerate()
+        .fold(u8::from(a.len() != b.len()), |acc, (i, byte)| {
+            acc | (a.get(i).copied().unwrap_or(!byte) ^ byte)
+        });
+    std::hint::black_box(difference) == 0
 }
 
 /// How a role reaches PostgreSQL.
@@ -167,6 +230,63 @@ mod tests {
             shown.contains("postgres://shop:***@db:5432/shop"),
             "{shown}"
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct ServeCli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn parse_serve(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        use clap::Parser as _;
+        ServeCli::try_parse_from(std::iter::once("shop").chain(args.iter().copied()))
+            .map(|cli| cli.serve)
+    }
+
+    #[test]
+    fn the_fault_admin_token_is_read_but_never_shown() {
+        let serve = parse_serve(&[
+            "--fault-admin-addr",
+            "127.0.0.1:9100",
+            "--fault-admin-token",
+            "s3cr3t-token",
+        ])
+        .unwrap();
+        let token = serve.fault_admin_token.as_ref().unwrap();
+        assert_eq!(token.expose(), "s3cr3t-token");
+        let shown = format!("{serve:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(
+            shown.contains("fault_admin_token: Some(Secret(***))"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_token_must_be_visible_ascii() {
+        for bad in ["", "with space", "tab\there", "caf\u{e9}"] {
+            let err = parse_serve(&["--fault-admin-token", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("fault-admin-token"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(Secret::parse("a-Token_0.9~+/=").is_ok());
+    }
+
+    #[test]
+    fn secrets_match_only_themselves() {
+        let secret = Secret::parse("abc123").unwrap();
+        assert!(secret.matches(b"abc123"));
+        for other in [&b"abc124"[..], b"abc12", b"abc1234", b"", b"ABC123"] {
+            assert!(!secret.matches(other), "{other:?}");
+        }
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
+        assert!(!constant_time_eq(b"", b"a"));
+        // A candidate byte that is the complement of a missing one still differs.
+        assert!(!constant_time_eq(b"a", &[b'a', !0]));
     }
 
     #[derive(Debug, clap::Parser)]

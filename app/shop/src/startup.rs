@@ -51,8 +51,16 @@ pub enum StartupError {
     Redis(#[from] crate::redis_client::RedisConfigError),
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerConfigError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
     #[error("cannot read the bound address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    #[error(
+        "the fault admin API is on ({addr}) but has no token: set FAULTLINE_FAULT_ADMIN_TOKEN \
+         (--fault-admin-token), the bearer token its callers must send, or unset \
+         FAULTLINE_FAULT_ADMIN_ADDR"
+    )]
+    FaultAdminToken { addr: SocketAddr },
 }
 
 /// Why a running service stopped abnormally.
@@ -138,11 +146,14 @@ impl Application {
         let serve = built.serve;
         let faults = serve.fault_admin_addr.map(|_| Faults::new(pool.clone()));
         let public = http::server::stack(
-            public.fallback(problem::not_found),
+            public
+                .fallback(problem::not_found)
+                .method_not_allowed_fallback(problem::method_not_allowed),
             ServerPolicy {
                 request_timeout: serve.request_timeout,
                 max_in_flight: serve.max_in_flight,
                 rate_limit: rate_limit.clone(),
+                auth: built.auth,
                 faults: faults.clone(),
             },
         );
@@ -152,9 +163,13 @@ impl Application {
         }));
         let fault_admin = match (serve.fault_admin_addr, faults) {
             (Some(addr), Some(faults)) => {
+                let token = serve
+                    .fault_admin_token
+                    .clone()
+                    .ok_or(StartupError::FaultAdminToken { addr })?;
                 let listener = bind("fault admin", addr).await?;
                 let bound = listener.local_addr().map_err(StartupError::LocalAddr)?;
-                Some((listener, bound, faults::router(faults)))
+                Some((listener, bound, faults::router(faults, token)))
             }
             _ => None,
         };

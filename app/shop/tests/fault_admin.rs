@@ -1,21 +1,29 @@
 #![allow(clippy::unwrap_used)] // Helpers of the tests below: a failed unwrap is a failed test.
 
 //! The fault admin API, in-process: off unless configured, never on the
-//! public port, and its faults reach the public API.
+//! public port, behind its token, and its faults reach the public API.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use faultline_shop::config::ServeConfig;
+use faultline_shop::config::{Secret, ServeConfig};
 use faultline_shop::roles::payments::PaymentsConfig;
 use faultline_shop::{Application, RoleConfig};
 use serde_json::json;
+
+/// The fault admin token of these tests.
+const TOKEN: &str = "in-process-fault-admin-token";
 
 fn payments(fault_admin: bool) -> RoleConfig {
     let mut serve = ServeConfig::for_tests();
     if fault_admin {
         serve.fault_admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        serve.fault_admin_token = Some(Secret::parse(TOKEN).unwrap());
     }
+    payments_with(serve)
+}
+
+fn payments_with(serve: ServeConfig) -> RoleConfig {
     RoleConfig::Payments(PaymentsConfig {
         serve,
         latency_median: Duration::from_millis(1),
@@ -53,6 +61,53 @@ async fn the_fault_admin_api_is_off_unless_configured() {
 }
 
 #[tokio::test]
+async fn the_fault_admin_api_does_not_start_without_a_token() {
+    let mut serve = ServeConfig::for_tests();
+    serve.fault_admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let err = Application::build(payments_with(serve)).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("FAULTLINE_FAULT_ADMIN_TOKEN"), "{message}");
+}
+
+#[tokio::test]
+async fn calls_without_the_token_change_nothing() {
+    let (public, admin) = start(payments(true)).await;
+    let admin = admin.unwrap();
+    let http = reqwest::Client::new();
+    for authorization in [None, Some("Bearer not-the-token".to_owned())] {
+        let mut request = http
+            .post(format!("http://{admin}/faults"))
+            .json(&json!({ "kind": "error_ratio", "ratio": 1.0 }));
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{authorization:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with(r#"Bearer realm="faultline-fault-admin""#)
+        );
+    }
+    assert_eq!(authorize(&http, public).await.0, 201);
+    let active: serde_json::Value = http
+        .get(format!("http://{admin}/faults"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active, json!([]));
+}
+
+#[tokio::test]
 async fn faults_are_never_reachable_on_the_public_port() {
     let (public, admin) = start(payments(true)).await;
     assert!(admin.is_some());
@@ -60,6 +115,7 @@ async fn faults_are_never_reachable_on_the_public_port() {
     let fault = json!({ "kind": "error_ratio", "ratio": 1.0 });
     let response = http
         .post(format!("http://{public}/faults"))
+        .bearer_auth(TOKEN)
         .json(&fault)
         .send()
         .await
@@ -67,6 +123,7 @@ async fn faults_are_never_reachable_on_the_public_port() {
     assert_eq!(response.status().as_u16(), 404);
     let listed = http
         .get(format!("http://{public}/faults"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
@@ -83,6 +140,7 @@ async fn injected_faults_reach_the_public_api_until_cleared() {
 
     let created = http
         .post(format!("http://{admin}/faults"))
+        .bearer_auth(TOKEN)
         .json(&json!({ "kind": "latency", "latency_ms": 300 }))
         .send()
         .await
@@ -94,6 +152,7 @@ async fn injected_faults_reach_the_public_api_until_cleared() {
 
     let created = http
         .post(format!("http://{admin}/faults"))
+        .bearer_auth(TOKEN)
         .json(&json!({ "kind": "error_ratio", "ratio": 1.0, "duration": "1h" }))
         .send()
         .await
@@ -103,6 +162,7 @@ async fn injected_faults_reach_the_public_api_until_cleared() {
 
     let active: serde_json::Value = http
         .get(format!("http://{admin}/faults"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()
@@ -113,6 +173,7 @@ async fn injected_faults_reach_the_public_api_until_cleared() {
 
     let cleared = http
         .delete(format!("http://{admin}/faults"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
@@ -135,6 +196,7 @@ async fn malformed_faults_get_a_4xx_problem() {
     ] {
         let response = http
             .post(format!("http://{admin}/faults"))
+            .bearer_auth(TOKEN)
             .json(&body)
             .send()
             .await

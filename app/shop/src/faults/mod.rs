@@ -2,6 +2,12 @@
 //! own port and only when `FAULTLINE_FAULT_ADMIN_ADDR` is set. Never on the
 //! public port.
 //!
+//! Every call must carry `Authorization: Bearer <token>`, the token of
+//! `FAULTLINE_FAULT_ADMIN_TOKEN` (compared in constant time); without it, or
+//! with another, the answer is 401 (problem+json, with
+//! `WWW-Authenticate: Bearer realm="faultline-fault-admin"`) and nothing
+//! changes, whatever the path.
+//!
 //! - `POST /faults` with one fault (below) starts it, replacing one of the same kind;
 //! - `GET /faults` lists the active ones;
 //! - `DELETE /faults` clears all, `DELETE /faults/{kind}` one.
@@ -25,8 +31,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use rand::RngExt;
@@ -35,8 +41,12 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Secret;
 use crate::http::{ApiJson, ApiPath};
 use crate::problem::Problem;
+
+/// The realm the fault admin API names in `WWW-Authenticate`.
+pub const REALM: &str = "faultline-fault-admin";
 
 /// Every fault kind, as `fault_active` labels them.
 pub const KINDS: [&str; 5] = [
@@ -330,13 +340,71 @@ pub fn register_metrics() {
     }
 }
 
-/// The fault admin router.
-pub fn router(faults: Faults) -> Router {
+/// The fault admin router: every route, the fallback included, behind
+/// `token` (see the module's documentation).
+pub fn router(faults: Faults, token: Secret) -> Router {
     Router::new()
         .route("/faults", get(list).post(inject).delete(clear_all))
         .route("/faults/{kind}", delete(clear_one))
         .fallback(crate::problem::not_found)
         .with_state(faults)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// any case, RFC 9110), or `None` for any other header.
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let value = value.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Lets a request through only with the configured bearer token.
+async fn require_token(State(token): State<Arc<Secret>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(bearer_token);
+    match presented {
+        Some(candidate) if token.matches(candidate) => next.run(request).await,
+        _ => {
+            let (detail, challenge) = if presented.is_some() {
+                (
+                    "the bearer token is not this service's fault admin token",
+                    format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+                )
+            } else {
+                (
+                    "the fault admin API needs Authorization: Bearer <token>, \
+                     the service's FAULTLINE_FAULT_ADMIN_TOKEN",
+                    format!(r#"Bearer realm="{REALM}""#),
+                )
+            };
+            tracing::warn!(
+                method = %request.method(),
+                path = request.uri().path(),
+                token_presented = presented.is_some(),
+                "fault admin call refused: missing or wrong token"
+            );
+            let mut response = Problem::new(StatusCode::UNAUTHORIZED)
+                .with_detail(detail)
+                .into_response();
+            if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        }
+    }
 }
 
 async fn list(State(faults): State<Faults>) -> Response {
@@ -385,7 +453,138 @@ pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    const TOKEN: &str = "test-fault-admin-token";
+
+    fn admin(faults: &Faults) -> Router {
+        router(faults.clone(), Secret::parse(TOKEN).unwrap())
+    }
+
+    async fn call(
+        router: Router,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_owned())
+            }
+            None => Body::empty(),
+        };
+        router.oneshot(request.body(body).unwrap()).await.unwrap()
+    }
+
+    async fn problem(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_without_the_token_are_refused_and_change_nothing() {
+        let faults = Faults::new(None);
+        let fault = r#"{"kind":"error_ratio","ratio":1.0}"#;
+        for authorization in [
+            None,
+            Some("Bearer wrong-token"),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Basic dGVzdDp0ZXN0"),
+            Some(TOKEN),
+            Some("Bearer test-fault-admin-token-and-more"),
+            Some("Bearer test-fault-admin-toke"),
+        ] {
+            for (method, path, body) in [
+                ("POST", "/faults", Some(fault)),
+                ("GET", "/faults", None),
+                ("DELETE", "/faults", None),
+                ("DELETE", "/faults/latency", None),
+                ("GET", "/nowhere", None),
+            ] {
+                let response = call(admin(&faults), method, path, authorization, body).await;
+                let what = format!("{method} {path} with {authorization:?}");
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+                assert_eq!(
+                    response.headers()[header::CONTENT_TYPE],
+                    crate::problem::PROBLEM_JSON,
+                    "{what}"
+                );
+                let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(
+                    challenge.starts_with(r#"Bearer realm="faultline-fault-admin""#),
+                    "{what}: {challenge}"
+                );
+                let body = problem(response).await;
+                assert_eq!(body["status"], 401, "{what}");
+                assert!(!body.to_string().contains(TOKEN), "{what}: {body}");
+            }
+        }
+        assert!(faults.views().is_empty(), "a refused call injected a fault");
+        assert!(!faults.should_fail());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_is_told_apart_from_a_missing_one() {
+        let faults = Faults::new(None);
+        let missing = call(admin(&faults), "GET", "/faults", None, None).await;
+        assert_eq!(
+            missing.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="faultline-fault-admin""#
+        );
+        let wrong = call(admin(&faults), "GET", "/faults", Some("Bearer nope"), None).await;
+        assert_eq!(
+            wrong.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="faultline-fault-admin", error="invalid_token""#
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_opens_every_route() {
+        let faults = Faults::new(None);
+        let bearer = format!("Bearer {TOKEN}");
+        let fault = r#"{"kind":"error_ratio","ratio":1.0}"#;
+        let created = call(
+            admin(&faults),
+            "POST",
+            "/faults",
+            Some(&bearer),
+            Some(fault),
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        assert!(faults.should_fail());
+        let listed = call(admin(&faults), "GET", "/faults", Some(&bearer), None).await;
+        assert_eq!(listed.status(), StatusCode::OK);
+        // The scheme is case-insensitive; extra spaces before the token are fine.
+        let lower = format!("bearer   {TOKEN}");
+        let cleared = call(
+            admin(&faults),
+            "DELETE",
+            "/faults/error_ratio",
+            Some(&lower),
+            None,
+        )
+        .await;
+        assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
+        assert!(faults.views().is_empty());
+        let unknown = call(admin(&faults), "GET", "/nowhere", Some(&bearer), None).await;
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn faults_parse_from_json_with_humantime_durations() {
