@@ -9,6 +9,12 @@
 //! URLs and queries in an experiment can refer to these values as
 //! `${gateway}`, `${prometheus}`, `${proxy_api}`, `${database}`,
 //! `${fault_admin.<service>}` and `${vars.<name>}`.
+//!
+//! Two settings are credentials, never interpolated nor shown:
+//! `proxy_api_token`, sent to the proxy's control API, and
+//! `fault_admin_token`, sent to every fault admin API (any request whose URL
+//! starts with one of `fault_admin.*`). Both are [`Secret`]s: a journal, a
+//! dry run or an error shows `***`.
 
 use std::collections::BTreeMap;
 
@@ -38,9 +44,31 @@ pub struct Environment {
     /// PostgreSQL URL for data-invariant probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// A key directory (`faultline-shop keys init`): its current key signs
+    /// the tokens of the load's customers and of http probes' and actions'
+    /// `bearer`. A path, relative to the current directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
     /// Fault admin API base URL per service, e.g. `orders = "http://127.0.0.1:9100"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fault_admin: BTreeMap<String, String>,
+    /// The bearer token of the proxy's control API, when it requires one
+    /// (`faultline proxy --api-token`); a plain Toxiproxy takes none.
+    /// Serialised as `***`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_hidden"
+    )]
+    pub proxy_api_token: Option<Secret>,
+    /// The bearer token of the fault admin APIs (the services'
+    /// `FAULTLINE_FAULT_ADMIN_TOKEN`; one for all). Serialised as `***`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_hidden"
+    )]
+    pub fault_admin_token: Option<Secret>,
     /// How container targets are found.
     #[serde(default, skip_serializing_if = "DockerTarget::is_default")]
     pub docker: DockerTarget,
@@ -100,9 +128,9 @@ impl DockerTarget {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvironmentError {
     #[error(
-        "unknown target setting {0:?} (known: gateway, prometheus, proxy_api, database, \
-         fault_admin.<service>, docker.project, docker.labels.<label>, docker.service_label, \
-         docker.replica_label, vars.<name>)"
+        "unknown target setting {0:?} (known: gateway, prometheus, proxy_api, proxy_api_token, \
+         database, keys, fault_admin.<service>, fault_admin_token, docker.project, \
+         docker.labels.<label>, docker.service_label, docker.replica_label, vars.<name>)"
     )]
     UnknownKey(String),
     #[error("expected key=value, got {0:?}")]
@@ -115,6 +143,12 @@ pub enum EnvironmentError {
     },
     #[error("{0:?} has an unterminated ${{...}}")]
     Unterminated(String),
+    #[error(
+        "{text:?} refers to ${{{name}}}, a credential: it is never written into a request; \
+         the engine sends it as Authorization: Bearer by itself (proxy_api_token to the proxy's \
+         API, fault_admin_token to every fault_admin.* URL)"
+    )]
+    Credential { text: String, name: String },
 }
 
 impl EnvironmentError {
@@ -130,6 +164,10 @@ impl EnvironmentError {
                 EnvironmentError::Unterminated(redact_passwords(&text))
             }
             EnvironmentError::Syntax(text) => EnvironmentError::Syntax(redact_passwords(&text)),
+            EnvironmentError::Credential { text, name } => EnvironmentError::Credential {
+                text: redact_passwords(&text),
+                name,
+            },
             other @ EnvironmentError::UnknownKey(_) => other,
         }
     }
@@ -152,7 +190,15 @@ impl Environment {
         pick(&mut self.prometheus, &overrides.prometheus);
         pick(&mut self.proxy_api, &overrides.proxy_api);
         pick(&mut self.database, &overrides.database);
+        pick(&mut self.keys, &overrides.keys);
         self.fault_admin.extend(overrides.fault_admin.clone());
+        if overrides.proxy_api_token.is_some() {
+            self.proxy_api_token.clone_from(&overrides.proxy_api_token);
+        }
+        if overrides.fault_admin_token.is_some() {
+            self.fault_admin_token
+                .clone_from(&overrides.fault_admin_token);
+        }
         self.vars.extend(overrides.vars.clone());
         let docker = &overrides.docker;
         pick(&mut self.docker.project, &docker.project);
@@ -167,7 +213,7 @@ impl Environment {
     }
 
     /// Sets one value by its dotted key (`prometheus`, `fault_admin.orders`,
-    /// `docker.labels.org.faultline.network`, `vars.rate`).
+    /// `fault_admin_token`, `docker.labels.org.faultline.network`, `vars.rate`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), EnvironmentError> {
         let value = value.to_owned();
         let unknown = || EnvironmentError::UnknownKey(key.to_owned());
@@ -175,7 +221,10 @@ impl Environment {
             "gateway" => self.gateway = Some(value),
             "prometheus" => self.prometheus = Some(value),
             "proxy_api" => self.proxy_api = Some(value),
+            "proxy_api_token" => self.proxy_api_token = Some(Secret::new(value)),
+            "fault_admin_token" => self.fault_admin_token = Some(Secret::new(value)),
             "database" => self.database = Some(value),
+            "keys" => self.keys = Some(value),
             "docker.project" => self.docker.project = Some(value),
             "docker.service_label" => self.docker.service_label = value,
             "docker.replica_label" => self.docker.replica_label = value,
@@ -229,6 +278,7 @@ impl Environment {
             ("prometheus", &self.prometheus),
             ("proxy_api", &self.proxy_api),
             ("database", &self.database),
+            ("keys", &self.keys),
         ] {
             if let Some(value) = value {
                 all.push((key.to_owned(), value.clone()));
@@ -236,6 +286,14 @@ impl Environment {
         }
         for (service, url) in &self.fault_admin {
             all.push((format!("fault_admin.{service}"), url.clone()));
+        }
+        for (key, token) in [
+            ("proxy_api_token", &self.proxy_api_token),
+            ("fault_admin_token", &self.fault_admin_token),
+        ] {
+            if let Some(token) = token {
+                all.push((key.to_owned(), token.expose().to_owned()));
+            }
         }
         if let Some(project) = &self.docker.project {
             all.push(("docker.project".to_owned(), project.clone()));
@@ -261,8 +319,8 @@ impl Environment {
         all
     }
 
-    /// The same settings with every URL's password replaced by `***`
-    /// ([`redact_passwords`]): what a journal or a dry run shows.
+    /// The same settings with every URL's password and every token replaced
+    /// by `***` ([`redact_passwords`]): what a journal or a dry run shows.
     pub fn redacted(&self) -> Self {
         let redact = |value: &Option<String>| value.as_deref().map(redact_passwords);
         let redact_map = |map: &BTreeMap<String, String>| {
@@ -275,7 +333,10 @@ impl Environment {
             prometheus: redact(&self.prometheus),
             proxy_api: redact(&self.proxy_api),
             database: redact(&self.database),
+            keys: self.keys.clone(),
             fault_admin: redact_map(&self.fault_admin),
+            proxy_api_token: self.proxy_api_token.as_ref().map(|_| Secret::hidden()),
+            fault_admin_token: self.fault_admin_token.as_ref().map(|_| Secret::hidden()),
             docker: self.docker.clone(),
             vars: redact_map(&self.vars),
         }
@@ -288,6 +349,7 @@ impl Environment {
             "prometheus" => self.prometheus.as_deref(),
             "proxy_api" => self.proxy_api.as_deref(),
             "database" => self.database.as_deref(),
+            "keys" => self.keys.as_deref(),
             _ => {
                 if let Some(service) = name.strip_prefix("fault_admin.") {
                     self.fault_admin.get(service).map(String::as_str)
@@ -298,6 +360,22 @@ impl Environment {
                 }
             }
         }
+    }
+
+    /// The fault admin token to send with a request to `url`: the target's
+    /// `fault_admin_token`, when `url` is one of the `fault_admin.*` base
+    /// URLs or below one. Any other URL gets none.
+    pub fn fault_admin_token_for(&self, url: &str) -> Option<&Secret> {
+        let token = self.fault_admin_token.as_ref()?;
+        self.fault_admin
+            .values()
+            .map(|base| base.trim_end_matches('/'))
+            .filter(|base| !base.is_empty())
+            .any(|base| {
+                url.strip_prefix(base)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
+            })
+            .then_some(token)
     }
 
     /// `text` with every `${name}` replaced by its value; a base URL's
@@ -312,6 +390,12 @@ impl Environment {
                 .find('}')
                 .ok_or_else(|| EnvironmentError::Unterminated(text.to_owned()))?;
             let name = after[..end].trim();
+            if matches!(name, "proxy_api_token" | "fault_admin_token") {
+                return Err(EnvironmentError::Credential {
+                    text: text.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
             let value = self
                 .lookup(name)
                 .ok_or_else(|| EnvironmentError::Undefined {
@@ -333,6 +417,58 @@ impl Environment {
         }
         out.push_str(rest);
         Ok(out)
+    }
+}
+
+/// A credential (a bearer token): kept whole to send, shown (`Debug`,
+/// `Display`) as `***`. Serialised whole, for the ledger, which must send it
+/// again to undo a fault; what shows it serialises it hidden
+/// ([`Environment`]'s fields, [`Environment::redacted`],
+/// `HttpRequest::redacted`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// What a hidden secret shows.
+    pub const HIDDEN: &str = "***";
+
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// A secret that holds only `***`: what a redacted copy carries.
+    pub fn hidden() -> Self {
+        Self(Self::HIDDEN.to_owned())
+    }
+
+    /// The value, to send: never to show.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", Self::HIDDEN)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::HIDDEN)
+    }
+}
+
+/// Serialises a secret setting as `***`, so that an [`Environment`] (or an
+/// experiment) written out never carries a token.
+fn serialize_hidden<S: serde::Serializer>(
+    value: &Option<Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str(Secret::HIDDEN),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -522,6 +658,96 @@ mod tests {
             "stored whole, for cleanup"
         );
         assert_eq!(json, serde_json::json!({"a": ["postgres://u:***@h/d"]}));
+    }
+
+    #[test]
+    fn tokens_are_set_like_the_other_settings_and_never_shown() {
+        let env = Environment::from_env_vars([
+            (
+                "FAULTLINE_TARGET_PROXY_API_TOKEN".into(),
+                "proxy-s3cret".into(),
+            ),
+            (
+                "FAULTLINE_TARGET_FAULT_ADMIN_TOKEN".into(),
+                "admin-s3cret".into(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            env.proxy_api_token.as_ref().map(Secret::expose),
+            Some("proxy-s3cret")
+        );
+        let mut overrides = Environment::default();
+        overrides
+            .set_assignment("fault_admin_token = admin-2")
+            .unwrap();
+        let env = env.overlay(&overrides);
+        assert_eq!(
+            env.fault_admin_token.as_ref().map(Secret::expose),
+            Some("admin-2")
+        );
+        assert_eq!(
+            env.proxy_api_token.as_ref().map(Secret::expose),
+            Some("proxy-s3cret"),
+            "an override without a token keeps the token"
+        );
+        let shown = format!(
+            "{env:?} {} {:?}",
+            serde_json::to_string(&env).unwrap(),
+            env.redacted().settings()
+        );
+        for secret in ["proxy-s3cret", "admin-2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            env.settings()
+                .contains(&("fault_admin_token".to_owned(), "admin-2".to_owned()))
+        );
+        // Never interpolated.
+        let err = env.interpolate("Bearer ${fault_admin_token}").unwrap_err();
+        assert!(matches!(err, EnvironmentError::Credential { .. }), "{err}");
+        assert!(!err.to_string().contains("admin-2"), "{err}");
+        // Read from a [target] table.
+        let parsed: Environment = toml::from_str("fault_admin_token = \"t\"").unwrap();
+        assert_eq!(
+            parsed.fault_admin_token.as_ref().map(Secret::expose),
+            Some("t")
+        );
+    }
+
+    #[test]
+    fn the_fault_admin_token_goes_to_fault_admin_urls_only() {
+        let mut env = Environment::default();
+        env.set("fault_admin.orders", "http://127.0.0.1:9102/")
+            .unwrap();
+        env.set("fault_admin.catalog", "http://127.0.0.1:9101")
+            .unwrap();
+        env.set("gateway", "http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            env.fault_admin_token_for("http://127.0.0.1:9102/faults"),
+            None
+        );
+        env.set("fault_admin_token", "t").unwrap();
+        for url in [
+            "http://127.0.0.1:9102/faults",
+            "http://127.0.0.1:9102",
+            "http://127.0.0.1:9101/faults/latency",
+            "http://127.0.0.1:9101?x=1",
+        ] {
+            assert_eq!(
+                env.fault_admin_token_for(url).map(Secret::expose),
+                Some("t"),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:8080/api/orders",
+            "http://127.0.0.1:91011/faults",
+            "http://127.0.0.1:910",
+            "http://evil.example/http://127.0.0.1:9101/faults",
+        ] {
+            assert_eq!(env.fault_admin_token_for(url), None, "{url}");
+        }
     }
 
     #[test]

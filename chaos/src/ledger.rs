@@ -128,7 +128,8 @@ impl Ledger {
 }
 
 /// Writes `bytes` to `path`, readable and writable by its owner only: an
-/// undo record may hold a database URL with its password.
+/// undo record may hold a database URL with its password, or a bearer token
+/// (the proxy API's, a fault admin API's).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -217,6 +218,7 @@ mod tests {
         let undo = UndoRecord::EnableProxy {
             api: "http://127.0.0.1:8474".into(),
             proxy: "payments".into(),
+            token: None,
         };
         ledger.record("down", std::slice::from_ref(&undo)).unwrap();
         let mode = {

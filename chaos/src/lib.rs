@@ -4,6 +4,8 @@
 //!   file, line, column and field.
 //! - [`environment`]: the endpoints of the stack under test (`[target]`),
 //!   overridable from the CLI, the environment and code.
+//! - [`identity`]: the bearer tokens the engine mints (the load's customers,
+//!   an http probe's or action's `bearer`) with the target's key directory.
 //! - [`runner`]: the run loop ([`run_experiment`], [`runner::run_plan`]),
 //!   which always rolls back.
 //! - [`actions`] and [`probes`]: what an experiment does and looks at.
@@ -25,7 +27,7 @@
 //!
 //! Layering, without circles: each group uses only the groups before it.
 //!
-//! 1. `environment`
+//! 1. `environment`, then `identity`
 //! 2. `platform`, `journal`
 //! 3. `experiment`, `undo`
 //! 4. `ledger`, `probes`, `report`, `coverage`
@@ -41,6 +43,7 @@ pub mod evidence;
 pub mod experiment;
 pub mod gameday;
 pub mod guardian;
+pub mod identity;
 pub mod journal;
 pub mod ledger;
 pub mod platform;

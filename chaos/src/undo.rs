@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::SecretUrl;
+use crate::environment::{Secret, SecretUrl};
 use crate::platform::{ContainerAction, TargetRef};
 
 /// A resolved HTTP request and the statuses it must get.
@@ -27,20 +27,43 @@ pub struct HttpRequest {
     /// Empty: any 2xx.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<u16>,
+    /// Sent as `Authorization: Bearer` (the fault admin token, for a
+    /// request to a fault admin API). Stored whole in the ledger, which
+    /// must send it again; [`HttpRequest::redacted`] is what to show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<Secret>,
+}
+
+impl HttpRequest {
+    /// The same request with its bearer token as `***`: for a journal.
+    pub fn redacted(&self) -> Self {
+        Self {
+            bearer: self.bearer.as_ref().map(|_| Secret::hidden()),
+            ..self.clone()
+        }
+    }
 }
 
 /// How to undo one change; stored in the ledger, so plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UndoRecord {
-    /// Delete a toxic (already gone is fine).
+    /// Delete a toxic (already gone is fine). `token`: the control API's
+    /// bearer token, when it requires one (stored whole, as for `Sql`).
     RemoveToxic {
         api: String,
         proxy: String,
         toxic: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Secret>,
     },
-    /// Bring a proxy back up.
-    EnableProxy { api: String, proxy: String },
+    /// Bring a proxy back up (`token` as for `RemoveToxic`).
+    EnableProxy {
+        api: String,
+        proxy: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Secret>,
+    },
     /// Bring a container to a state (start, unpause, reconnect), if it is
     /// not there already.
     Container {
@@ -48,7 +71,7 @@ pub enum UndoRecord {
         target: TargetRef,
         action: ContainerAction,
     },
-    /// Send a request (e.g. `DELETE /faults`).
+    /// Send a request (e.g. `DELETE /faults`, with the fault admin token).
     Http { request: HttpRequest },
     /// Run a SQL statement (a `type = "sql"` fault's `undo`) on its own
     /// connection, within `timeout_ms`. The URL is kept whole, password and

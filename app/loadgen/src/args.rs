@@ -2,13 +2,16 @@
 //! `FAULTLINE_LOADGEN_*` environment variable.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use faultline_auth::{KeyDir, KeyError, Minter};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Customers, Mode};
 use crate::engine::run;
 use crate::mix::Mix;
 use crate::progress::Progress;
@@ -94,9 +97,37 @@ pub struct LoadgenArgs {
     #[arg(long, env = "FAULTLINE_LOADGEN_MAX_FAILED_KEPT", default_value_t = 50)]
     pub max_failed_kept: usize,
 
-    /// Sent as X-Client-Id on every request (the gateway rate-limits per client).
-    #[arg(long, env = "FAULTLINE_LOADGEN_CLIENT_ID")]
-    pub client_id: Option<String>,
+    /// A key directory (`faultline-shop keys init`): its current key signs
+    /// the customers' bearer tokens. Without it no request carries a token.
+    #[arg(long, env = "FAULTLINE_LOADGEN_KEYS", value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+
+    /// How many distinct customers place and read orders (with --keys).
+    #[arg(
+        long,
+        env = "FAULTLINE_LOADGEN_CUSTOMERS",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Customers::MAX)),
+        requires = "keys"
+    )]
+    pub customers: u32,
+
+    /// The customers' subjects are <PREFIX>-1 to <PREFIX>-N; with
+    /// --customers 1, the prefix itself (one named client).
+    #[arg(
+        long,
+        env = "FAULTLINE_LOADGEN_SUBJECT_PREFIX",
+        default_value = "customer",
+        value_name = "PREFIX",
+        requires = "keys"
+    )]
+    pub subject_prefix: String,
+
+    /// Product reads carry the customer's token too (the gateway then
+    /// rate-limits them by subject, not by address). Without it they are
+    /// anonymous.
+    #[arg(long, env = "FAULTLINE_LOADGEN_AUTHENTICATED_READS", requires = "keys")]
+    pub authenticated_reads: bool,
 
     /// Print the report as JSON on stdout instead of the summary table.
     #[arg(long, env = "FAULTLINE_LOADGEN_JSON")]
@@ -116,9 +147,20 @@ pub struct LoadgenArgs {
 }
 
 impl LoadgenArgs {
-    /// The library configuration these flags describe.
-    pub fn to_config(&self) -> Config {
-        Config {
+    /// The library configuration these flags describe; with `--keys`, reads
+    /// the directory's current signing key.
+    pub fn to_config(&self) -> Result<Config, KeyError> {
+        let customers = match &self.keys {
+            Some(dir) => {
+                let key = KeyDir::new(dir).signing_key(None)?;
+                let mut customers =
+                    Customers::new(Minter::new(key), self.customers, &*self.subject_prefix);
+                customers.authenticated_reads = self.authenticated_reads;
+                Some(customers)
+            }
+            None => None,
+        };
+        Ok(Config {
             target: self.target.clone(),
             mode: match self.rate {
                 Some(rate) => Mode::Open { rate },
@@ -137,8 +179,8 @@ impl LoadgenArgs {
             window: self.window,
             keep_windows: self.timeline,
             max_failed_kept: self.max_failed_kept,
-            client_id: self.client_id.clone(),
-        }
+            customers,
+        })
     }
 }
 
@@ -156,7 +198,10 @@ pub fn exit_code(report: &Report, max_error_ratio: Option<f64>) -> ExitCode {
 /// Exit code 0, or 1 when `--max-error-ratio` is exceeded. Errors (a bad
 /// configuration, stdout closed) are returned.
 pub async fn run_cli(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
-    let config = args.to_config();
+    let config = args.to_config().with_context(|| match &args.keys {
+        Some(dir) => format!("cannot read the signing key of --keys {}", dir.display()),
+        None => "invalid flags".to_owned(),
+    })?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     let mut progress = Progress::for_stderr(&config, args.quiet, args.progress_interval);
@@ -213,7 +258,7 @@ mod tests {
             "0.01",
         ])
         .unwrap();
-        let config = cli.args.to_config();
+        let config = cli.args.to_config().unwrap();
         assert_eq!(config.mode, Mode::Open { rate: 50.0 });
         assert_eq!(config.duration, Some(Duration::from_secs(90)));
         assert_eq!(config.mix.checkout, 1);
@@ -227,11 +272,52 @@ mod tests {
     #[test]
     fn defaults_are_a_closed_loop() {
         let cli = Cli::try_parse_from(["loadgen"]).unwrap();
-        let config = cli.args.to_config();
+        let config = cli.args.to_config().unwrap();
         assert_eq!(config.mode, Mode::Closed);
         assert_eq!(config.timeout, Duration::from_secs(2));
         assert_eq!(config.mix, Mix::default());
+        assert!(config.customers.is_none(), "no token without --keys");
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn keys_make_customers_signed_by_the_current_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let kid = keys.ensure().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let cli = Cli::try_parse_from(["loadgen", "--keys", path]).unwrap();
+        let customers = cli.args.to_config().unwrap().customers.unwrap();
+        assert_eq!(customers.minter.key().kid(), kid);
+        assert_eq!(customers.count, 50);
+        assert_eq!(customers.subject(49), "customer-50");
+        assert!(!customers.authenticated_reads);
+        assert_eq!(customers.ttl, Customers::DEFAULT_TTL);
+
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--keys",
+            path,
+            "--customers",
+            "1",
+            "--subject-prefix",
+            "flooding-client",
+            "--authenticated-reads",
+        ])
+        .unwrap();
+        let customers = cli.args.to_config().unwrap().customers.unwrap();
+        assert_eq!(
+            customers.subjects().collect::<Vec<_>>(),
+            ["flooding-client"]
+        );
+        assert!(customers.authenticated_reads);
+
+        // A directory without keys is named.
+        let empty = tempfile::tempdir().unwrap();
+        let cli =
+            Cli::try_parse_from(["loadgen", "--keys", empty.path().to_str().unwrap()]).unwrap();
+        let err = cli.args.to_config().unwrap_err().to_string();
+        assert!(err.contains(&empty.path().display().to_string()), "{err}");
     }
 
     #[test]
@@ -239,5 +325,11 @@ mod tests {
         assert!(Cli::try_parse_from(["loadgen", "--mix", "list=x"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--target", "not a url"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--keys", "k", "--customers", "0"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--keys", "k", "--customers", "100001"]).is_err());
+        // Customers mean nothing without a key to sign their tokens.
+        assert!(Cli::try_parse_from(["loadgen", "--customers", "5"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--subject-prefix", "x"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--client-id", "x"]).is_err());
     }
 }

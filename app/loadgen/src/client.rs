@@ -2,6 +2,7 @@
 //! answer and its latency back.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -69,6 +70,8 @@ pub(crate) struct HttpRequest {
     pub(crate) path: String,
     pub(crate) body: Option<serde_json::Value>,
     pub(crate) idempotency_key: Option<Uuid>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub(crate) bearer: Option<Arc<str>>,
 }
 
 /// A transport-level failure: no HTTP status.
@@ -110,7 +113,6 @@ pub(crate) struct Exchange {
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
-    client_id: Option<String>,
 }
 
 impl Http {
@@ -125,11 +127,7 @@ impl Http {
             .user_agent(concat!("faultline-loadgen/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let base = config.target.as_str().trim_end_matches('/').to_owned();
-        Ok(Self {
-            client,
-            base,
-            client_id: config.client_id.clone(),
-        })
+        Ok(Self { client, base })
     }
 
     /// Sends `request` and reads the whole answer. Latency counts from
@@ -144,8 +142,8 @@ impl Http {
             )
             .header("traceparent", trace.traceparent())
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(client_id) = &self.client_id {
-            builder = builder.header("x-client-id", client_id);
+        if let Some(token) = &request.bearer {
+            builder = builder.bearer_auth(token);
         }
         if let Some(key) = request.idempotency_key {
             builder = builder.header("idempotency-key", key.to_string());

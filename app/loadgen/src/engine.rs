@@ -16,13 +16,14 @@ use uuid::Uuid;
 
 use crate::client::{Answer, Exchange, Http, HttpRequest};
 use crate::config::{Config, ConfigError, Mode};
-use crate::mix::{Op, Planner, Route};
+use crate::mix::{Op, Planner, Route, Step};
 use crate::report::{
     AcknowledgedOrder, FailedRequest, IdempotencyViolation, REPORT_SCHEMA, Report, StoppedBy,
     Window,
 };
 use crate::schedule::{LATE_AFTER, Timetable};
 use crate::stats::{Outcome, Recorder, Sample, round};
+use crate::tokens::Wallet;
 
 /// Why a run could not start. Once started, a run always ends with a report.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum LoadgenError {
     /// A histogram could not be created.
     #[error("cannot create a latency histogram: {0}")]
     Histogram(#[from] hdrhistogram::CreationError),
+    /// The customers' tokens could not be minted.
+    #[error("cannot mint the customers' tokens: {0}")]
+    Tokens(#[from] faultline_auth::KeyError),
 }
 
 /// Receives the stats of each window while the run goes on.
@@ -64,16 +68,27 @@ impl Observer for NoObserver {
 /// Acknowledged order ids remembered for lookups (a ring of the latest).
 const MAX_ORDERS_REMEMBERED: usize = 10_000;
 
+/// An acknowledged order, and the customer who placed it.
+#[derive(Debug, Clone)]
+struct PlacedOrder {
+    id: String,
+    /// The customer's index in the wallet; `None` without customers.
+    owner: Option<usize>,
+}
+
 /// State shared by every request of a run.
 #[derive(Debug)]
 struct Shared {
     http: Http,
+    /// The customers' tokens; `None`: no request carries one.
+    wallet: Option<Wallet>,
     recorder: Mutex<Recorder>,
     /// Product ids from the last successful listing.
     catalog: RwLock<Vec<i64>>,
     fallback_products: u32,
-    /// Acknowledged order ids, for `GET /api/orders/{id}`.
-    orders: Mutex<Vec<String>>,
+    /// Acknowledged orders, for `GET /api/orders/{id}` (read back with the
+    /// token of the customer who placed them).
+    orders: Mutex<Vec<PlacedOrder>>,
     orders_pushed: AtomicUsize,
     start: Instant,
     started_at_unix_ms: u64,
@@ -96,6 +111,11 @@ pub async fn run(
     config.validate()?;
     let seed = config.seed.unwrap_or_else(rand::random);
     let http = Http::new(&config)?;
+    let wallet = config
+        .customers
+        .as_ref()
+        .map(Wallet::mint_all)
+        .transpose()?;
     let started_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
@@ -107,6 +127,7 @@ pub async fn run(
     let start = Instant::now();
     let shared = Arc::new(Shared {
         http,
+        wallet,
         recorder: Mutex::new(recorder),
         catalog: RwLock::new(Vec::new()),
         fallback_products: config.fallback_products,
@@ -223,17 +244,17 @@ async fn open_loop(
             () = tokio::time::sleep_until(intended) => {}
         }
         index += 1;
-        let op = planner.next_op();
+        let step = planner.next_step();
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
                 let late = intended.elapsed() > LATE_AFTER;
                 let shared = Arc::clone(shared);
                 tasks.spawn(async move {
-                    execute(&shared, op, intended, late).await;
+                    execute(&shared, step, intended, late).await;
                     drop(slot);
                 });
             }
-            Err(_) => lock(&shared.recorder).record_dropped(op.route()),
+            Err(_) => lock(&shared.recorder).record_dropped(step.op.route()),
         }
         while tasks.try_join_next().is_some() {}
     };
@@ -260,15 +281,15 @@ async fn closed_loop(
                 if cancel.is_cancelled() || limits.deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
-                let op = {
+                let step = {
                     let mut plan = lock(&plan);
                     if limits.requests.is_some_and(|n| plan.1 >= n) {
                         break;
                     }
                     plan.1 += 1;
-                    plan.0.next_op()
+                    plan.0.next_step()
                 };
-                execute(&shared, op, Instant::now(), false).await;
+                execute(&shared, step, Instant::now(), false).await;
             }
         });
     }
@@ -367,18 +388,39 @@ impl Shared {
         }
     }
 
-    fn order_id(&self, pick: u32) -> Option<String> {
+    fn order(&self, pick: u32) -> Option<PlacedOrder> {
         let orders = lock(&self.orders);
         orders.get(pick as usize % orders.len().max(1)).cloned()
     }
 
-    fn remember_order(&self, id: String) {
+    /// The customer a step's pick stands for (none without customers).
+    fn customer(&self, pick: u32) -> Option<usize> {
+        self.wallet.as_ref().map(|wallet| wallet.customer(pick))
+    }
+
+    /// The token of `customer`.
+    fn token(&self, customer: Option<usize>) -> Option<Arc<str>> {
+        self.wallet.as_ref()?.token(customer?)
+    }
+
+    /// The token a product read carries: the customer's when reads are
+    /// authenticated, else none.
+    fn read_token(&self, pick: u32) -> Option<Arc<str>> {
+        let wallet = self.wallet.as_ref()?;
+        if wallet.authenticated_reads() {
+            wallet.token(wallet.customer(pick))
+        } else {
+            None
+        }
+    }
+
+    fn remember_order(&self, order: PlacedOrder) {
         let n = self.orders_pushed.fetch_add(1, Ordering::Relaxed);
         let mut orders = lock(&self.orders);
         if orders.len() < MAX_ORDERS_REMEMBERED {
-            orders.push(id);
+            orders.push(order);
         } else {
-            orders[n % MAX_ORDERS_REMEMBERED] = id;
+            orders[n % MAX_ORDERS_REMEMBERED] = order;
         }
     }
 
@@ -428,43 +470,58 @@ impl Shared {
     }
 }
 
-fn get(route: Route, path: String) -> HttpRequest {
+fn get(route: Route, path: String, bearer: Option<Arc<str>>) -> HttpRequest {
     HttpRequest {
         route,
         method: Method::GET,
         path,
         body: None,
         idempotency_key: None,
+        bearer,
     }
 }
 
-/// Sends `op` (and its retry), and records everything about it.
-async fn execute(shared: &Shared, op: Op, intended: Instant, late: bool) {
+/// Sends `step` (and its retry), and records everything about it.
+async fn execute(shared: &Shared, step: Step, intended: Instant, late: bool) {
+    let Step { op, customer } = step;
     match op {
-        Op::ListProducts => list_products(shared, intended, late).await,
+        Op::ListProducts => list_products(shared, customer, intended, late).await,
         Op::GetProduct { pick } => {
             let request = get(
                 Route::GetProduct,
                 format!("/api/products/{}", shared.product_id(pick)),
+                shared.read_token(customer),
             );
             let exchange = shared.http.send(&request, intended).await;
             shared.record(&request, &exchange, intended, late, false);
         }
-        Op::GetOrder { pick } => match shared.order_id(pick) {
-            Some(id) => {
-                let request = get(Route::GetOrder, format!("/api/orders/{id}"));
+        Op::GetOrder { pick } => match shared.order(pick) {
+            // Read back as the customer who placed it: anyone else gets 404.
+            Some(order) => {
+                let request = get(
+                    Route::GetOrder,
+                    format!("/api/orders/{}", order.id),
+                    shared.token(order.owner),
+                );
                 let exchange = shared.http.send(&request, intended).await;
                 shared.record(&request, &exchange, intended, late, false);
             }
             // No order yet to look up: browse instead.
-            None => list_products(shared, intended, late).await,
+            None => list_products(shared, customer, intended, late).await,
         },
-        Op::Checkout { items, retry } => checkout(shared, &items, retry, intended, late).await,
+        Op::Checkout { items, retry } => {
+            let customer = shared.customer(customer);
+            checkout(shared, &items, retry, customer, intended, late).await;
+        }
     }
 }
 
-async fn list_products(shared: &Shared, intended: Instant, late: bool) {
-    let request = get(Route::ListProducts, "/api/products".to_owned());
+async fn list_products(shared: &Shared, customer: u32, intended: Instant, late: bool) {
+    let request = get(
+        Route::ListProducts,
+        "/api/products".to_owned(),
+        shared.read_token(customer),
+    );
     let exchange = shared.http.send(&request, intended).await;
     let mut invalid = false;
     if is_success(&exchange) {
@@ -490,6 +547,7 @@ async fn checkout(
     shared: &Shared,
     items: &[(u32, u32)],
     retry: bool,
+    customer: Option<usize>,
     intended: Instant,
     late: bool,
 ) {
@@ -515,6 +573,7 @@ async fn checkout(
         path: "/api/orders".to_owned(),
         body: Some(body),
         idempotency_key: Some(key),
+        bearer: shared.token(customer),
     };
 
     let first = shared.http.send(&request, intended).await;
@@ -524,7 +583,7 @@ async fn checkout(
     let invalid = is_success(&first) && first_order.is_none();
     shared.record(&request, &first, intended, late, invalid);
     if let Some((id, order_status)) = &first_order {
-        acknowledge(shared, key, id, order_status, status(&first));
+        acknowledge(shared, key, id, order_status, status(&first), customer);
     }
     if !retry {
         return;
@@ -564,20 +623,34 @@ async fn checkout(
         }
         // The first answer was lost or refused; the retry got the order.
         (None, Some((id, order_status)), _) => {
-            acknowledge(shared, key, id, order_status, status(&second));
+            acknowledge(shared, key, id, order_status, status(&second), customer);
         }
         // Nothing to compare (the retry failed, was rate limited, ...).
         _ => {}
     }
 }
 
-fn acknowledge(shared: &Shared, key: Uuid, id: &str, order_status: &str, http_status: Option<u16>) {
-    shared.remember_order(id.to_owned());
+fn acknowledge(
+    shared: &Shared,
+    key: Uuid,
+    id: &str,
+    order_status: &str,
+    http_status: Option<u16>,
+    owner: Option<usize>,
+) {
+    shared.remember_order(PlacedOrder {
+        id: id.to_owned(),
+        owner,
+    });
+    let subject = owner
+        .and_then(|index| shared.wallet.as_ref()?.subject(index))
+        .map(|subject| subject.to_string());
     lock(&shared.recorder).acknowledge(AcknowledgedOrder {
         order_id: id.to_owned(),
         idempotency_key: key,
         status: order_status.to_owned(),
         http_status: http_status.unwrap_or_default(),
+        subject,
     });
 }
 

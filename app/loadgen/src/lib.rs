@@ -26,6 +26,23 @@
 //! Every request carries a `traceparent` header (`00-<32 hex>-<16 hex>-01`)
 //! made up by the generator, so a failed request can be found in the traces.
 //!
+//! # Customers and their tokens
+//!
+//! With [`Config::customers`] (a [`Customers`]: a
+//! [`Minter`](faultline_auth::Minter), a count and a subject prefix), the load
+//! acts as that many distinct customers, `<prefix>-1` to `<prefix>-<count>`
+//! (one customer is the prefix itself). Each gets a bearer token (role
+//! `customer`, valid for [`Customers::ttl`], an hour by default) minted before
+//! the first request, and minted again once half of its life has passed.
+//! Each checkout is sent as a customer the seed picks, with
+//! `Authorization: Bearer <token>`; an order is read back with the token of
+//! the customer who placed it (another customer would get 404), and the
+//! report names that customer ([`AcknowledgedOrder::subject`]). Product reads
+//! are anonymous unless [`Customers::authenticated_reads`] (which
+//! [`Customers::one`], one named client, sets): then they carry the picked
+//! customer's token too, and the gateway's rate limit keys them by subject.
+//! Without customers no request carries an `Authorization` header.
+//!
 //! # Modes
 //!
 //! - **Open loop** ([`Mode::Open`]): requests leave on a fixed timetable at
@@ -78,7 +95,8 @@
 //!                        "status": 503, "error": "5xx", "detail": "Unavailable: …",
 //!                        "idempotency_key": "…", "at_unix_ms": …, "at_offset_ms": 1234}],
 //!   "acknowledged_orders": [{"order_id": "…", "idempotency_key": "…",
-//!                            "status": "paid", "http_status": 201}],
+//!                            "status": "paid", "http_status": 201,
+//!                            "subject": "customer-7"}],  // subject: with customers
 //!   "windows": [Window]                              // only with --timeline
 //! }
 //!
@@ -110,10 +128,11 @@ mod progress;
 mod report;
 mod schedule;
 mod stats;
+mod tokens;
 
 pub use args::{LoadgenArgs, exit_code, run_cli};
 pub use client::{DEGRADED_HEADER, TraceContext};
-pub use config::{Config, ConfigError, Mode};
+pub use config::{Config, ConfigError, Customers, Mode};
 pub use engine::{LoadgenError, NoObserver, Observer, run};
 pub use mix::{Mix, MixError, Route};
 pub use progress::Progress;

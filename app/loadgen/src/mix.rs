@@ -182,6 +182,14 @@ pub(crate) enum Op {
     },
 }
 
+/// One planned request and the customer it is sent as (a pick, resolved
+/// against the run's customers when it is sent; unused without customers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub(crate) op: Op,
+    pub(crate) customer: u32,
+}
+
 impl Op {
     pub(crate) fn route(&self) -> Route {
         match self {
@@ -220,7 +228,16 @@ impl Planner {
         }
     }
 
-    pub(crate) fn next_op(&mut self) -> Op {
+    /// The next request and the customer who sends it.
+    pub(crate) fn next_step(&mut self) -> Step {
+        let op = self.next_op();
+        Step {
+            op,
+            customer: self.rng.random(),
+        }
+    }
+
+    fn next_op(&mut self) -> Op {
         let total = self.mix.total().max(1);
         let mut draw = self.rng.random_range(0..total);
         let mut kinds = [
@@ -295,7 +312,7 @@ mod tests {
     fn planner_is_deterministic_under_a_seed() {
         let plan = |seed| {
             let mut p = Planner::new(seed, Mix::default(), 0.5, 3, 2);
-            (0..200).map(|_| p.next_op()).collect::<Vec<_>>()
+            (0..200).map(|_| p.next_step()).collect::<Vec<_>>()
         };
         assert_eq!(plan(7), plan(7));
         assert_ne!(plan(7), plan(8));
@@ -306,7 +323,7 @@ mod tests {
         let mut p = Planner::new(1, Mix::default(), 0.05, 3, 2);
         let mut counts = [0u32; 4];
         for _ in 0..10_000 {
-            counts[p.next_op().route().index()] += 1;
+            counts[p.next_step().op.route().index()] += 1;
         }
         // 60/25/10/5 of 10 000, with generous slack.
         assert!((5_700..6_300).contains(&counts[0]), "{counts:?}");
@@ -325,7 +342,7 @@ mod tests {
         };
         let mut p = Planner::new(3, mix, 1.0, 3, 2);
         for _ in 0..100 {
-            match p.next_op() {
+            match p.next_step().op {
                 Op::Checkout { items, retry } => {
                     assert!((1..=3).contains(&items.len()));
                     assert!(items.iter().all(|&(_, q)| (1..=2).contains(&q)));

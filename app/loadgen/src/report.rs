@@ -210,6 +210,9 @@ pub struct AcknowledgedOrder {
     pub status: String,
     /// The HTTP status (201 or 202).
     pub http_status: u16,
+    /// The subject of the customer who placed it (absent without customers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// Stats of one window of time, as the observer sees them.

@@ -5,18 +5,32 @@
 
 mod stub;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use faultline_auth::{KeyDir, KeySet, Minter, Policy, Verifier};
 use faultline_loadgen::{
-    Config, LoadgenArgs, Mix, Mode, NoObserver, Report, Route, StoppedBy, Window, exit_code, run,
+    Config, Customers, LoadgenArgs, Mix, Mode, NoObserver, Report, Route, StoppedBy, Window,
+    exit_code, run,
 };
 use stub::{Behaviour, Served};
 use tokio_util::sync::CancellationToken;
 use url::Url;
+
+/// A key directory in a temporary directory: its current key's minter, and
+/// a verifier of its JWKS (what the gateway loads).
+fn keys() -> (tempfile::TempDir, Minter, Verifier) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyDir::new(dir.path());
+    keys.ensure().unwrap();
+    let minter = Minter::new(keys.signing_key(None).unwrap());
+    let jwks = std::fs::read_to_string(keys.jwks_path()).unwrap();
+    let (set, _) = KeySet::from_jwks(&jwks).unwrap();
+    (dir, minter, Verifier::new(set, Policy::default()))
+}
 
 fn config(target: Url) -> Config {
     let mut config = Config::new(target);
@@ -89,6 +103,16 @@ async fn counts_and_errors_match_what_the_stub_served() {
     assert!(
         served.iter().all(|s| s.traceparent_ok),
         "traceparent on every request"
+    );
+    assert!(
+        served.iter().all(|s| !s.authorization),
+        "no customers, no Authorization header"
+    );
+    assert!(
+        report
+            .acknowledged_orders
+            .iter()
+            .all(|o| o.subject.is_none())
     );
 
     for route in Route::ALL {
@@ -167,6 +191,111 @@ async fn counts_and_errors_match_what_the_stub_served() {
         .map(|o| o.idempotency_key)
         .collect();
     assert_eq!(keys.len(), acked.len());
+}
+
+#[tokio::test]
+async fn customers_place_orders_and_read_back_their_own() {
+    let (_dir, minter, verifier) = keys();
+    let (target, stub) = stub::start(Behaviour {
+        auth: Some(verifier),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut config = config(target);
+    config.requests = Some(300);
+    config.concurrency = 4;
+    config.retry_ratio = 0.2;
+    config.mix = "list=20,product=20,checkout=40,order=20".parse().unwrap();
+    config.customers = Some(Customers::new(minter, 5, "customer"));
+    let report = run_to_end(config).await;
+    let served = stub.served();
+
+    // Order routes carry a good token; product reads none.
+    let refused: Vec<_> = served.iter().filter(|s| s.status == 401).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    for s in &served {
+        let order_route = s.route == stub::CHECKOUT || s.route == stub::ORDER;
+        assert_eq!(s.authorization, order_route, "{s:?}");
+        assert_eq!(s.subject.is_some(), order_route, "{s:?}");
+    }
+    // Orders are read back, each by the customer who placed it: a read with
+    // another customer's token would be a 404.
+    let reads = &report.routes[&Route::GetOrder];
+    assert!(reads.count > 20, "{reads:?}");
+    assert_eq!(reads.status_codes.keys().collect::<Vec<_>>(), [&200]);
+    let owners = stub.owners();
+    for s in served.iter().filter(|s| s.route == stub::ORDER) {
+        let id = s.path.trim_start_matches("/api/orders/");
+        assert_eq!(owners.get(id), s.subject.as_ref(), "{s:?}");
+    }
+    // The seed spreads the checkouts over every customer.
+    let subjects: BTreeSet<&str> = served
+        .iter()
+        .filter(|s| s.route == stub::CHECKOUT)
+        .filter_map(|s| s.subject.as_deref())
+        .collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from([
+            "customer-1",
+            "customer-2",
+            "customer-3",
+            "customer-4",
+            "customer-5"
+        ])
+    );
+    // Retries go as the same customer, so they are the same order.
+    assert!(report.checkouts.idempotency_checks > 0);
+    assert_eq!(report.checkouts.idempotency_violations, 0);
+    // The report names who placed each order.
+    assert_eq!(report.acknowledged_orders.len(), owners.len());
+    for order in &report.acknowledged_orders {
+        assert_eq!(order.subject.as_ref(), owners.get(&order.order_id));
+    }
+}
+
+#[tokio::test]
+async fn one_named_client_signs_every_request() {
+    let (_dir, minter, verifier) = keys();
+    let (target, stub) = stub::start(Behaviour {
+        auth: Some(verifier),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut config = config(target);
+    config.requests = Some(100);
+    config.concurrency = 2;
+    config.customers = Some(Customers::one(minter, "flooding-client"));
+    let report = run_to_end(config).await;
+
+    let served = stub.served();
+    assert_eq!(served.len() as u64, report.totals.count);
+    assert!(
+        served
+            .iter()
+            .all(|s| s.subject.as_deref() == Some("flooding-client")),
+        "every request, product reads included, as the one client"
+    );
+    assert_eq!(report.totals.errors, 0);
+    assert!(
+        !report.routes[&Route::GetOrder]
+            .status_codes
+            .contains_key(&404)
+    );
+}
+
+#[tokio::test]
+async fn customers_are_checked_before_the_first_request() {
+    let (target, stub) = stub::start(Behaviour::default()).await;
+    let (_dir, minter, _) = keys();
+    let mut config = config(target);
+    config.requests = Some(10);
+    config.customers = Some(Customers::new(minter, 0, "customer"));
+    let err = run(config, CancellationToken::new(), NoObserver)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("customers.count"), "{err}");
+    assert!(stub.served().is_empty());
 }
 
 #[tokio::test]
@@ -362,23 +491,31 @@ async fn windows_add_up_and_cancellation_stops_an_endless_run() {
 #[tokio::test]
 async fn the_same_seed_replays_the_same_plan() {
     async fn plan(seed: u64) -> Vec<String> {
-        let (target, stub) = stub::start(Behaviour::default()).await;
+        let (_dir, minter, verifier) = keys();
+        let (target, stub) = stub::start(Behaviour {
+            auth: Some(verifier),
+            ..Behaviour::default()
+        })
+        .await;
         let mut config = config(target);
         config.seed = Some(seed);
         config.requests = Some(150);
         config.concurrency = 1;
         config.retry_ratio = 0.3;
+        config.customers = Some(Customers::new(minter, 10, "customer"));
         let report = run_to_end(config).await;
         assert_eq!(report.seed, seed);
-        // Order ids are fresh each run; everything else must repeat.
+        // Order ids are fresh each run; everything else, the customers
+        // included, must repeat.
         stub.served()
             .into_iter()
             .map(|s| {
-                if s.route == stub::ORDER {
+                let what = if s.route == stub::ORDER {
                     s.route.to_owned()
                 } else {
                     s.path
-                }
+                };
+                format!("{what} as {:?}", s.subject)
             })
             .collect()
     }
@@ -442,6 +579,13 @@ fn flags_come_from_the_environment() {
         assert_eq!(args.seed, Some(5));
         assert_eq!(args.mix.to_string(), "list=1,product=0,checkout=1,order=0");
         assert_eq!(args.retry_ratio, 0.5);
+        assert_eq!(
+            args.keys.as_deref(),
+            Some(std::path::Path::new("/run/keys"))
+        );
+        assert_eq!(args.customers, 12);
+        assert_eq!(args.subject_prefix, "steady-client");
+        assert!(args.authenticated_reads);
         assert!(args.json && args.quiet && args.timeline);
         assert_eq!(args.max_error_ratio, Some(0.01));
         return;
@@ -458,6 +602,10 @@ fn flags_come_from_the_environment() {
         .env("FAULTLINE_LOADGEN_SEED", "5")
         .env("FAULTLINE_LOADGEN_MIX", "list=1,checkout=1")
         .env("FAULTLINE_LOADGEN_RETRY_RATIO", "0.5")
+        .env("FAULTLINE_LOADGEN_KEYS", "/run/keys")
+        .env("FAULTLINE_LOADGEN_CUSTOMERS", "12")
+        .env("FAULTLINE_LOADGEN_SUBJECT_PREFIX", "steady-client")
+        .env("FAULTLINE_LOADGEN_AUTHENTICATED_READS", "true")
         .env("FAULTLINE_LOADGEN_JSON", "true")
         .env("FAULTLINE_LOADGEN_QUIET", "true")
         .env("FAULTLINE_LOADGEN_TIMELINE", "true")

@@ -1,8 +1,35 @@
 //! Generic HTTP actions: a fault admin API call and the call that undoes it.
+//! A request to a fault admin API carries the target's `fault_admin_token`
+//! ([`HttpRequest::bearer`], set when the plan is compiled); the journal
+//! shows it as `***`. A request with a `bearer` carries instead a token
+//! minted for its subject right before it is sent (the undo written to the
+//! ledger, one valid for an hour, for `faultline cleanup`).
+
+use std::borrow::Cow;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{Action, ActionError, Effect, Fault, HttpRequest, Prepared, Services, UndoRecord};
+use crate::identity::{Bearer, LEDGER_TOKEN_TTL, REQUEST_TOKEN_TTL};
+
+/// `request` with a token freshly minted by `bearer`, valid for `ttl`.
+fn signed<'r>(
+    request: &'r HttpRequest,
+    bearer: Option<&Bearer>,
+    ttl: Duration,
+) -> Result<Cow<'r, HttpRequest>, ActionError> {
+    let Some(bearer) = bearer else {
+        return Ok(Cow::Borrowed(request));
+    };
+    let token = bearer
+        .mint(ttl)
+        .map_err(|err| ActionError::Config(err.to_string()))?;
+    Ok(Cow::Owned(HttpRequest {
+        bearer: Some(token),
+        ..request.clone()
+    }))
+}
 
 /// A request that injects a fault, and optionally one that reverts it.
 #[derive(Debug, Clone)]
@@ -10,6 +37,9 @@ pub struct HttpInjection {
     services: Services,
     request: HttpRequest,
     undo: Option<HttpRequest>,
+    /// Who the request, and the undo, are sent as (their `bearer`).
+    request_bearer: Option<Bearer>,
+    undo_bearer: Option<Bearer>,
 }
 
 impl HttpInjection {
@@ -18,7 +48,24 @@ impl HttpInjection {
             services,
             request,
             undo,
+            request_bearer: None,
+            undo_bearer: None,
         }
+    }
+
+    /// Sends the request and the undo with tokens minted by these.
+    pub fn with_bearers(mut self, request: Option<Bearer>, undo: Option<Bearer>) -> Self {
+        self.request_bearer = request;
+        self.undo_bearer = undo;
+        self
+    }
+
+    fn request(&self) -> Result<Cow<'_, HttpRequest>, ActionError> {
+        signed(
+            &self.request,
+            self.request_bearer.as_ref(),
+            REQUEST_TOKEN_TTL,
+        )
     }
 }
 
@@ -33,16 +80,19 @@ impl Fault for HttpInjection {
             undo: self
                 .undo
                 .iter()
-                .map(|request| UndoRecord::Http {
-                    request: request.clone(),
+                .map(|request| {
+                    Ok(UndoRecord::Http {
+                        request: signed(request, self.undo_bearer.as_ref(), LEDGER_TOKEN_TTL)?
+                            .into_owned(),
+                    })
                 })
-                .collect(),
-            detail: json!({"request": self.request}),
+                .collect::<Result<_, ActionError>>()?,
+            detail: json!({"request": self.request.redacted()}),
         })
     }
 
     async fn inject(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
-        let (status, body) = self.request.send(&self.services.http).await?;
+        let (status, body) = self.request()?.send(&self.services.http).await?;
         Ok(json!({"status": status, "body": body}))
     }
 
@@ -65,6 +115,7 @@ impl Fault for HttpInjection {
             json: None,
             headers: self.request.headers.clone(),
             expect: Vec::new(),
+            bearer: self.request()?.bearer.clone(),
         };
         let Ok((_, Value::Array(active))) = listing.send(&self.services.http).await else {
             return Ok(Effect::unknown(json!({"active_faults": "not readable"})));
@@ -82,6 +133,7 @@ impl Fault for HttpInjection {
     async fn revert(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
         match &self.undo {
             Some(undo) => {
+                let undo = signed(undo, self.undo_bearer.as_ref(), REQUEST_TOKEN_TTL)?;
                 let (status, body) = undo.send(&self.services.http).await?;
                 Ok(json!({"status": status, "body": body}))
             }
@@ -95,11 +147,22 @@ impl Fault for HttpInjection {
 pub struct HttpAction {
     services: Services,
     request: HttpRequest,
+    bearer: Option<Bearer>,
 }
 
 impl HttpAction {
     pub fn new(services: Services, request: HttpRequest) -> Self {
-        Self { services, request }
+        Self {
+            services,
+            request,
+            bearer: None,
+        }
+    }
+
+    /// Sends the request with a token minted by `bearer` (its `bearer`).
+    pub fn with_bearer(mut self, bearer: Option<Bearer>) -> Self {
+        self.bearer = bearer;
+        self
     }
 }
 
@@ -110,7 +173,8 @@ impl Action for HttpAction {
     }
 
     async fn run(&self) -> Result<Value, ActionError> {
-        let (status, body) = self.request.send(&self.services.http).await?;
+        let request = signed(&self.request, self.bearer.as_ref(), REQUEST_TOKEN_TTL)?;
+        let (status, body) = request.send(&self.services.http).await?;
         Ok(json!({"status": status, "body": body}))
     }
 }

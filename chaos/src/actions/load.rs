@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use faultline_loadgen::{Config, Mix, Mode, Report, Window};
+use faultline_loadgen::{Config, Customers, Mix, Mode, Report, Window};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +12,13 @@ use url::Url;
 use super::{ActionError, Fault, Prepared};
 use crate::environment::{Environment, EnvironmentError};
 use crate::experiment::LoadSpec;
+use crate::identity::{self, IdentityError};
+
+/// How many customers a load with checkouts or order reads acts as, unless
+/// it says (`customers`) or names one (`subject`).
+pub const DEFAULT_CUSTOMERS: u32 = 50;
+/// The customers' subjects: `customer-1` to `customer-<n>`.
+pub const CUSTOMER_PREFIX: &str = "customer";
 
 /// Receives each stats window.
 pub type WindowSink = Box<dyn FnMut(&Window) + Send>;
@@ -26,7 +33,41 @@ pub trait LoadSource: Send + Sync + std::fmt::Debug {
 /// The load generator library.
 #[derive(Debug, Clone)]
 pub struct Loadgen {
+    /// The configuration, but for its customers.
     pub config: Config,
+    /// Who the load acts as; `None`: it sends no token.
+    pub customers: Option<LoadCustomers>,
+}
+
+/// The customers of a load, made when it starts: their tokens are signed
+/// with the current key of the target's key directory, read then (so that
+/// compiling a plan, for `validate` or a dry run, needs no key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadCustomers {
+    /// The key directory (`target.keys`).
+    pub keys: String,
+    /// One named customer (`subject`), whose token goes with every request;
+    /// else `count` customers `customer-1` to `customer-<count>`.
+    pub subject: Option<String>,
+    pub count: u32,
+    /// Sign with an untrusted key under the current key's id (see
+    /// [`LoadSpec::forged_tokens`]).
+    pub forged: bool,
+}
+
+impl LoadCustomers {
+    /// The load generator's customers, with a minter of the current key (or,
+    /// forged, of a fresh key nobody trusts, under the current key's id).
+    pub fn resolve(&self) -> Result<Customers, IdentityError> {
+        let mut minter = identity::minter(&self.keys)?;
+        if self.forged {
+            minter = identity::forger(&minter)?;
+        }
+        Ok(match &self.subject {
+            Some(subject) => Customers::one(minter, subject),
+            None => Customers::new(minter, self.count, CUSTOMER_PREFIX),
+        })
+    }
 }
 
 impl Loadgen {
@@ -52,11 +93,39 @@ impl Loadgen {
             config.retry_ratio = ratio;
         }
         config.max_failed_kept = 200;
-        config.client_id = spec.client_id.clone();
         config
             .validate()
             .map_err(|err| LoadConfigError::Mix(err.to_string()))?;
-        Ok(Self { config })
+        let customers = if spec.needs_tokens() {
+            let keys = env.keys.clone().ok_or(LoadConfigError::NoKeys)?;
+            Some(LoadCustomers {
+                keys,
+                subject: spec.subject.clone(),
+                count: match spec.subject {
+                    Some(_) => 1,
+                    None => spec.customers.unwrap_or(DEFAULT_CUSTOMERS),
+                },
+                forged: spec.forged_tokens,
+            })
+        } else {
+            None
+        };
+        Ok(Self { config, customers })
+    }
+
+    /// The configuration the load runs with: its customers made, their
+    /// signing key read.
+    pub fn resolved_config(&self) -> Result<Config, LoadConfigError> {
+        let mut config = self.config.clone();
+        config.customers = self
+            .customers
+            .as_ref()
+            .map(LoadCustomers::resolve)
+            .transpose()?;
+        config
+            .validate()
+            .map_err(|err| LoadConfigError::Mix(err.to_string()))?;
+        Ok(config)
     }
 }
 
@@ -69,12 +138,20 @@ pub enum LoadConfigError {
     Url(String, url::ParseError),
     #[error("{0}")]
     Mix(String),
+    #[error(
+        "its customers send bearer tokens, minted with a key directory: set target.keys \
+         (in [target], with --var keys=DIR, or FAULTLINE_TARGET_KEYS)"
+    )]
+    NoKeys,
+    #[error(transparent)]
+    Keys(#[from] IdentityError),
 }
 
 #[async_trait::async_trait]
 impl LoadSource for Loadgen {
     async fn run(&self, cancel: CancellationToken, mut sink: WindowSink) -> Result<Report, String> {
-        faultline_loadgen::run(self.config.clone(), cancel, move |window: &Window| {
+        let config = self.resolved_config().map_err(|err| err.to_string())?;
+        faultline_loadgen::run(config, cancel, move |window: &Window| {
             sink(window);
         })
         .await
@@ -131,5 +208,44 @@ impl Fault for LoadSurge {
             .map_err(|err| ActionError::Load(err.to_string()))?
             .map_err(ActionError::Load)?;
         Ok(json!({"totals": report.totals, "achieved_rate": report.achieved_rate}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use faultline_auth::{AuthError, KeyDir, KeySet, Policy, Role, Verifier};
+
+    use super::*;
+
+    #[test]
+    fn forged_customers_sign_with_a_key_the_jwks_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        keys.ensure().unwrap();
+        let jwks = serde_json::to_string(&keys.jwks().unwrap()).unwrap();
+        let verifier = Verifier::new(KeySet::from_jwks(&jwks).unwrap().0, Policy::default());
+        let customers = |forged| {
+            LoadCustomers {
+                keys: dir.path().display().to_string(),
+                subject: None,
+                count: 3,
+                forged,
+            }
+            .resolve()
+            .unwrap()
+        };
+        let token = |customers: Customers| {
+            customers
+                .minter
+                .token("customer-1", Role::Customer, Duration::from_secs(60))
+                .unwrap()
+        };
+        assert!(verifier.verify(&token(customers(false))).is_ok());
+        assert_eq!(
+            verifier.verify(&token(customers(true))),
+            Err(AuthError::Signature)
+        );
     }
 }

@@ -23,12 +23,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use faultline_proxy::{ClientError, ToxiproxyClient};
+use faultline_proxy::{ApiToken, ClientError, ToxiproxyClient};
 use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::DockerTarget;
+use crate::environment::{DockerTarget, Secret};
 use crate::ledger::LedgerError;
 use crate::platform::docker::DockerPlatform;
 use crate::platform::{Platform, PlatformError};
@@ -226,6 +226,9 @@ impl HttpRequest {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token.expose());
+        }
         if let Some(json) = &self.json {
             request = request.json(json);
         }
@@ -261,12 +264,39 @@ impl HttpRequest {
     }
 }
 
+/// A client for the control API at `api`, sending `token`, if any.
+pub fn proxy_client(
+    api: &str,
+    token: Option<&Secret>,
+    http: reqwest::Client,
+) -> Result<ToxiproxyClient, ActionError> {
+    let client = ToxiproxyClient::with_http_client(api, http)?;
+    Ok(match token {
+        Some(token) => {
+            let token = ApiToken::new(token.expose())
+                .map_err(|err| ActionError::Config(format!("proxy_api_token: {err}")))?;
+            client.with_api_token(token)
+        }
+        None => client,
+    })
+}
+
+/// The token a proxy client sends, as the ledger stores it.
+pub fn proxy_token(client: &ToxiproxyClient) -> Option<Secret> {
+    client.api_token().map(|token| Secret::new(token.expose()))
+}
+
 impl UndoRecord {
     /// Carries out the undo. Undoing twice is harmless.
     pub async fn execute(&self, services: &Services) -> Result<Value, ActionError> {
         match self {
-            UndoRecord::RemoveToxic { api, proxy, toxic } => {
-                let client = ToxiproxyClient::with_http_client(api, services.http.clone())?;
+            UndoRecord::RemoveToxic {
+                api,
+                proxy,
+                toxic,
+                token,
+            } => {
+                let client = proxy_client(api, token.as_ref(), services.http.clone())?;
                 match client.remove_toxic(proxy, toxic).await {
                     Ok(()) => Ok(Value::from(format!("removed toxic {toxic}"))),
                     Err(err) if err.is_not_found() => {
@@ -275,8 +305,8 @@ impl UndoRecord {
                     Err(err) => Err(err.into()),
                 }
             }
-            UndoRecord::EnableProxy { api, proxy } => {
-                let client = ToxiproxyClient::with_http_client(api, services.http.clone())?;
+            UndoRecord::EnableProxy { api, proxy, token } => {
+                let client = proxy_client(api, token.as_ref(), services.http.clone())?;
                 client.set_enabled(proxy, true).await?;
                 Ok(Value::from(format!("enabled proxy {proxy}")))
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use faultline_proxy::{NewToxic, Stream, ToxicUpdate, ToxiproxyClient};
 use serde_json::{Map, Value, json};
 
-use super::{Action, ActionError, Effect, Fault, Prepared, UndoRecord};
+use super::{Action, ActionError, Effect, Fault, Prepared, UndoRecord, proxy_token};
 use crate::experiment::Ramp;
 
 /// A toxic on one proxy for the fault's duration.
@@ -94,6 +94,7 @@ impl Fault for ToxicInjection {
                 api: self.api(),
                 proxy: self.proxy.clone(),
                 toxic: self.name(),
+                token: proxy_token(&self.client),
             }],
             detail: json!({"proxy": self.proxy, "toxic": self.toxic}),
         })
@@ -214,6 +215,7 @@ impl Fault for ProxyOutage {
             undo: vec![UndoRecord::EnableProxy {
                 api: self.client.base_url().to_string(),
                 proxy: self.proxy.clone(),
+                token: proxy_token(&self.client),
             }],
             detail: json!({"proxy": self.proxy}),
         })

@@ -16,7 +16,9 @@ killed or disconnected containers, fault admin calls) in a ledger file before
 injecting them, and removes them once reverted. A run killed outright (kill -9,
 a crash) leaves its file behind; this command reverts what it lists: removes
 toxics, enables proxies, starts or unpauses containers, reconnects networks,
-and sends the recorded undo requests.
+and sends the recorded undo requests. The file keeps the credentials the run
+used (the proxy API's and fault admin's tokens), so cleanup sends them too;
+it is readable by its owner only.
 
 Examples:
   faultline cleanup

@@ -4,16 +4,29 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use faultline_chaos::actions::load::DEFAULT_CUSTOMERS;
 use faultline_chaos::environment::redact_passwords;
 use faultline_chaos::experiment::duration::render;
 use faultline_chaos::experiment::{
-    AbortKind, Experiment, FaultKind, FaultSpec, Must, ProbeKind, ProbeSpec,
+    AbortKind, Experiment, FaultKind, FaultSpec, LoadSpec, Must, ProbeKind, ProbeSpec,
 };
 use faultline_chaos::runner::Plan;
 use serde_json::Value;
 
 /// How long resolving one container selector may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who a load acts as.
+fn acting_as(load: &LoadSpec) -> String {
+    match (&load.subject, load.needs_tokens()) {
+        (Some(subject), _) => format!("as {subject:?}, its token on every request"),
+        (None, true) => format!(
+            "as {} customers with tokens",
+            load.customers.unwrap_or(DEFAULT_CUSTOMERS)
+        ),
+        (None, false) => "anonymous".to_owned(),
+    }
+}
 
 /// The plan as text: target, faults, probes, limits, alerts. Container
 /// selectors are resolved when the platform answers (and said so when not).
@@ -38,9 +51,10 @@ pub async fn render_plan(experiment: &Experiment, plan: &Plan) -> String {
             .map_or("closed loop".to_owned(), |r| format!("{r} req/s"));
         let _ = writeln!(
             out,
-            "load: {}, {rate}, concurrency {}, for the whole run",
+            "load: {}, {rate}, concurrency {}, {}, for the whole run",
             resolved(plan, &load.target),
-            load.concurrency
+            load.concurrency,
+            acting_as(load)
         );
     }
     probes(
@@ -224,7 +238,7 @@ fn describe_fault(spec: &FaultSpec) -> String {
             serde_json::to_string(&container.target).unwrap_or_default()
         ),
         FaultKind::Http(http) => format!("{} {}", http.method, http.url),
-        FaultKind::Load(load) => format!("extra load on {}", load.target),
+        FaultKind::Load(load) => format!("extra load on {}, {}", load.target, acting_as(load)),
         FaultKind::Sql(sql) => format!(
             "SQL {:?} on {}, undone by {:?}{}",
             sql.statement,

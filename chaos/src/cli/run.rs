@@ -39,7 +39,20 @@ A var file is shaped like an experiment's [target] table:
 
 Target settings come from the experiment's [target], then FAULTLINE_TARGET_*
 variables (FAULTLINE_TARGET_FAULT_ADMIN__ORDERS for fault_admin.orders), then
-the --var-file files in order, then --var (alias --set). --dry-run prints the
+the --var-file files in order, then --var (alias --set).
+
+Tokens: keys (FAULTLINE_TARGET_KEYS, --var keys=DIR) is a key directory
+(faultline-shop keys init); its current key signs the bearer tokens of the
+load's customers and of http probes' and actions' `bearer`. An experiment
+that sends tokens is refused without it.
+
+Credentials: fault_admin_token (FAULTLINE_TARGET_FAULT_ADMIN_TOKEN) is sent as
+Authorization: Bearer with every request to a fault_admin.* URL (the services'
+FAULTLINE_FAULT_ADMIN_TOKEN; the compose demo's is demo-fault-admin-token), and
+proxy_api_token (FAULTLINE_TARGET_PROXY_API_TOKEN) with every call to the
+proxy's API (its --api-token; a plain Toxiproxy needs none). Prefer the
+variables to --var, which other users of the host see; the journal, the dry
+run and errors show them as ***. The ledger keeps them, for cleanup. --dry-run prints the
 resolved settings, the containers each selector resolves to (when Docker
 answers), every fault, probe, limit and expected alert, and exits 0 without
 injecting anything or starting the load. Ctrl-C or SIGTERM stops the run and rolls back; a third Ctrl-C leaves
@@ -53,8 +66,9 @@ pub struct RunArgs {
     /// The experiment file.
     pub experiment: PathBuf,
     /// Override a [target] setting (repeatable; `--set` is an alias): gateway,
-    /// prometheus, proxy_api, database, fault_admin.<service>, docker.project,
-    /// docker.labels.<label>, docker.service_label, docker.replica_label, vars.<name>.
+    /// prometheus, proxy_api, proxy_api_token, database, keys, fault_admin.<service>,
+    /// fault_admin_token, docker.project, docker.labels.<label>,
+    /// docker.service_label, docker.replica_label, vars.<name>.
     #[arg(long = "var", visible_alias = "set", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     /// A TOML file shaped like [target] (repeatable), applied after
@@ -177,7 +191,7 @@ impl RunArgs {
         let colour_err = super::style::enabled(true);
         let colour_out = super::style::enabled(false);
         let environment = environment_overrides(&self.var_files, &self.vars)?;
-        let experiment = Experiment::load(&self.experiment)?;
+        let experiment = Experiment::load_with(&self.experiment, &environment)?;
         if self.dry_run {
             let bindings = Bindings {
                 environment,

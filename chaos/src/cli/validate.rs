@@ -22,7 +22,8 @@ pub struct ValidateArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Override a [target] setting (repeatable): gateway, prometheus, proxy_api,
-    /// database, fault_admin.<service>, docker.project, docker.labels.<label>, vars.<name>.
+    /// proxy_api_token, database, keys, fault_admin.<service>, fault_admin_token,
+    /// docker.project, docker.labels.<label>, vars.<name>.
     #[arg(long = "var", visible_alias = "set", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     /// A TOML file shaped like [target] (repeatable), applied before --var.
@@ -44,16 +45,19 @@ impl ValidateArgs {
         let mut bad = 0;
         let files = super::experiment_files(&self.paths)?;
         for file in &files {
-            let result = Experiment::load(file)
-                .map_err(|e| e.to_string())
-                .and_then(|experiment| {
-                    if self.syntax_only {
-                        return Ok(experiment);
-                    }
-                    compile(&experiment, Some(file), &bindings)
-                        .map(|_| experiment)
-                        .map_err(|e| format!("{}: {e}", file.display()))
-                });
+            let loaded = if self.syntax_only {
+                Experiment::load(file)
+            } else {
+                Experiment::load_with(file, &bindings.environment)
+            };
+            let result = loaded.map_err(|e| e.to_string()).and_then(|experiment| {
+                if self.syntax_only {
+                    return Ok(experiment);
+                }
+                compile(&experiment, Some(file), &bindings)
+                    .map(|_| experiment)
+                    .map_err(|e| format!("{}: {e}", file.display()))
+            });
             match result {
                 Ok(experiment) => println!(
                     "{} {} — {}",

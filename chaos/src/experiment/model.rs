@@ -149,9 +149,55 @@ pub struct LoadSpec {
     /// Probability that a checkout is re-sent with the same Idempotency-Key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_ratio: Option<f64>,
-    /// Sent as `X-Client-Id`: the gateway rate-limits per client.
+    /// How many distinct customers place and read the orders, each with a
+    /// token the engine mints (default 50 when the mix has checkouts or
+    /// order reads); product reads go without a token. Needs `target.keys`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
+    pub customers: Option<u32>,
+    /// One named customer sends every request, product reads included, with
+    /// its token: one client as the gateway's rate limit (keyed by subject)
+    /// sees it. Instead of `customers`; needs `target.keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Every token is forged: signed by a key the shop does not trust, under
+    /// the trusted key's `kid`, so every request that needs one is refused
+    /// with 401 (a credential-stuffing attack: `customers` distinct
+    /// accounts, none of them really signed in). Needs `target.keys` (for
+    /// the `kid`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forged_tokens: bool,
+}
+
+impl LoadSpec {
+    /// Whether the load sends tokens (so needs the target's keys): it names
+    /// customers or a subject, or its mix has checkouts or order reads,
+    /// which the gateway serves only to a customer.
+    pub fn needs_tokens(&self) -> bool {
+        let mix = match &self.mix {
+            Some(mix) => mix.parse::<faultline_loadgen::Mix>().ok(),
+            None => Some(faultline_loadgen::Mix::default()),
+        };
+        self.customers.is_some()
+            || self.subject.is_some()
+            || self.forged_tokens
+            || mix.is_some_and(|mix| mix.checkout > 0 || mix.order > 0)
+    }
+}
+
+/// `bearer = { subject = "alice", role = "customer" }` on an http probe or
+/// action: the request carries a token for that subject, minted by the
+/// engine (with the target's `keys`) right before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerSpec {
+    pub subject: String,
+    /// `customer` (default) or `admin`.
+    #[serde(default = "customer_role")]
+    pub role: faultline_auth::Role,
+}
+
+fn customer_role() -> faultline_auth::Role {
+    faultline_auth::Role::Customer
 }
 
 fn default_load_target() -> String {
@@ -440,6 +486,9 @@ pub struct HttpFault {
     /// Accepted statuses; default any 2xx.
     #[serde(default)]
     pub expect: Vec<u16>,
+    /// Sent with a token the engine mints for this subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSpec>,
     /// Run when the fault is reverted (and by `faultline cleanup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<HttpRequestSpec>,
@@ -463,6 +512,9 @@ pub struct HttpRequestSpec {
     /// Accepted statuses; default any 2xx.
     #[serde(default)]
     pub expect: Vec<u16>,
+    /// Sent with a token the engine mints for this subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSpec>,
 }
 
 impl From<&HttpFault> for HttpRequestSpec {
@@ -473,6 +525,7 @@ impl From<&HttpFault> for HttpRequestSpec {
             json: fault.json.clone(),
             headers: fault.headers.clone(),
             expect: fault.expect.clone(),
+            bearer: fault.bearer.clone(),
         }
     }
 }
@@ -702,9 +755,13 @@ pub struct HttpProbe {
     /// Headers the answer must carry, with their values (`"*"`: any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Headers sent with the request (`X-Client-Id`, say).
+    /// Headers sent with the request.
     #[serde(default)]
     pub request_headers: BTreeMap<String, String>,
+    /// Sent with a token the engine mints for this subject at each
+    /// evaluation (`bearer = { subject = "flooding-client" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSpec>,
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,

@@ -119,15 +119,44 @@ impl ExperimentError {
 impl Experiment {
     /// Reads and checks an experiment file.
     pub fn load(path: &Path) -> Result<Self, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ExperimentError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let text = read(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and checks an experiment; `file` names it in errors.
+    /// Reads and checks an experiment file, and that its `[target]`, with
+    /// `overrides` on top (FAULTLINE_TARGET_*, `--var`, a harness's
+    /// bindings), gives what it needs beyond URLs: the key directory
+    /// (`keys`) its tokens are minted with.
+    pub fn load_with(path: &Path, overrides: &Environment) -> Result<Self, ExperimentError> {
+        let text = read(path)?;
+        Self::parse_with(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses and checks an experiment; `file` names it in errors. What the
+    /// target must provide is checked by [`Experiment::parse_with`] (and
+    /// when the plan is compiled).
     pub fn parse(text: &str, file: &str) -> Result<Self, ExperimentError> {
+        Self::parse_checked(text, file, None)
+    }
+
+    /// [`Experiment::parse`], then checks that the target with `overrides`
+    /// on top gives the key directory the experiment's tokens need: a load
+    /// with checkouts, order reads, customers or a subject, or an http probe
+    /// or action with a `bearer`. Otherwise the error names the field that
+    /// needs it.
+    pub fn parse_with(
+        text: &str,
+        file: &str,
+        overrides: &Environment,
+    ) -> Result<Self, ExperimentError> {
+        Self::parse_checked(text, file, Some(overrides))
+    }
+
+    fn parse_checked(
+        text: &str,
+        file: &str,
+        overrides: Option<&Environment>,
+    ) -> Result<Self, ExperimentError> {
         let tree = DeTable::parse(text).map_err(|err| {
             let span = err.span().unwrap_or(0..0);
             invalid(text, file, span, &FieldPath::default(), err.message())
@@ -138,7 +167,11 @@ impl Experiment {
                 let (path, span) = locate_serde_error(&tree, &err);
                 invalid(text, file, span, &path, err.inner().message())
             })?;
-        if let Err((path, message)) = experiment.check() {
+        let checked = experiment.check().and_then(|()| match overrides {
+            Some(overrides) => experiment.check_keys(&experiment.target.clone().overlay(overrides)),
+            None => Ok(()),
+        });
+        if let Err((path, message)) = checked {
             let span = span_at(&tree, &path).unwrap_or(0..0);
             return Err(invalid(text, file, span, &path, &message));
         }
@@ -150,10 +183,7 @@ impl Experiment {
     /// `fault_admin.*`, `docker.*`, `vars.*` at the top level). Errors name
     /// the file, line, column and field, as for experiments.
     pub fn load_target_file(path: &Path) -> Result<Environment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ExperimentError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let text = read(path)?;
         Self::parse_target(&text, &path.display().to_string())
     }
 
@@ -168,6 +198,102 @@ impl Experiment {
             let (path, span) = locate_serde_error(&tree, &err);
             invalid(text, file, span, &path, err.inner().message())
         })
+    }
+
+    /// The first field that needs a token minted with the target's keys,
+    /// and why; `None` when nothing does.
+    pub fn needs_keys(&self) -> Option<(FieldPath, String)> {
+        let root = FieldPath::default();
+        if let Some(load) = &self.load
+            && let Some(need) = load_needs_keys(load, root.clone().key("load"))
+        {
+            return Some(need);
+        }
+        let probes = [
+            (
+                &self.steady_state.probes,
+                root.clone().key("steady_state").key("probes"),
+            ),
+            (
+                &self.recovery.probes,
+                root.clone().key("recovery").key("probes"),
+            ),
+            (&self.after, root.clone().key("after")),
+        ];
+        for (probes, path) in probes {
+            for (i, probe) in probes.iter().enumerate() {
+                if let ProbeKind::Http(HttpProbe {
+                    bearer: Some(bearer),
+                    ..
+                }) = &probe.kind
+                {
+                    return Some(bearer_needs_keys(bearer, path.clone().index(i)));
+                }
+            }
+        }
+        for (i, fault) in self.method.faults.iter().enumerate() {
+            let path = root.clone().key("method").key("faults").index(i);
+            match &fault.kind {
+                FaultKind::Load(load) => {
+                    if let Some(need) = load_needs_keys(load, path) {
+                        return Some(need);
+                    }
+                }
+                FaultKind::Http(http) => {
+                    if let Some(bearer) = &http.bearer {
+                        return Some(bearer_needs_keys(bearer, path));
+                    }
+                    if let Some(bearer) = http.undo.as_ref().and_then(|u| u.bearer.as_ref()) {
+                        return Some(bearer_needs_keys(bearer, path.key("undo")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (i, probe) in self.during.iter().enumerate() {
+            if let ProbeKind::Http(HttpProbe {
+                bearer: Some(bearer),
+                ..
+            }) = &probe.kind
+            {
+                return Some(bearer_needs_keys(
+                    bearer,
+                    root.clone().key("during").index(i),
+                ));
+            }
+        }
+        for (i, action) in self.rollbacks.iter().enumerate() {
+            if let ActionKind::Http(HttpRequestSpec {
+                bearer: Some(bearer),
+                ..
+            }) = &action.kind
+            {
+                return Some(bearer_needs_keys(
+                    bearer,
+                    root.clone().key("rollbacks").index(i),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Tokens need a key directory to be minted with.
+    fn check_keys(&self, target: &Environment) -> Result<(), (FieldPath, String)> {
+        match (&target.keys, self.needs_keys()) {
+            (None, Some((path, why))) => Err((
+                path,
+                format!(
+                    "{why}, which the engine mints with the current key of a key directory: \
+                     the target has none (set keys in [target], with --var keys=DIR, or with \
+                     FAULTLINE_TARGET_KEYS)"
+                ),
+            )),
+            (Some(keys), _) if keys.trim().is_empty() => Err((
+                root_key("target", "keys"),
+                "must not be empty: a key directory (faultline-shop keys init)".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks what the types cannot: names, toxic attributes, the schedule.
@@ -319,7 +445,97 @@ fn unique<T>(
     Ok(())
 }
 
+fn read(path: &Path) -> Result<String, ExperimentError> {
+    std::fs::read_to_string(path).map_err(|error| ExperimentError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+fn root_key(table: &str, key: &str) -> FieldPath {
+    FieldPath::default().key(table).key(key)
+}
+
+/// Where and why a load needs tokens.
+fn load_needs_keys(load: &LoadSpec, path: FieldPath) -> Option<(FieldPath, String)> {
+    if !load.needs_tokens() {
+        return None;
+    }
+    Some(if let Some(subject) = &load.subject {
+        (
+            path.key("subject"),
+            format!("the customer {subject:?} sends a bearer token"),
+        )
+    } else if load.customers.is_some() {
+        (
+            path.key("customers"),
+            "the customers send bearer tokens".to_owned(),
+        )
+    } else {
+        let field = if load.mix.is_some() {
+            path.key("mix")
+        } else {
+            path
+        };
+        (
+            field,
+            "the load's checkouts and order reads (its mix, by default 10 and 5 in 100) are \
+             sent by customers with bearer tokens"
+                .to_owned(),
+        )
+    })
+}
+
+fn bearer_needs_keys(bearer: &BearerSpec, path: FieldPath) -> (FieldPath, String) {
+    (
+        path.key("bearer"),
+        format!("a bearer token is sent for {:?}", bearer.subject),
+    )
+}
+
+fn check_subject(subject: &str, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if faultline_auth::Identity::valid_subject(subject) {
+        Ok(())
+    } else {
+        Err((
+            path,
+            format!(
+                "{subject:?} is not a token subject: 1 to {} characters, none of them a control \
+                 character",
+                faultline_auth::claims::MAX_SUBJECT_LEN
+            ),
+        ))
+    }
+}
+
+fn check_bearer(bearer: Option<&BearerSpec>, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    match bearer {
+        Some(bearer) => check_subject(&bearer.subject, path.key("bearer").key("subject")),
+        None => Ok(()),
+    }
+}
+
 fn check_load(load: &LoadSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
+    if let (Some(_), Some(_)) = (&load.subject, load.customers) {
+        return Err((
+            path.key("subject"),
+            "give subject (one named customer) or customers (how many), not both".into(),
+        ));
+    }
+    if let Some(subject) = &load.subject {
+        check_subject(subject, path.clone().key("subject"))?;
+    }
+    if let Some(customers) = load.customers
+        && !(1..=faultline_loadgen::Customers::MAX).contains(&customers)
+    {
+        return Err((
+            path.key("customers"),
+            format!(
+                "must be 1 to {}, got {customers}",
+                faultline_loadgen::Customers::MAX
+            ),
+        ));
+    }
     if let Some(mix) = &load.mix {
         mix.parse::<faultline_loadgen::Mix>()
             .map_err(|err| (path.clone().key("mix"), err.to_string()))?;
@@ -355,7 +571,10 @@ fn check_tolerance(tolerance: &Tolerance, path: FieldPath) -> Result<(), (FieldP
 
 fn check_probe_kind(kind: &ProbeKind, path: FieldPath) -> Result<(), (FieldPath, String)> {
     match kind {
-        ProbeKind::Http(probe) => check_method(&probe.method, path.key("method")),
+        ProbeKind::Http(probe) => {
+            check_method(&probe.method, path.clone().key("method"))?;
+            check_bearer(probe.bearer.as_ref(), path)
+        }
         ProbeKind::Promql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
         ProbeKind::Sli(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
         ProbeKind::Sql(probe) => check_tolerance(&probe.tolerance, path.key("tolerance")),
@@ -396,7 +615,8 @@ fn check_method(method: &str, path: FieldPath) -> Result<(), (FieldPath, String)
 }
 
 fn check_http(request: &HttpRequestSpec, path: FieldPath) -> Result<(), (FieldPath, String)> {
-    check_method(&request.method, path.key("method"))
+    check_method(&request.method, path.clone().key("method"))?;
+    check_bearer(request.bearer.as_ref(), path)
 }
 
 fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (FieldPath, String)> {
@@ -534,6 +754,7 @@ fn check_fault(fault: &FaultSpec, path: FieldPath) -> Result<(), (FieldPath, Str
         FaultKind::Container(container) => check_container(container, path),
         FaultKind::Http(http) => {
             check_method(&http.method, path.clone().key("method"))?;
+            check_bearer(http.bearer.as_ref(), path.clone())?;
             if let Some(undo) = &http.undo {
                 check_http(undo, path.key("undo"))?;
             }

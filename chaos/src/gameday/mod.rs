@@ -196,9 +196,10 @@ pub async fn run(
             path: path.clone(),
             error: Box::new(error),
         };
-        let experiment =
-            Experiment::load(path).map_err(|e| experiment_err(RunError::Experiment(e)))?;
-        let plan = compile(&experiment, Some(path), &make_bindings(&stem))
+        let bindings = make_bindings(&stem);
+        let experiment = Experiment::load_with(path, &bindings.environment)
+            .map_err(|e| experiment_err(RunError::Experiment(e)))?;
+        let plan = compile(&experiment, Some(path), &bindings)
             .map_err(|e| experiment_err(RunError::Compile(e)))?;
         entries.push(Entry {
             path: path.clone(),

@@ -6,7 +6,9 @@ use faultline_signal::error_chain;
 use serde_json::json;
 
 use super::{Observation, Probe, ProbeContext, ProbeError};
+use crate::environment::Secret;
 use crate::experiment::Statuses;
+use crate::identity::{Bearer, REQUEST_TOKEN_TTL};
 
 #[derive(Debug, Clone)]
 pub struct HttpCheck {
@@ -18,6 +20,12 @@ pub struct HttpCheck {
     pub headers: BTreeMap<String, String>,
     /// Sent with the request.
     pub request_headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer` (the fault admin token, for a probe
+    /// of a fault admin API).
+    pub bearer: Option<Secret>,
+    /// The probe's `bearer`: a token minted for its subject at each
+    /// evaluation, sent instead of `bearer`.
+    pub mint: Option<Bearer>,
     pub body_contains: Option<String>,
 }
 
@@ -31,6 +39,15 @@ impl Probe for HttpCheck {
         let mut request = self.http.request(self.method.clone(), &self.url);
         for (name, value) in &self.request_headers {
             request = request.header(name, value);
+        }
+        let minted = self
+            .mint
+            .as_ref()
+            .map(|bearer| bearer.mint(REQUEST_TOKEN_TTL))
+            .transpose()
+            .map_err(|err| ProbeError::Config(err.to_string()))?;
+        if let Some(token) = minted.as_ref().or(self.bearer.as_ref()) {
+            request = request.bearer_auth(token.expose());
         }
         let response = request.send().await.map_err(|err| {
             ProbeError::Http(format!(
@@ -70,10 +87,15 @@ impl Probe for HttpCheck {
             problems.push(format!("body does not contain {needle:?}"));
         }
         let ok = problems.is_empty();
+        let who = self
+            .mint
+            .as_ref()
+            .map(|bearer| format!(" as {}", bearer.subject()))
+            .unwrap_or_default();
         let detail = if ok {
-            format!("{} {} → {status}", self.method, self.url)
+            format!("{} {}{who} → {status}", self.method, self.url)
         } else {
-            format!("{} {}: {}", self.method, self.url, problems.join("; "))
+            format!("{} {}{who}: {}", self.method, self.url, problems.join("; "))
         };
         Ok(Observation::new(
             ok,

@@ -16,9 +16,10 @@ use crate::actions::http::{HttpAction, HttpInjection};
 use crate::actions::load::{LoadConfigError, LoadSurge, Loadgen};
 use crate::actions::proxy::{ProxyOutage, ProxyReset, ToxicInjection};
 use crate::actions::sql::{SqlInjection, connect_options};
-use crate::actions::{ActionError, Fault, HttpRequest, Services};
-use crate::environment::{Environment, EnvironmentError, SecretUrl, redact_json};
+use crate::actions::{ActionError, Fault, HttpRequest, Services, proxy_client};
+use crate::environment::{Environment, EnvironmentError, Secret, SecretUrl, redact_json};
 use crate::experiment::*;
+use crate::identity::Bearer;
 use crate::journal::ExperimentInfo;
 use crate::probes::alert::{AlertCheck, NoAlert};
 use crate::probes::http::HttpCheck;
@@ -82,13 +83,23 @@ impl Compiler<'_> {
             })
     }
 
+    /// A client for the target's proxy API, sending its `proxy_api_token`.
     fn proxy_client(&self, what: &str) -> Result<ToxiproxyClient, CompileError> {
         let api = self.required(what, "proxy_api")?;
-        ToxiproxyClient::with_http_client(&api, self.services.http.clone()).map_err(|source| {
-            CompileError::Proxy {
+        proxy_client(
+            &api,
+            self.env.proxy_api_token.as_ref(),
+            self.services.http.clone(),
+        )
+        .map_err(|source| match source {
+            ActionError::Proxy(source) => CompileError::Proxy {
                 what: what.to_owned(),
                 source: Box::new(source),
-            }
+            },
+            other => CompileError::Action {
+                what: what.to_owned(),
+                source: Box::new(other),
+            },
         })
     }
 
@@ -104,10 +115,40 @@ impl Compiler<'_> {
         }
     }
 
+    /// The fault admin token for a request to `url` with `headers`: the
+    /// target's, when `url` is a fault admin API's and the experiment does
+    /// not set `Authorization` itself.
+    fn fault_admin_bearer<'h>(
+        &self,
+        url: &str,
+        mut headers: impl Iterator<Item = &'h String>,
+    ) -> Option<Secret> {
+        if headers.any(|name| name.eq_ignore_ascii_case("authorization")) {
+            return None;
+        }
+        self.env.fault_admin_token_for(url).cloned()
+    }
+
+    /// Who a `bearer` sends a request as: tokens minted with the target's
+    /// keys (read when a token is minted).
+    fn bearer(
+        &self,
+        what: &str,
+        spec: Option<&BearerSpec>,
+    ) -> Result<Option<Bearer>, CompileError> {
+        let Some(spec) = spec else {
+            return Ok(None);
+        };
+        let keys = self.required(what, "keys")?;
+        Ok(Some(Bearer::new(keys, &spec.subject, spec.role)))
+    }
+
     fn request(&self, what: &str, spec: &HttpRequestSpec) -> Result<HttpRequest, CompileError> {
+        let url = self.text(what, &spec.url)?;
         Ok(HttpRequest {
             method: spec.method.to_ascii_uppercase(),
-            url: self.text(what, &spec.url)?,
+            bearer: self.fault_admin_bearer(&url, spec.headers.keys()),
+            url,
             json: spec.json.clone(),
             headers: spec.headers.clone(),
             expect: spec.expect.clone(),
@@ -127,20 +168,27 @@ impl Compiler<'_> {
 
     fn probe(&self, what: &str, kind: &ProbeKind) -> Result<Arc<dyn Probe>, CompileError> {
         Ok(match kind {
-            ProbeKind::Http(probe) => Arc::new(HttpCheck {
-                http: self.services.http.clone(),
-                method: reqwest::Method::from_bytes(probe.method.to_ascii_uppercase().as_bytes())
+            ProbeKind::Http(probe) => {
+                let url = self.text(what, &probe.url)?;
+                Arc::new(HttpCheck {
+                    http: self.services.http.clone(),
+                    method: reqwest::Method::from_bytes(
+                        probe.method.to_ascii_uppercase().as_bytes(),
+                    )
                     .unwrap_or(reqwest::Method::GET),
-                url: self.text(what, &probe.url)?,
-                status: probe.status.clone(),
-                headers: probe.headers.clone(),
-                request_headers: probe
-                    .request_headers
-                    .iter()
-                    .map(|(name, value)| Ok((name.clone(), self.text(what, value)?)))
-                    .collect::<Result<_, CompileError>>()?,
-                body_contains: probe.body_contains.clone(),
-            }),
+                    bearer: self.fault_admin_bearer(&url, probe.request_headers.keys()),
+                    mint: self.bearer(what, probe.bearer.as_ref())?,
+                    url,
+                    status: probe.status.clone(),
+                    headers: probe.headers.clone(),
+                    request_headers: probe
+                        .request_headers
+                        .iter()
+                        .map(|(name, value)| Ok((name.clone(), self.text(what, value)?)))
+                        .collect::<Result<_, CompileError>>()?,
+                    body_contains: probe.body_contains.clone(),
+                })
+            }
             ProbeKind::Promql(probe) => Arc::new(PromqlCheck {
                 client: self.prometheus(what)?,
                 query: self.text(what, &probe.query)?,
@@ -216,7 +264,13 @@ impl Compiler<'_> {
                     .as_ref()
                     .map(|undo| self.request(&what, undo))
                     .transpose()?;
-                Arc::new(HttpInjection::new(self.services.clone(), request, undo))
+                let undo_bearer = http.undo.as_ref().and_then(|undo| undo.bearer.as_ref());
+                Arc::new(
+                    HttpInjection::new(self.services.clone(), request, undo).with_bearers(
+                        self.bearer(&what, http.bearer.as_ref())?,
+                        self.bearer(&what, undo_bearer)?,
+                    ),
+                )
             }
             FaultKind::Load(load) => Arc::new(LoadSurge::new(Loadgen::from_spec(load, &self.env)?)),
             FaultKind::Sql(sql) => {
@@ -356,10 +410,10 @@ pub fn compile(
         .map(|a| {
             let what = format!("rollback {:?}", a.name);
             let action: Arc<dyn crate::actions::Action> = match &a.kind {
-                ActionKind::Http(request) => Arc::new(HttpAction::new(
-                    services.clone(),
-                    compiler.request(&what, request)?,
-                )),
+                ActionKind::Http(request) => Arc::new(
+                    HttpAction::new(services.clone(), compiler.request(&what, request)?)
+                        .with_bearer(compiler.bearer(&what, request.bearer.as_ref())?),
+                ),
                 ActionKind::ProxyReset(_) => {
                     Arc::new(ProxyReset::new(compiler.proxy_client(&what)?))
                 }

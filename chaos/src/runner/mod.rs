@@ -245,7 +245,10 @@ pub async fn run_experiment(
     bindings: Bindings,
 ) -> Result<Journal, RunError> {
     let (experiment, path) = match source.into() {
-        ExperimentSource::Path(path) => (Experiment::load(&path)?, Some(path)),
+        ExperimentSource::Path(path) => (
+            Experiment::load_with(&path, &bindings.environment)?,
+            Some(path),
+        ),
         ExperimentSource::Experiment(experiment) => (*experiment, None),
     };
     let plan = compile(&experiment, path.as_deref(), &bindings)?;

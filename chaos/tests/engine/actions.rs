@@ -340,10 +340,12 @@ async fn undo_records_revert_leftovers_and_tolerate_repeats() {
             api: api.clone(),
             proxy: "db".into(),
             toxic: "left_behind".into(),
+            token: None,
         },
         UndoRecord::EnableProxy {
             api,
             proxy: "db".into(),
+            token: None,
         },
     ];
     for _ in 0..2 {

@@ -577,6 +577,7 @@ async fn the_ledger_holds_active_faults_until_they_are_reverted() {
     let undo = UndoRecord::EnableProxy {
         api: "http://127.0.0.1:1".into(),
         proxy: "p".into(),
+        token: None,
     };
     let b = FakeFault {
         undo: vec![undo.clone()],
@@ -630,6 +631,7 @@ async fn a_failing_revert_is_an_error_and_stays_in_the_ledger() {
             undo: vec![UndoRecord::EnableProxy {
                 api: "http://127.0.0.1:1".into(),
                 proxy: "p".into(),
+                token: None,
             }],
             ..FakeFault::new("b", &log)
         },

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use faultline_auth::{AuthError, Verifier};
 use serde_json::{Value, json};
 use url::Url;
 use uuid::Uuid;
@@ -35,6 +36,11 @@ pub struct Behaviour {
     pub product_delay: Option<Duration>,
     /// A replayed Idempotency-Key gets a new order anyway.
     pub break_idempotency: bool,
+    /// Order routes require a bearer token this verifier accepts (401
+    /// otherwise), as the gateway does, and an order is served only to the
+    /// customer who placed it (404 to anyone else). Product routes verify a
+    /// token when one is sent.
+    pub auth: Option<Verifier>,
 }
 
 /// One request as the stub saw it.
@@ -47,6 +53,10 @@ pub struct Served {
     pub trace_id: Option<String>,
     pub traceparent_ok: bool,
     pub idempotency_key: Option<String>,
+    /// Whether the request carried an `Authorization` header.
+    pub authorization: bool,
+    /// The subject of its token, when [`Behaviour::auth`] verified one.
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +68,8 @@ pub struct Stub {
     orders_by_key: Mutex<HashMap<String, String>>,
     /// Every order created, in order.
     orders: Mutex<Vec<String>>,
+    /// Order id -> the subject that placed it (with [`Behaviour::auth`]).
+    owners: Mutex<HashMap<String, String>>,
 }
 
 impl Stub {
@@ -71,8 +83,32 @@ impl Stub {
         self.orders.lock().unwrap().clone()
     }
 
+    /// The subject that placed each order (with [`Behaviour::auth`]).
+    pub fn owners(&self) -> HashMap<String, String> {
+        self.owners.lock().unwrap().clone()
+    }
+
     fn nth(&self, route: usize) -> u64 {
         self.counters[route].fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// With [`Behaviour::auth`]: `Ok(Some(subject))` for a good token,
+    /// `Ok(None)` for none when `required` is false, else why it is a 401.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        required: bool,
+    ) -> Result<Option<String>, AuthError> {
+        let Some(verifier) = &self.behaviour.auth else {
+            return Ok(None);
+        };
+        let value = headers.get("authorization").map(|v| v.as_bytes());
+        if value.is_none() && !required {
+            return Ok(None);
+        }
+        verifier
+            .verify_header(value)
+            .map(|identity| Some(identity.subject))
     }
 
     fn record(
@@ -82,6 +118,18 @@ impl Stub {
         headers: &HeaderMap,
         status: u16,
         degraded: bool,
+    ) {
+        self.record_as(route, path, headers, status, degraded, None);
+    }
+
+    fn record_as(
+        &self,
+        route: &'static str,
+        path: String,
+        headers: &HeaderMap,
+        status: u16,
+        degraded: bool,
+        subject: Option<String>,
     ) {
         let traceparent = headers
             .get("traceparent")
@@ -108,6 +156,8 @@ impl Stub {
                 .get("idempotency-key")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            authorization: headers.contains_key("authorization"),
+            subject,
         });
     }
 }
@@ -132,11 +182,25 @@ const PRODUCTS: [i64; 5] = [1, 2, 3, 4, 5];
 async fn list(State(stub): State<Arc<Stub>>, headers: HeaderMap) -> Response {
     let n = stub.nth(0);
     let degraded = stub.behaviour.degraded_list;
+    let subject = match stub.authenticate(&headers, false) {
+        Ok(subject) => subject,
+        Err(refused) => {
+            stub.record(LIST, "/api/products".into(), &headers, 401, false);
+            return problem(StatusCode::UNAUTHORIZED, refused.reason());
+        }
+    };
     if hit(stub.behaviour.list_fail_every, n) {
-        stub.record(LIST, "/api/products".into(), &headers, 500, false);
+        stub.record_as(LIST, "/api/products".into(), &headers, 500, false, subject);
         return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
     }
-    stub.record(LIST, "/api/products".into(), &headers, 200, degraded);
+    stub.record_as(
+        LIST,
+        "/api/products".into(),
+        &headers,
+        200,
+        degraded,
+        subject,
+    );
     let products: Vec<Value> = PRODUCTS
         .iter()
         .map(|id| json!({"id": id, "sku": format!("SKU-{id}"), "name": "thing", "price_cents": 1299, "stock": 10}))
@@ -156,13 +220,21 @@ async fn product(
     headers: HeaderMap,
 ) -> Response {
     stub.nth(1);
+    let subject = match stub.authenticate(&headers, false) {
+        Ok(subject) => subject,
+        Err(refused) => {
+            stub.record(PRODUCT, format!("/api/products/{id}"), &headers, 401, false);
+            return problem(StatusCode::UNAUTHORIZED, refused.reason());
+        }
+    };
     let status = if PRODUCTS.contains(&id) { 200 } else { 404 };
-    stub.record(
+    stub.record_as(
         PRODUCT,
         format!("/api/products/{id}"),
         &headers,
         status,
         false,
+        subject,
     );
     if let Some(delay) = stub.behaviour.product_delay {
         // The server being slow, not a synchronisation.
@@ -178,6 +250,13 @@ async fn product(
 async fn checkout(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: String) -> Response {
     let n = stub.nth(2);
     let path = "/api/orders".to_owned();
+    let subject = match stub.authenticate(&headers, true) {
+        Ok(subject) => subject,
+        Err(refused) => {
+            stub.record(CHECKOUT, path, &headers, 401, false);
+            return problem(StatusCode::UNAUTHORIZED, refused.reason());
+        }
+    };
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let items_ok = body["items"]
         .as_array()
@@ -187,30 +266,44 @@ async fn checkout(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Strin
         .and_then(|v| v.to_str().ok())
         .and_then(|k| Uuid::parse_str(k).ok());
     let (Some(key), true) = (key, items_ok) else {
-        stub.record(CHECKOUT, path, &headers, 422, false);
+        stub.record_as(CHECKOUT, path, &headers, 422, false, subject);
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "Invalid");
     };
-    if hit(stub.behaviour.checkout_fail_every, n) {
-        stub.record(CHECKOUT, path, &headers, 503, false);
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "Unavailable");
-    }
-    if hit(stub.behaviour.checkout_reject_every, n) {
-        stub.record(CHECKOUT, path, &headers, 409, false);
-        return problem(StatusCode::CONFLICT, "Out of stock");
-    }
-    let id = {
-        let mut by_key = stub.orders_by_key.lock().unwrap();
-        match by_key.get(&key.to_string()) {
-            Some(id) if !stub.behaviour.break_idempotency => id.clone(),
-            _ => {
-                let id = Uuid::new_v4().to_string();
-                by_key.insert(key.to_string(), id.clone());
-                stub.orders.lock().unwrap().push(id.clone());
-                id
+    // As the shop does, an Idempotency-Key belongs to its customer, and a
+    // replay gets the first answer whatever else happens meanwhile.
+    let scoped_key = format!("{}/{key}", subject.as_deref().unwrap_or_default());
+    let replayed = if stub.behaviour.break_idempotency {
+        None
+    } else {
+        stub.orders_by_key.lock().unwrap().get(&scoped_key).cloned()
+    };
+    let id = match replayed {
+        Some(id) => id,
+        None => {
+            if hit(stub.behaviour.checkout_fail_every, n) {
+                stub.record_as(CHECKOUT, path, &headers, 503, false, subject);
+                return problem(StatusCode::SERVICE_UNAVAILABLE, "Unavailable");
             }
+            if hit(stub.behaviour.checkout_reject_every, n) {
+                stub.record_as(CHECKOUT, path, &headers, 409, false, subject);
+                return problem(StatusCode::CONFLICT, "Out of stock");
+            }
+            let id = Uuid::new_v4().to_string();
+            stub.orders_by_key
+                .lock()
+                .unwrap()
+                .insert(scoped_key, id.clone());
+            stub.orders.lock().unwrap().push(id.clone());
+            if let Some(subject) = &subject {
+                stub.owners
+                    .lock()
+                    .unwrap()
+                    .insert(id.clone(), subject.clone());
+            }
+            id
         }
     };
-    stub.record(CHECKOUT, path, &headers, 201, false);
+    stub.record_as(CHECKOUT, path, &headers, 201, false, subject);
     (
         StatusCode::CREATED,
         axum::Json(json!({"id": id, "status": "paid", "items": body["items"]})),
@@ -224,9 +317,29 @@ async fn order(
     headers: HeaderMap,
 ) -> Response {
     stub.nth(3);
+    let subject = match stub.authenticate(&headers, true) {
+        Ok(subject) => subject,
+        Err(refused) => {
+            stub.record(ORDER, format!("/api/orders/{id}"), &headers, 401, false);
+            return problem(StatusCode::UNAUTHORIZED, refused.reason());
+        }
+    };
     let known = stub.orders.lock().unwrap().contains(&id);
+    // Another customer's order is not found, as at the gateway.
+    let theirs = match &subject {
+        Some(subject) => stub.owners.lock().unwrap().get(&id) == Some(subject),
+        None => true,
+    };
+    let known = known && theirs;
     let status = if known { 200 } else { 404 };
-    stub.record(ORDER, format!("/api/orders/{id}"), &headers, status, false);
+    stub.record_as(
+        ORDER,
+        format!("/api/orders/{id}"),
+        &headers,
+        status,
+        false,
+        subject,
+    );
     if known {
         axum::Json(json!({"id": id, "status": "paid"})).into_response()
     } else {
