@@ -17,6 +17,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod exporter;
+pub mod identity;
 pub mod measure;
 pub mod plan;
 pub mod postgres;

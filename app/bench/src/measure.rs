@@ -131,6 +131,7 @@ fn config(url: &Url, load: &Load) -> Config {
     config.retry_ratio = 0.0;
     config.window = load.duration.max(Duration::from_secs(1));
     config.max_failed_kept = 5;
+    config.customers = crate::identity::customers();
     config
 }
 

@@ -395,6 +395,7 @@ fn gateway_env(catalog: &Url, orders: &str) -> Vec<(&'static str, String)> {
             catalog.as_str().trim_end_matches('/').to_owned(),
         ),
         ("FAULTLINE_ORDERS_URLS", orders.to_owned()),
+        crate::identity::jwks_env(),
         ("FAULTLINE_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
         ("FAULTLINE_RATE_LIMIT_BURST", "1000000".to_owned()),
     ]
@@ -1330,6 +1331,7 @@ async fn footprint(
             db(),
             ("FAULTLINE_CATALOG_URLS", bare(&catalog.http)),
             ("FAULTLINE_PAYMENTS_URLS", bare(&payments.http)),
+            crate::identity::jwks_env(),
             amqp(),
         ]),
         cpu,
