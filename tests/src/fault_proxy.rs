@@ -1,5 +1,8 @@
 //! `faultline proxy` in a container, on a test network: the fault proxy that
-//! chaos experiments drive through its Toxiproxy-compatible API.
+//! chaos experiments drive through its Toxiproxy-compatible API. Its API
+//! listens on 0.0.0.0 (the test process reaches it through a mapped port),
+//! so it gets a token of its own, random per proxy, which every call but
+//! `GET /version` and `GET /metrics` must carry.
 
 use std::time::Duration;
 
@@ -22,16 +25,21 @@ pub struct FaultProxy {
     pub host: String,
     /// `http://127.0.0.1:<port>` of the control API, for the test process.
     pub api_url: String,
+    /// The bearer token the control API requires
+    /// (`FAULTLINE_PROXY_API_TOKEN`).
+    pub api_token: String,
 }
 
 impl FaultProxy {
     /// Starts the proxy as `host` with no proxies yet.
     pub async fn start(network: &Network, host: &str) -> anyhow::Result<Self> {
+        let api_token = format!("proxy-{}", uuid::Uuid::new_v4().simple());
         let container = GenericImage::new(images::FAULTLINE.name, images::FAULTLINE.tag)
             .with_entrypoint("/usr/local/bin/faultline")
             .with_exposed_port(ContainerPort::Tcp(API_PORT))
             .with_wait_for(WaitFor::message_on_stdout("faultline proxy ready"))
             .with_cmd(["proxy", "--listen", "0.0.0.0:8474"])
+            .with_env_var("FAULTLINE_PROXY_API_TOKEN", api_token.clone())
             .with_network(network.name())
             .with_container_name(host)
             .with_labels(network.labels())
@@ -48,6 +56,7 @@ impl FaultProxy {
             container,
             host: host.to_owned(),
             api_url: format!("http://127.0.0.1:{port}"),
+            api_token,
         })
     }
 
@@ -56,6 +65,7 @@ impl FaultProxy {
     pub async fn add(&self, name: &str, port: u16, upstream: &str) -> anyhow::Result<String> {
         crate::http_client()?
             .post(format!("{}/proxies", self.api_url))
+            .bearer_auth(&self.api_token)
             .json(&serde_json::json!({
                 "name": name,
                 "listen": format!("0.0.0.0:{port}"),

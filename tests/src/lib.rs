@@ -17,10 +17,13 @@
 //!   webhooks it notifies.
 
 pub mod alertmanager;
+pub mod campaign;
 pub mod docker;
 pub mod eventually;
 pub mod fault_proxy;
+pub mod identity;
 pub mod images;
+pub mod openapi_requests;
 pub mod otlp;
 pub mod postgres;
 pub mod prom_text;
@@ -37,9 +40,13 @@ pub use eventually::eventually;
 /// The HTTP client every test uses: short timeouts, so a hung service fails a
 /// poll rather than the whole test.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(http_client_builder().build()?)
+}
+
+/// The builder of [`http_client`], to add default headers (a bearer token).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     faultline_signal::install_crypto_provider();
-    Ok(reqwest::Client::builder()
+    reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .connect_timeout(std::time::Duration::from_secs(2))
-        .build()?)
 }

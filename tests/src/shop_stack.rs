@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::alertmanager::{Alertmanager, Webhooks, routing_config};
 use crate::fault_proxy::FaultProxy;
+use crate::identity::{JwksServer, StackKeys};
 use crate::images::{self, LocalImage};
 use crate::otlp::OtlpReceiver;
 use crate::postgres::{
@@ -29,7 +30,8 @@ pub struct StackOptions {
     pub otlp_port: Option<u16>,
     /// How many orders replicas the gateway balances over.
     pub orders_replicas: usize,
-    /// Turn on every role's fault admin API (port 9100).
+    /// Turn on every role's fault admin API (port 9100), behind a token
+    /// random per stack ([`ShopStack::fault_admin_token`]).
     pub fault_admin: bool,
     /// Extra environment for the payments role (latency, decline ratio, ...).
     pub payments_env: Vec<(&'static str, String)>,
@@ -97,6 +99,11 @@ pub struct StackOptions {
     /// How many worker replicas run: hosts `worker-1`, `worker-2`, ...,
     /// labelled replica 1, 2, ... as in compose.
     pub worker_replicas: usize,
+    /// Serve the stack's JWKS over HTTP from the test process (re-read on
+    /// every fetch, and fetched every second by the gateway and orders), so
+    /// that a key rotated in [`ShopStack::keys`] is picked up live; without
+    /// it the JWKS is passed inline.
+    pub jwks_served: bool,
 }
 
 /// Where Prometheus also reads rule files: a directory in its own writable
@@ -126,6 +133,7 @@ impl Default for StackOptions {
             broker: false,
             broker_through_proxy: false,
             worker_replicas: 1,
+            jwks_served: false,
         }
     }
 }
@@ -181,8 +189,16 @@ pub struct ShopStack {
     pub redis: Option<(Redis, RedisExporter)>,
     /// RabbitMQ, with `broker`.
     pub rabbitmq: Option<RabbitMq>,
-    /// The fault proxy, when a `*_through_proxy` option asked for it.
+    /// The fault proxy, when a `*_through_proxy` option asked for it (its
+    /// control API requires its `api_token`).
     pub proxy: Option<FaultProxy>,
+    /// The bearer token of every role's fault admin API, with `fault_admin`.
+    pub fault_admin_token: Option<String>,
+    /// The stack's signing keys: [`StackKeys::token`] mints a token the
+    /// gateway and orders accept.
+    pub keys: StackKeys,
+    /// The JWKS server, with `jwks_served`.
+    pub jwks_server: Option<JwksServer>,
     /// The OTLP receiver, with `otlp_through_proxy`.
     pub otlp: Option<OtlpReceiver>,
     /// Prometheus, when asked for.
@@ -284,8 +300,12 @@ impl ShopStack {
             common.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()));
             otlp = Some(receiver);
         }
-        if options.fault_admin {
+        let fault_admin_token = options
+            .fault_admin
+            .then(|| format!("fault-admin-{}", uuid::Uuid::new_v4().simple()));
+        if let Some(token) = &fault_admin_token {
             common.push(("FAULTLINE_FAULT_ADMIN_ADDR", "0.0.0.0:9100".into()));
+            common.push(("FAULTLINE_FAULT_ADMIN_TOKEN", token.clone()));
         }
         if let Some(port) = options.otlp_port {
             common.push(("OTEL_TRACES_EXPORTER", "otlp".into()));
@@ -355,7 +375,21 @@ impl ShopStack {
             ("FAULTLINE_CATALOG_URLS", catalog.url_in_network()),
             ("FAULTLINE_PAYMENTS_URLS", payments.url_in_network()),
         ];
+        let keys = StackKeys::new()?;
+        let jwks_server = if options.jwks_served {
+            Some(JwksServer::start(keys.dir()).await?)
+        } else {
+            None
+        };
+        let auth_env = match &jwks_server {
+            Some(server) => vec![
+                ("FAULTLINE_AUTH_JWKS", server.url_in_network()),
+                ("FAULTLINE_AUTH_JWKS_REFRESH", "1s".to_owned()),
+            ],
+            None => vec![("FAULTLINE_AUTH_JWKS", keys.jwks_json()?)],
+        };
         let mut orders_env = upstreams.clone();
+        orders_env.extend(auth_env.clone());
         if let (true, Some(proxy)) = (options.payments_through_proxy, &proxy) {
             let upstream = format!("{}:8080", payments.host);
             let link = proxy
@@ -440,6 +474,7 @@ impl ShopStack {
             ("FAULTLINE_ORDERS_URLS", orders_urls),
             ("FAULTLINE_GATEWAY_REPLICAS", replicas.to_string()),
         ];
+        gateway_env.extend(auth_env);
         if let Some((redis, _)) = &redis {
             let mut address = redis.address_in_network();
             if let (true, Some(proxy)) = (options.redis_through_proxy, &proxy) {
@@ -559,6 +594,9 @@ impl ShopStack {
             redis,
             rabbitmq,
             proxy,
+            fault_admin_token,
+            keys,
+            jwks_server,
             otlp,
             prometheus,
             alertmanager,
@@ -578,6 +616,26 @@ impl ShopStack {
     /// The gateway's public base URL for the test process.
     pub fn gateway_url(&self) -> &str {
         &self.gateway.http_url
+    }
+
+    /// A bearer token (a JWT, to send as `Authorization: Bearer <token>`)
+    /// of a customer named `subject`, signed with the stack's current key
+    /// (`None` only if the key directory broke).
+    pub fn bearer_for(&self, subject: &str) -> Option<String> {
+        self.keys
+            .token(subject, faultline_auth::Role::Customer)
+            .ok()
+    }
+
+    /// An HTTP client acting as the customer `subject` (every request
+    /// carries its token).
+    pub fn customer(&self, subject: &str) -> anyhow::Result<reqwest::Client> {
+        self.keys.client_as(subject, faultline_auth::Role::Customer)
+    }
+
+    /// `count` load-generator customers with tokens the stack accepts.
+    pub fn customers(&self, count: u32) -> anyhow::Result<faultline_loadgen::Customers> {
+        self.keys.customers(count, "customer")
     }
 
     /// The shop's database on the read replica, for the test process:

@@ -96,6 +96,9 @@ pub struct Shop {
     pub http_url: String,
     /// `http://127.0.0.1:<port>` of the fault admin API, when it is on.
     pub fault_admin_url: Option<String>,
+    /// The bearer token its fault admin API requires, when it is on (the
+    /// `FAULTLINE_FAULT_ADMIN_TOKEN` it was started with).
+    pub fault_admin_token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -159,12 +162,18 @@ impl Shop {
         } else {
             None
         };
+        let fault_admin_token = env
+            .iter()
+            .find(|(name, _)| *name == "FAULTLINE_FAULT_ADMIN_TOKEN")
+            .map(|(_, token)| token.clone())
+            .filter(|_| fault_admin);
         Ok(Self {
             container,
             host: host.to_owned(),
             admin_url: format!("http://127.0.0.1:{admin_port}"),
             http_url: format!("http://127.0.0.1:{http_port}"),
             fault_admin_url,
+            fault_admin_token,
             http: crate::http_client()?,
         })
     }

@@ -23,6 +23,7 @@ const WITHIN: Duration = Duration::from_secs(90);
 
 fn checkout_heavy_load(stack: &ShopStack, rate: f64, duration: Duration) -> anyhow::Result<Config> {
     let mut config = Config::new(stack.gateway_url().parse()?);
+    config.customers = Some(stack.customers(20)?);
     config.mode = Mode::Open { rate };
     config.duration = Some(duration);
     config.seed = Some(17);

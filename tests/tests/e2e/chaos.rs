@@ -25,11 +25,16 @@ fn environment(stack: &ShopStack) -> anyhow::Result<Environment> {
     let mut env = Environment::default();
     env.set("gateway", stack.gateway_url())?;
     env.set("database", &stack.database.url)?;
+    env.set("keys", &stack.keys.path().display().to_string())?;
     if let Some(prometheus) = &stack.prometheus {
         env.set("prometheus", prometheus.client.base_url())?;
     }
     if let Some(proxy) = &stack.proxy {
         env.set("proxy_api", &proxy.api_url)?;
+        env.set("proxy_api_token", &proxy.api_token)?;
+    }
+    if let Some(token) = &stack.fault_admin_token {
+        env.set("fault_admin_token", token)?;
     }
     if let Some(replica) = stack.replica_url() {
         env.set("vars.replica_database", replica)?;
@@ -443,6 +448,11 @@ async fn the_load_surge_experiment_passes() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_credential_stuffing_experiment_passes() -> anyhow::Result<()> {
+    passes("credential-stuffing", StackOptions::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_latency_ramp_experiment_passes_with_the_leading_alert_first() -> anyhow::Result<()> {
     preflight(FOUNDATION_IMAGES).await?;
     let stack = ShopStack::start(
@@ -689,13 +699,13 @@ async fn redis_is_shared_by_the_gateways_and_losing_it_is_graceful() -> anyhow::
 /// two gateways: the two together let through what the quota allows (its
 /// burst, plus its rate for the time it took), within 20%, not twice that.
 async fn one_client_is_held_to_the_global_rate(stack: &ShopStack) -> anyhow::Result<()> {
-    let http = faultline_tests::http_client()?;
     let urls: Vec<String> = std::iter::once(&stack.gateway)
         .chain(&stack.more_gateways)
         .map(|gateway| format!("{}/api/products", gateway.http_url))
         .collect();
     anyhow::ensure!(urls.len() == 2, "two gateways: {urls:?}");
-    let client = format!("flood-{}", uuid::Uuid::new_v4().simple());
+    // One client: one subject, whichever gateway it reaches.
+    let http = stack.customer(&format!("flood-{}", uuid::Uuid::new_v4().simple()))?;
     let sends = (SHARED_RATE * 3.0 * 6.0) as usize;
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs_f64(
         1.0 / (SHARED_RATE * 3.0),
@@ -704,7 +714,7 @@ async fn one_client_is_held_to_the_global_rate(stack: &ShopStack) -> anyhow::Res
     let started = std::time::Instant::now();
     for i in 0..sends {
         ticker.tick().await;
-        let request = http.get(&urls[i % 2]).header("X-Client-Id", &client).send();
+        let request = http.get(&urls[i % 2]).send();
         requests.spawn(async move { (i % 2, request.await.map(|r| r.status().as_u16())) });
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -768,7 +778,7 @@ async fn a_product_one_gateway_cached_is_served_by_the_other(
     let path = "/api/products/3";
     let key = faultline_shop::shared_cache::key(path);
     let _: () = connection.del(&key).await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     let read = |base: String| {
         let http = http.clone();
         async move {

@@ -3,9 +3,13 @@
 //! These tests need a Docker engine and the local images (`compose/build-images`).
 //! Without them they fail, saying what is missing; they never skip.
 
+mod admin_surfaces;
 mod broker;
+mod campaign;
 mod chaos;
 mod foundation;
+mod identity;
+mod openapi;
 mod oversell;
 mod resilience;
 mod shop;

@@ -19,6 +19,7 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 fn load(stack: &ShopStack, rate: f64, duration: Duration) -> anyhow::Result<Config> {
     let mut config = Config::new(stack.gateway_url().parse()?);
+    config.customers = Some(stack.customers(20)?);
     config.mode = Mode::Open { rate };
     config.duration = Some(duration);
     config.seed = Some(11);
@@ -153,14 +154,19 @@ async fn slow_payments_keep_checkout_fast_open_the_circuit_and_every_order_settl
         },
     )
     .await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     let payments_admin = stack
         .payments
         .fault_admin_url
         .clone()
         .context("fault admin")?;
+    let admin_token = stack
+        .fault_admin_token
+        .clone()
+        .context("fault admin token")?;
     let injected = http
         .post(format!("{payments_admin}/faults"))
+        .bearer_auth(&admin_token)
         .json(&json!({ "kind": "latency", "latency_ms": 800 }))
         .send()
         .await?;
@@ -202,6 +208,7 @@ async fn slow_payments_keep_checkout_fast_open_the_circuit_and_every_order_settl
     // The fault clears; trial calls close the circuit again.
     let cleared = http
         .delete(format!("{payments_admin}/faults"))
+        .bearer_auth(&admin_token)
         .send()
         .await?;
     assert_eq!(cleared.status().as_u16(), 204);
@@ -359,7 +366,9 @@ async fn a_flood_is_rate_limited_while_another_client_keeps_its_latency() -> any
         },
     )
     .await?;
-    let http = faultline_tests::http_client()?;
+    // Two clients: two subjects, each with its own quota.
+    let calm_client = stack.customer("calm")?;
+    let http = stack.customer("flood")?;
     let url = format!("{}/api/products/1", stack.gateway_url());
     let calm = |http: reqwest::Client, url: String| async move {
         let mut latencies = Vec::new();
@@ -368,7 +377,7 @@ async fn a_flood_is_rate_limited_while_another_client_keeps_its_latency() -> any
         for _ in 0..15 {
             pace.tick().await;
             let started = Instant::now();
-            let response = http.get(&url).header("x-client-id", "calm").send().await?;
+            let response = http.get(&url).send().await?;
             ensure!(
                 response.status().is_success(),
                 "calm client got {}",
@@ -379,13 +388,13 @@ async fn a_flood_is_rate_limited_while_another_client_keeps_its_latency() -> any
         latencies.sort();
         Ok::<_, anyhow::Error>(latencies[latencies.len() - 1])
     };
-    let baseline = calm(http.clone(), url.clone()).await?;
+    let baseline = calm(calm_client.clone(), url.clone()).await?;
 
     let flood = (0..300).map(|_| {
         let http = http.clone();
         let url = url.clone();
         async move {
-            let response = http.get(&url).header("x-client-id", "flood").send().await?;
+            let response = http.get(&url).send().await?;
             let retry_after = response
                 .headers()
                 .get("retry-after")
@@ -396,7 +405,7 @@ async fn a_flood_is_rate_limited_while_another_client_keeps_its_latency() -> any
     });
     let (flooded, during) = tokio::join!(
         futures::future::join_all(flood),
-        calm(http.clone(), url.clone())
+        calm(calm_client.clone(), url.clone())
     );
     let during = during?;
     let mut limited = 0;

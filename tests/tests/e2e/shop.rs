@@ -35,7 +35,7 @@ async fn post_order(
 async fn a_checkout_is_placed_and_its_event_processed_exactly_once() -> anyhow::Result<()> {
     preflight(SHOP_IMAGES).await?;
     let stack = ShopStack::start("checkout", StackOptions::default()).await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     let db = stack.db().await?;
 
     let products: Value = http
@@ -118,7 +118,7 @@ async fn a_checkout_is_placed_and_its_event_processed_exactly_once() -> anyhow::
 async fn concurrent_identical_checkouts_create_one_order() -> anyhow::Result<()> {
     preflight(SHOP_IMAGES).await?;
     let stack = ShopStack::start("idempotency", StackOptions::default()).await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     let key = uuid::Uuid::new_v4().to_string();
     let body = json!({ "items": [{ "product_id": 3, "quantity": 1 }, { "product_id": 4, "quantity": 2 }] });
 
@@ -161,7 +161,7 @@ async fn concurrent_identical_checkouts_create_one_order() -> anyhow::Result<()>
 async fn bad_input_gets_a_clear_4xx_problem_never_a_5xx() -> anyhow::Result<()> {
     preflight(SHOP_IMAGES).await?;
     let stack = ShopStack::start("bad_input", StackOptions::default()).await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     let url = format!("{}/api/orders", stack.gateway_url());
     let good_key = || uuid::Uuid::new_v4().to_string();
     let json_body = |items: Value| json!({ "items": items }).to_string();
@@ -328,7 +328,7 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     // The test is the client: it starts the trace, as a browser or an edge proxy would.
     let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     let root_span = "00f067aa0ba902b7";
@@ -472,7 +472,7 @@ async fn services_render_exactly_the_metric_catalog() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let http = faultline_tests::http_client()?;
+    let http = stack.customer("e2e-customer")?;
     // Some traffic, so that every histogram has samples.
     for _ in 0..3 {
         http.get(format!("{}/api/products", stack.gateway_url()))
@@ -536,6 +536,7 @@ async fn the_load_generator_drives_the_shop_and_every_acknowledged_order_exists_
     preflight(SHOP_IMAGES).await?;
     let stack = ShopStack::start("loadgen", StackOptions::default()).await?;
     let mut config = faultline_loadgen::Config::new(stack.gateway_url().parse()?);
+    config.customers = Some(stack.customers(20)?);
     config.mode = faultline_loadgen::Mode::Open { rate: 25.0 };
     config.duration = Some(Duration::from_secs(4));
     config.seed = Some(7);
