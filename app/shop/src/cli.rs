@@ -105,7 +105,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct KeysDir {
     /// The key directory (PKCS#8 keys, jwks.json, current).
-    #[arg(long = "keys", env = "FAULTLINE_AUTH_KEYS", default_value = "keys")]
+    #[arg(
+        long = "keys",
+        env = "FAULTLINE_AUTH_KEYS",
+        default_value = "keys",
+        global = true
+    )]
     pub dir: std::path::PathBuf,
 }
 
@@ -410,6 +415,20 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_key_directory_is_named_before_or_after_the_action() {
+        for args in [
+            ["faultline-shop", "keys", "init", "--keys", "/k"],
+            ["faultline-shop", "keys", "--keys", "/k", "init"],
+        ] {
+            let Command::Keys { keys, action } = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not keys");
+            };
+            assert_eq!(keys.dir, std::path::PathBuf::from("/k"));
+            assert!(matches!(action, KeysAction::Init));
+        }
     }
 
     #[test]

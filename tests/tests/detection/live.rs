@@ -248,6 +248,7 @@ async fn every_dashboard_query_returns_data_from_a_live_stack_under_load() -> Re
     let ready = started.elapsed();
 
     let mut load = faultline_loadgen::Config::new(stack.gateway_url().parse()?);
+    load.customers = Some(stack.customers(20)?);
     load.mode = faultline_loadgen::Mode::Open { rate: 20.0 };
     load.duration = Some(DATA_WITHIN + Duration::from_secs(15));
     load.seed = Some(11);
