@@ -2,13 +2,8 @@
 //! proxy, and fault admin calls to a fake admin API, through the whole path
 //! from TOML to journal; and the undo records `faultline cleanup` replays.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
 use faultline_chaos::actions::{Services, UndoRecord};
 use faultline_chaos::environment::DockerTarget;
 use faultline_chaos::experiment::Experiment;
@@ -18,52 +13,21 @@ use faultline_chaos::{RunEvent, run_experiment};
 use faultline_proxy::toxics::{Latency, ToxicKind};
 use faultline_proxy::{NewProxy, NewToxic, ProxyServer, ProxyServerConfig};
 
-type Calls = Arc<Mutex<Vec<String>>>;
+use crate::support::{AdminCalls, FakeAdminOptions, fake_admin};
 
-#[derive(Clone)]
-struct Admin {
-    calls: Calls,
-    active: Arc<Mutex<Vec<serde_json::Value>>>,
-    /// Accepts faults and activates none: a fault admin nobody listens to.
-    forgetful: bool,
-}
-
-/// A fake fault admin API: `POST /faults` (the fault becomes active, unless
-/// `forgetful`), `GET /faults` (the active ones), `DELETE /faults`,
-/// `GET /health`.
-async fn fake_admin(forgetful: bool) -> (String, Calls) {
-    let calls: Calls = Arc::default();
-    let admin = Admin {
-        calls: calls.clone(),
-        active: Arc::default(),
-        forgetful,
-    };
-    let app = Router::new()
-        .route(
-            "/faults",
-            post(|State(admin): State<Admin>, body: String| async move {
-                admin.calls.lock().unwrap().push(format!("POST {body}"));
-                if !admin.forgetful {
-                    let fault = serde_json::from_str(&body).unwrap();
-                    admin.active.lock().unwrap().push(fault);
-                }
-                StatusCode::CREATED
-            })
-            .get(|State(admin): State<Admin>| async move {
-                axum::Json(admin.active.lock().unwrap().clone())
-            })
-            .delete(|State(admin): State<Admin>| async move {
-                admin.calls.lock().unwrap().push("DELETE".to_owned());
-                admin.active.lock().unwrap().clear();
-                StatusCode::NO_CONTENT
-            }),
-        )
-        .route("/health", get(|| async { "ok" }))
-        .with_state(admin);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, calls)
+/// What changed the fake admin's faults: `POST <body>` and `DELETE`, in order.
+fn mutations(calls: &AdminCalls) -> Vec<String> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|call| call.path == "/faults")
+        .filter_map(|call| match call.method.as_str() {
+            "POST" => Some(format!("POST {}", call.body)),
+            "DELETE" => Some("DELETE".to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The journal's `effect` activity of `fault`: its recorded [`Effect`].
@@ -78,7 +42,11 @@ fn effect_of(journal: &faultline_chaos::Journal, fault: &str) -> serde_json::Val
 
 #[tokio::test]
 async fn a_fault_admin_call_that_changes_nothing_fails_as_not_effective() {
-    let (admin, calls) = fake_admin(true).await;
+    let (admin, calls) = fake_admin(FakeAdminOptions {
+        forgetful: true,
+        ..FakeAdminOptions::default()
+    })
+    .await;
     let text = format!(
         r#"
 title = "an admin that ignores us"
@@ -121,10 +89,7 @@ duration = "300ms"
         journal.reasons
     );
     // It was still undone.
-    assert_eq!(
-        calls.lock().unwrap().last().map(String::as_str),
-        Some("DELETE")
-    );
+    assert_eq!(mutations(&calls).last().map(String::as_str), Some("DELETE"));
 }
 
 #[tokio::test]
@@ -133,7 +98,7 @@ async fn toxic_ramp_and_fault_admin_calls_from_toml_to_journal() {
         .await
         .unwrap();
     let client = server.client().unwrap();
-    let (admin, calls) = fake_admin(false).await;
+    let (admin, calls) = fake_admin(FakeAdminOptions::default()).await;
     // The during-probe reaches the admin through the proxy, so the toxic
     // acts on its connections.
     let proxied = client
@@ -245,7 +210,7 @@ type = "proxy_reset"
     let admin_effect = effect_of(&journal, "orders handler latency");
     assert_eq!(admin_effect["effective"], true, "{admin_effect}");
     assert_eq!(admin_effect["evidence"]["active_faults"][0], "latency");
-    let calls = calls.lock().unwrap().clone();
+    let calls = mutations(&calls);
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
         calls[0].starts_with("POST ") && calls[0].contains("\"latency_ms\":800"),

@@ -3,15 +3,8 @@
 //! fault admin API (faults, undos, probes) and nowhere else; the undo
 //! records keep them, so cleanup can send them; the journal never shows them.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use faultline_chaos::actions::{Services, UndoRecord};
 use faultline_chaos::environment::{DockerTarget, Environment, Secret};
 use faultline_chaos::experiment::Experiment;
@@ -24,62 +17,7 @@ use faultline_proxy::{ApiToken, NewProxy, NewToxic, ProxyServer, ProxyServerConf
 const PROXY_TOKEN: &str = "proxy-token-for-the-engine";
 const ADMIN_TOKEN: &str = "fault-admin-token-for-the-engine";
 
-/// Every request the fake admin got: method, path, and whether it carried
-/// the token.
-type Seen = Arc<Mutex<Vec<(String, String, bool)>>>;
-
-/// A fake fault admin API that, like the shop's, answers 401 without the
-/// token (but on `/health`, which the during probe reaches through the
-/// proxy), and remembers what it got.
-async fn fake_admin() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let active: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let record = |State(seen): State<Seen>, request: Request, next: Next| async move {
-        let authorized = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .is_some_and(|v| v.as_bytes() == format!("Bearer {ADMIN_TOKEN}").as_bytes());
-        let path = request.uri().path().to_owned();
-        seen.lock()
-            .unwrap()
-            .push((request.method().to_string(), path.clone(), authorized));
-        if !authorized && path != "/health" {
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
-        next.run(request).await
-    };
-    let app = Router::new()
-        .route(
-            "/faults",
-            post({
-                let active = active.clone();
-                move |body: String| async move {
-                    active
-                        .lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&body).unwrap());
-                    StatusCode::CREATED
-                }
-            })
-            .get({
-                let active = active.clone();
-                move || async move { axum::Json(active.lock().unwrap().clone()).into_response() }
-            })
-            .delete({
-                let active = active.clone();
-                move || async move {
-                    active.lock().unwrap().clear();
-                    StatusCode::NO_CONTENT
-                }
-            }),
-        )
-        .route("/health", get(|| async { "ok" }))
-        .layer(middleware::from_fn_with_state(seen.clone(), record));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
+use crate::support::{FakeAdminOptions, fake_admin};
 
 async fn proxy_with_token() -> ProxyServer {
     let config = ProxyServerConfig::ephemeral().with_api_token(ApiToken::new(PROXY_TOKEN).unwrap());
@@ -90,7 +28,11 @@ async fn proxy_with_token() -> ProxyServer {
 async fn the_engine_sends_each_token_where_it_belongs_and_never_shows_it() {
     let server = proxy_with_token().await;
     let client = server.client().unwrap();
-    let (admin, seen) = fake_admin().await;
+    let (admin, seen) = fake_admin(FakeAdminOptions {
+        token: Some(ADMIN_TOKEN),
+        ..FakeAdminOptions::default()
+    })
+    .await;
     let proxied = client
         .create_proxy(&NewProxy::new(
             "payments",
@@ -168,7 +110,12 @@ type = "proxy_reset"
     .unwrap();
     assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
 
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<(String, String, bool)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|call| (call.method.clone(), call.path.clone(), call.authorized))
+        .collect();
     let to_admin: Vec<_> = seen
         .iter()
         .filter(|(_, path, _)| path == "/faults")

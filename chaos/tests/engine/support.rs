@@ -125,3 +125,87 @@ pub fn sigkill(pid: u32) {
         .unwrap();
     assert!(status.success(), "kill -KILL {pid}");
 }
+
+/// One request a [`fake_admin`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCall {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    /// Whether it carried the fake's token (always, for a fake without one).
+    pub authorized: bool,
+}
+
+/// Every request a [`fake_admin`] got, in order.
+pub type AdminCalls = std::sync::Arc<std::sync::Mutex<Vec<AdminCall>>>;
+
+/// How a [`fake_admin`] behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FakeAdminOptions {
+    /// Like the shop's: 401 without `Authorization: Bearer <token>` (but on
+    /// `/health`). `None`: no credential needed.
+    pub token: Option<&'static str>,
+    /// Accepts faults and activates none: a fault admin nobody listens to.
+    pub forgetful: bool,
+}
+
+/// A fake fault admin API: `POST /faults` (the fault becomes active, unless
+/// `forgetful`), `GET /faults` (the active ones), `DELETE /faults`,
+/// `GET /health`; it remembers every request. Its base URL and the calls.
+pub async fn fake_admin(options: FakeAdminOptions) -> (String, AdminCalls) {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+    use axum::response::IntoResponse;
+
+    let calls = AdminCalls::default();
+    let active: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let handler = {
+        let calls = calls.clone();
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (calls, active) = (calls.clone(), active.clone());
+            async move {
+                let authorized = options.token.is_none_or(|token| {
+                    headers
+                        .get(header::AUTHORIZATION)
+                        .is_some_and(|v| v.as_bytes() == format!("Bearer {token}").as_bytes())
+                });
+                let path = uri.path().to_owned();
+                calls.lock().unwrap().push(AdminCall {
+                    method: method.to_string(),
+                    path: path.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    authorized,
+                });
+                if !authorized && path != "/health" {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                match (method, path.as_str()) {
+                    (Method::GET, "/health") => "ok".into_response(),
+                    (Method::POST, "/faults") => {
+                        if !options.forgetful {
+                            active
+                                .lock()
+                                .unwrap()
+                                .push(serde_json::from_slice(&body).unwrap());
+                        }
+                        StatusCode::CREATED.into_response()
+                    }
+                    (Method::GET, "/faults") => {
+                        axum::Json(active.lock().unwrap().clone()).into_response()
+                    }
+                    (Method::DELETE, "/faults") => {
+                        active.lock().unwrap().clear();
+                        StatusCode::NO_CONTENT.into_response()
+                    }
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        }
+    };
+    let app = Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
