@@ -75,6 +75,8 @@ pub struct FakeFault {
     /// Its lease, if it has one (then the run renews it).
     pub lease: Option<Duration>,
     pub renew: Behaviour,
+    /// How long its injection takes: a slow action, as a real one can be.
+    pub inject_takes: Duration,
 }
 
 impl FakeFault {
@@ -89,6 +91,7 @@ impl FakeFault {
             injected: Arc::new(Notify::new()),
             lease: None,
             renew: Behaviour::Succeed,
+            inject_takes: Duration::ZERO,
         }
     }
 }
@@ -108,6 +111,9 @@ impl Fault for FakeFault {
 
     async fn inject(&self, _prepared: &Prepared) -> Result<Value, ActionError> {
         self.log.push(format!("inject {}", self.name));
+        if !self.inject_takes.is_zero() {
+            tokio::time::sleep(self.inject_takes).await;
+        }
         let result = match self.inject {
             Behaviour::Succeed => Ok(Value::from("injected")),
             Behaviour::Fail => Err(ActionError::Config(format!(

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::guard::ActiveFault;
 use super::record::Outcome;
-use super::{Run, RunEvent, action_outcome, invoke, observe, probe_outcome};
+use super::{Plan, Run, RunEvent, action_outcome, invoke, observe, probe_outcome};
 use crate::actions::{ActionError, Prepared};
 use crate::experiment::Must;
 use crate::journal::{Activity, ActivityStatus, ActivityType};
@@ -113,7 +113,7 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
         .min()
         .unwrap_or(Duration::ZERO);
     let mut result = MethodResult::default();
-    let events = schedule(run);
+    let mut events = schedule(run);
     let mut next_event = 0;
     let mut next_due: Vec<Instant> = plan
         .during
@@ -140,9 +140,16 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
             let event = events[next_event];
             next_event += 1;
             let injected_before = result.first_injection_s.is_some();
-            if let Err(reason) = act(run, event, &mut result).await {
+            let acted_s = clock.now_s();
+            if let Err(reason) = act(run, event, acted_s, &mut result).await {
                 result.end = MethodEnd::Aborted(reason);
                 return result;
+            }
+            if event.what == What::Inject {
+                // A fault acts for its whole duration from when it was
+                // actually injected, even if the injection ran late.
+                let injected_at = clock.instant(acted_s).saturating_duration_since(start);
+                hold_revert(&mut events[next_event..], event.fault, injected_at, plan);
             }
             if let (false, Some(fault_start_s)) = (injected_before, result.first_injection_s) {
                 let _ = run.fault_start_s.set(fault_start_s);
@@ -323,11 +330,32 @@ pub(crate) async fn read_effect(run: &Run, active: &ActiveFault) -> (Activity, O
 }
 
 /// Carries out one scheduled event; `Err` aborts the method.
-async fn act(run: &Run, event: Event, result: &mut MethodResult) -> Result<(), String> {
+/// Moves the revert of `fault` to no earlier than `injected_at` (from the
+/// method's start) plus its duration, and keeps `pending` in order.
+fn hold_revert(pending: &mut [Event], fault: usize, injected_at: Duration, plan: &Plan) {
+    let Some(duration) = plan.faults[fault].duration else {
+        return;
+    };
+    let Some(revert) = pending
+        .iter_mut()
+        .find(|e| e.fault == fault && e.what == What::Revert)
+    else {
+        return;
+    };
+    revert.at = revert.at.max(injected_at + duration);
+    pending.sort_by_key(|e| (e.at, e.what, e.fault));
+}
+
+/// Runs `event`, recorded as starting at `start_s`.
+async fn act(
+    run: &Run,
+    event: Event,
+    start_s: f64,
+    result: &mut MethodResult,
+) -> Result<(), String> {
     let planned = &run.plan.faults[event.fault];
     let timeout = run.plan.settings.action_timeout;
     let clock = run.recorder.clock;
-    let start_s = clock.now_s();
     let record =
         |result: &mut MethodResult, step: &str, outcome: Result<serde_json::Value, ActionError>| {
             let failed = outcome.as_ref().err().map(ToString::to_string);

@@ -176,6 +176,45 @@ async fn a_healthy_run_passes() {
     assert_eq!(phases, ["steady_state", "method", "rollback", "recovery"]);
 }
 
+/// A fault injected late, behind a slow one, still acts for its whole
+/// duration: its revert counts from when it was injected, not from when it
+/// was planned.
+#[tokio::test]
+async fn a_fault_injected_late_still_lasts_its_whole_duration() {
+    let log = CallLog::default();
+    let ok = SwitchProbe::new(Behaviour::Succeed);
+    let mut plan = plan(&log, &ok, &ok);
+    plan.method_duration = Duration::from_millis(300);
+    let slow = FakeFault {
+        inject_takes: Duration::from_millis(500),
+        ..FakeFault::new("a", &log)
+    };
+    plan.faults = vec![
+        fault(slow, 0, Some(300)),
+        fault(FakeFault::new("b", &log), 0, Some(300)),
+    ];
+    let journal = run(plan, bindings()).await.unwrap();
+    assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
+    let start = |name: &str, step: &str| {
+        journal
+            .run
+            .iter()
+            .find(|a| a.activity.name == name && a.activity.step == step)
+            .map(|a| a.start_s)
+            .unwrap_or_else(|| panic!("no {step} of {name}: {:#?}", journal.run))
+    };
+    for name in ["a", "b"] {
+        let lasted = start(name, "revert") - start(name, "inject");
+        assert!(
+            lasted >= 0.3,
+            "{name} was reverted {lasted:.3}s after its injection"
+        );
+    }
+    // b's injection waited for a's, so b had less than its window left.
+    assert!(start("b", "inject") - start("a", "inject") >= 0.5);
+    assert_rolled_back(&log, &["a", "b"]);
+}
+
 #[tokio::test]
 async fn a_failing_probe_aborts_the_method_and_rolls_back() {
     let log = CallLog::default();
