@@ -5,7 +5,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::auth::AuthConfig;
-use crate::config::{ClientConfig, ServeConfig};
+use crate::config::{ClientConfig, ServeConfig, parse_on_off};
 use crate::redis_client::RedisConfig;
 
 /// The public entry point: forwards to catalog and orders.
@@ -62,6 +62,11 @@ pub struct GatewayConfig {
     /// catalog (`0s`: always ask; the stale fallback works either way).
     #[arg(long, env = "FAULTLINE_CATALOG_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub catalog_cache_ttl: Duration,
+    /// Concurrent misses for one path share one catalog fetch (on), or each
+    /// makes its own (off: a miss storm reaches the catalog once per
+    /// request; the benchmark measures the read path per request with it).
+    #[arg(long, env = "FAULTLINE_CATALOG_COALESCE", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub catalog_coalesce: bool,
     /// How long a catalog answer stays in the shared cache in Redis (the
     /// catalog drops a product's answer sooner when its stock changes).
     #[arg(long, env = "FAULTLINE_SHARED_CACHE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -55,7 +55,8 @@ pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
         cache: CatalogCache::new(
             LocalCache::new(config.catalog_cache_entries, config.catalog_cache_ttl),
             redis.map(|redis| SharedCache::new(redis, config.shared_cache_ttl)),
-        ),
+        )
+        .coalescing(config.catalog_coalesce),
         catalog: upstreams.add("catalog", &config.catalog_urls, timeout),
         orders: upstreams.add("orders", &config.orders_urls, timeout),
     };

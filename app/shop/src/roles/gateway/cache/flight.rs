@@ -13,20 +13,31 @@ use tokio::sync::OnceCell;
 #[derive(Debug)]
 pub struct Flights<T> {
     in_flight: Arc<Mutex<HashMap<String, Arc<OnceCell<T>>>>>,
+    /// Off: every caller runs its own fetch.
+    coalesce: bool,
 }
 
 impl<T> Clone for Flights<T> {
     fn clone(&self) -> Self {
         Self {
             in_flight: Arc::clone(&self.in_flight),
+            coalesce: self.coalesce,
         }
     }
 }
 
 impl<T> Default for Flights<T> {
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl<T> Flights<T> {
+    /// Flights that share fetches when `coalesce`, else run each one.
+    pub fn new(coalesce: bool) -> Self {
         Self {
             in_flight: Arc::default(),
+            coalesce,
         }
     }
 }
@@ -40,6 +51,9 @@ impl<T: Clone> Flights<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
+        if !self.coalesce {
+            return fetch().await;
+        }
         let cell = Arc::clone(self.lock().entry(key.to_owned()).or_default());
         let outcome = cell.get_or_init(fetch).await.clone();
         // The first caller back ends the flight: later arrivals start anew.
@@ -117,6 +131,46 @@ mod tests {
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 2, "one fetch per key");
         assert!(flights.is_empty(), "finished flights are forgotten");
+    }
+
+    #[tokio::test]
+    async fn without_coalescing_every_caller_fetches() {
+        let flights: Flights<usize> = Flights::new(false);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let (flights, fetches, mut released) =
+                    (flights.clone(), fetches.clone(), released.clone());
+                tokio::spawn(async move {
+                    flights
+                        .run("a", || async move {
+                            let n = fetches.fetch_add(1, Ordering::SeqCst);
+                            let _ = released.wait_for(|go| *go).await;
+                            n
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // All five fetches run at once: none waits for another's.
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while fetches.load(Ordering::SeqCst) < 5 {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "only {} fetches started",
+                fetches.load(Ordering::SeqCst)
+            );
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        let mut seen = Vec::new();
+        for caller in callers {
+            seen.push(caller.await.unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2, 3, 4], "each caller got its own fetch");
+        assert!(flights.is_empty());
     }
 
     #[tokio::test]

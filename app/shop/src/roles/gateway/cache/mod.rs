@@ -58,6 +58,13 @@ impl<T: Clone> CatalogCache<T> {
         }
     }
 
+    /// Whether concurrent misses for one path share one fetch (the default).
+    #[must_use]
+    pub fn coalescing(mut self, coalesce: bool) -> Self {
+        self.flights = Flights::new(coalesce);
+        self
+    }
+
     /// A fresh answer from the local level, else from the shared one (which
     /// then fills the local level too).
     pub async fn lookup(&self, path: &str) -> Option<CachedAnswer> {
