@@ -275,7 +275,13 @@ impl ShopStack {
         let replica_url = replica
             .as_ref()
             .map(|replica| format!("{}/{}", replica.admin_url, database.name));
-        let mut common: Vec<(&str, String)> = vec![("OTEL_BSP_SCHEDULE_DELAY", "200".into())];
+        let mut common: Vec<(&str, String)> = vec![
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+            // Every request traced, whoever sends it: the trace tests need
+            // the whole of each trace (the shop's default samples 10% of new
+            // traces).
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on".into()),
+        ];
         let proxy = if options.payments_through_proxy
             || options.orders_through_proxy
             || options.catalog_through_proxy

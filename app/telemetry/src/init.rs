@@ -37,7 +37,11 @@ impl Telemetry {
             .with_tracer(traces::tracer(&provider))
             .with_error_records_to_exceptions(true)
             .with_context_activation(false)
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            // No `code.*` and `thread.*` attributes: four more attributes,
+            // one of them a `String` allocated per span, that no query uses.
+            .with_location(false)
+            .with_threads(false);
         let json = crate::switches::enabled(crate::switches::LOGS)
             .map_err(LogsError::from)?
             .then(|| {

@@ -18,6 +18,7 @@ pub mod init;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod span_export;
 pub mod switches;
 pub mod traces;

@@ -35,7 +35,8 @@ pub fn env_filter() -> Result<EnvFilter, LogsError> {
 
 /// One JSON object per event: `timestamp`, `level`, `target`, the event's
 /// fields (`message` among them), the current `span` name, and the
-/// OpenTelemetry `trace_id` and `span_id` when inside a span.
+/// OpenTelemetry `trace_id`, `span_id` and `trace_sampled` (whether the
+/// trace is exported) when inside a span.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonWithTraceIds;
 
@@ -74,6 +75,9 @@ where
                         span_context.trace_id().to_string().into(),
                     );
                     object.insert("span_id".into(), span_context.span_id().to_string().into());
+                    // Whether the trace was kept: a line of an unsampled
+                    // request is the only record of it.
+                    object.insert("trace_sampled".into(), span_context.is_sampled().into());
                 }
             }
         }

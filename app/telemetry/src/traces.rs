@@ -4,7 +4,9 @@
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //!   (default `http://localhost:4317`), `OTEL_EXPORTER_OTLP_TIMEOUT`, `..._HEADERS`;
 //!   the transport is gRPC, so `OTEL_EXPORTER_OTLP_PROTOCOL` must be `grpc` if set;
-//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`;
+//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (unset: 10% of new
+//!   traces, the caller's decision otherwise; see [`crate::sampling`]),
+//!   `OTEL_BSP_*`;
 //! - `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` export nothing;
 //!   spans still get ids, so logs and propagation keep working.
 //!
@@ -24,6 +26,8 @@ use crate::span_export::CountingSpanExporter;
 pub enum TracesError {
     #[error("cannot build the OTLP span exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error(transparent)]
+    Sampler(#[from] crate::sampling::SamplerError),
     #[error(
         "OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported: faultline exports OTLP over gRPC (use \"grpc\")"
     )]
@@ -65,7 +69,9 @@ pub fn provider(
     version: &'static str,
 ) -> Result<SdkTracerProvider, TracesError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let builder = SdkTracerProvider::builder().with_resource(resource(default_service, version));
+    let builder = SdkTracerProvider::builder()
+        .with_resource(resource(default_service, version))
+        .with_sampler(crate::sampling::from_env()?);
     if !export_enabled() {
         return Ok(builder.build());
     }

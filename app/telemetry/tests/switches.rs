@@ -110,3 +110,50 @@ fn an_invalid_switch_fails_the_start() {
     )
     .unwrap();
 }
+
+/// At any sampling ratio a log line carries its trace id, and says whether
+/// the trace was kept: that is how an unsampled failure is found.
+#[test]
+fn unsampled_lines_keep_their_trace_id_and_say_so() {
+    if std::env::var_os(CHILD).is_some() {
+        let telemetry = faultline_telemetry::Telemetry::init("switch-check", "0.0.0").unwrap();
+        tracing::info_span!("check").in_scope(|| tracing::info!("{MARKER}"));
+        telemetry.shutdown();
+        return;
+    }
+    for (ratio, sampled) in [("0", false), ("1", true)] {
+        let output = run_child(
+            "unsampled_lines_keep_their_trace_id_and_say_so",
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio),
+            ],
+        )
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find(|line| line.contains(MARKER))
+            .unwrap_or_else(|| panic!("no log line at ratio {ratio}:\n{stdout}"));
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(json["trace_id"].as_str().map(str::len), Some(32), "{line}");
+        assert_eq!(json["trace_sampled"], sampled, "ratio {ratio}: {line}");
+    }
+}
+
+#[test]
+fn an_invalid_sampler_fails_the_start() {
+    if std::env::var_os(CHILD).is_some() {
+        let err = faultline_telemetry::Telemetry::init("switch-check", "0.0.0").unwrap_err();
+        assert!(err.to_string().contains("OTEL_TRACES_SAMPLER_ARG"), "{err}");
+        return;
+    }
+    run_child(
+        "an_invalid_sampler_fails_the_start",
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "10%"),
+        ],
+    )
+    .unwrap();
+}
