@@ -4,6 +4,7 @@
 pub mod client;
 pub mod extract;
 pub mod outbound;
+pub mod route_metrics;
 pub mod server;
 
 pub use client::{Upstream, UpstreamError};

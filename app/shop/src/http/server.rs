@@ -12,6 +12,7 @@
 //! that do the business (checkout, reserve, authorize) are at `info`, with the
 //! ids they work on.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,6 +21,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+use super::route_metrics::{Route, RouteMetrics};
 use crate::faults::Faults;
 use crate::problem::Problem;
 use crate::resilience::rate_limit::{self, RateLimit};
@@ -71,7 +73,10 @@ pub fn stack(router: Router, policy: ServerPolicy) -> Router {
     if let Some(auth) = policy.auth {
         router = router.layer(middleware::from_fn_with_state(auth, crate::auth::identify));
     }
-    router.layer(middleware::from_fn(observe))
+    router.layer(middleware::from_fn_with_state(
+        RouteMetrics::default(),
+        observe,
+    ))
 }
 
 /// Runs the request under its deadline, and answers 503 when it passes.
@@ -100,55 +105,66 @@ async fn enforce_deadline(
 }
 
 /// Decrements the active-requests gauge even when the request is cancelled.
-struct ActiveGuard(metrics::Gauge);
+struct ActiveGuard(Arc<Route>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.active().decrement(1.0);
     }
 }
 
-/// One span and one set of RED samples per request, named by the route template.
-pub async fn observe(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || UNMATCHED_ROUTE.to_owned(),
-        |path| path.as_str().to_owned(),
-    );
-    let method = request.method().as_str().to_owned();
+/// A request slower than this is logged, with its trace id, even when
+/// nothing failed: at a low sampling ratio the line may be its only record.
+pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
+
+/// One span and one set of RED samples per request, named by the route
+/// template; a log line for a failed (5xx) or slow request.
+pub async fn observe(State(routes): State<RouteMetrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    let handles = routes.route(request.method(), route);
+    let method = request.method().as_str();
     let span = tracing::info_span!(
         "http.server",
         otel.name = format!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = %route,
-        url.path = %request.uri().path(),
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
         url.scheme = "http",
         http.response.status_code = Empty,
     );
     let parent = faultline_telemetry::propagation::extract(request.headers());
     faultline_telemetry::propagation::set_remote_parent(&span, parent);
 
-    let active = metrics::gauge!(
-        "http_server_active_requests",
-        "http_request_method" => method.clone(),
-        "http_route" => route.clone(),
-    );
-    active.increment(1.0);
-    let _guard = ActiveGuard(active);
+    handles.active().increment(1.0);
+    let _guard = ActiveGuard(Arc::clone(&handles));
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    let elapsed = started.elapsed();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+        span.in_scope(|| {
+            tracing::warn!(
+                status = status.as_u16(),
+                duration_ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
+        });
+    } else if elapsed >= SLOW_REQUEST {
+        span.in_scope(|| {
+            tracing::info!(
+                status = status.as_u16(),
+                duration_ms = elapsed.as_millis() as u64,
+                "slow request"
+            );
+        });
     }
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "http_request_method" => method,
-        "http_route" => route,
-        "http_response_status_code" => status.as_str().to_owned(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    handles.record(status, elapsed.as_secs_f64());
     response
 }
