@@ -97,6 +97,12 @@ pub struct LoadgenArgs {
     #[arg(long, env = "FAULTLINE_LOADGEN_MAX_FAILED_KEPT", default_value_t = 50)]
     pub max_failed_kept: usize,
 
+    /// Send no `traceparent`: the services then sample as they would for any
+    /// client (by default every request carries a sampled one, so the whole
+    /// load is traced).
+    #[arg(long, env = "FAULTLINE_LOADGEN_NO_TRACEPARENT")]
+    pub no_traceparent: bool,
+
     /// A key directory (`faultline-shop keys init`): its current key signs
     /// the customers' bearer tokens. Without it no request carries a token.
     #[arg(long, env = "FAULTLINE_LOADGEN_KEYS", value_name = "DIR")]
@@ -179,6 +185,7 @@ impl LoadgenArgs {
             window: self.window,
             keep_windows: self.timeline,
             max_failed_kept: self.max_failed_kept,
+            traceparent: !self.no_traceparent,
             customers,
         })
     }

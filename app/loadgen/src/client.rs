@@ -102,7 +102,8 @@ pub(crate) enum Answer {
 /// One finished exchange.
 #[derive(Debug)]
 pub(crate) struct Exchange {
-    pub(crate) trace: TraceContext,
+    /// The context sent in `traceparent`; `None` when the load sends none.
+    pub(crate) trace: Option<TraceContext>,
     /// From the intended send time to the end of the body (or the failure).
     pub(crate) latency: Duration,
     pub(crate) answer: Answer,
@@ -113,6 +114,7 @@ pub(crate) struct Exchange {
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
+    traceparent: bool,
 }
 
 impl Http {
@@ -127,21 +129,27 @@ impl Http {
             .user_agent(concat!("faultline-loadgen/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let base = config.target.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { client, base })
+        Ok(Self {
+            client,
+            base,
+            traceparent: config.traceparent,
+        })
     }
 
     /// Sends `request` and reads the whole answer. Latency counts from
     /// `intended`, which is earlier than now when the client is late.
     pub(crate) async fn send(&self, request: &HttpRequest, intended: Instant) -> Exchange {
-        let trace = TraceContext::random();
+        let trace = self.traceparent.then(TraceContext::random);
         let mut builder = self
             .client
             .request(
                 request.method.clone(),
                 format!("{}{}", self.base, request.path),
             )
-            .header("traceparent", trace.traceparent())
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(trace) = &trace {
+            builder = builder.header("traceparent", trace.traceparent());
+        }
         if let Some(token) = &request.bearer {
             builder = builder.bearer_auth(token);
         }

@@ -61,6 +61,10 @@ pub struct Config {
     pub keep_windows: bool,
     /// How many failed requests the report keeps (the first ones).
     pub max_failed_kept: usize,
+    /// Send a sampled `traceparent` with every request (the default), so
+    /// that every request of the load is traced whatever the services'
+    /// sampling; off, the services decide, as for a client that sends none.
+    pub traceparent: bool,
     /// The customers the load acts as, with the tokens it mints for them.
     /// `None`: no request carries an `Authorization` header (order routes
     /// then get 401 from a gateway that requires a token).
@@ -179,6 +183,7 @@ impl Config {
             window: Duration::from_secs(1),
             keep_windows: false,
             max_failed_kept: 50,
+            traceparent: true,
             customers: None,
         }
     }

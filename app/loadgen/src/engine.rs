@@ -323,6 +323,11 @@ struct OrderAnswer {
 }
 
 /// `(order id, order status)` from a checkout answer.
+/// The trace id sent, or empty when the load sent no `traceparent`.
+fn trace_id(trace: Option<&crate::client::TraceContext>) -> String {
+    trace.map_or_else(String::new, crate::client::TraceContext::trace_id_hex)
+}
+
 fn parse_order(body: &[u8]) -> Option<(String, String)> {
     let answer: OrderAnswer = serde_json::from_slice(body).ok()?;
     let id = match answer.id {
@@ -453,7 +458,7 @@ impl Shared {
             let offset = intended.saturating_duration_since(self.start);
             let at_offset_ms = u64::try_from(offset.as_millis()).unwrap_or(u64::MAX / 2);
             FailedRequest {
-                trace_id: exchange.trace.trace_id_hex(),
+                trace_id: trace_id(exchange.trace.as_ref()),
                 route: request.route,
                 status: status(exchange),
                 error: kind.to_owned(),
@@ -607,7 +612,7 @@ async fn checkout(
                 first_order_id: first_id.clone(),
                 retry_order_id: Some(second_id.clone()),
                 retry_status,
-                retry_trace_id: second.trace.trace_id_hex(),
+                retry_trace_id: trace_id(second.trace.as_ref()),
             });
             lock(&shared.recorder).checked(violation);
         }
@@ -618,7 +623,7 @@ async fn checkout(
                 first_order_id: first_id.clone(),
                 retry_order_id: None,
                 retry_status,
-                retry_trace_id: second.trace.trace_id_hex(),
+                retry_trace_id: trace_id(second.trace.as_ref()),
             }));
         }
         // The first answer was lost or refused; the retry got the order.

@@ -181,7 +181,8 @@ pub struct IdempotencyViolation {
 /// A failed request (an error in the sense of [`RouteSummary::errors`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedRequest {
-    /// The trace id sent in `traceparent` (32 hex digits).
+    /// The trace id sent in `traceparent` (32 hex digits; empty when the
+    /// load sends none, `Config::traceparent` off).
     pub trace_id: String,
     /// The route template.
     pub route: Route,

@@ -193,6 +193,30 @@ async fn counts_and_errors_match_what_the_stub_served() {
     assert_eq!(keys.len(), acked.len());
 }
 
+/// With `traceparent` off the services sample as for any client: no header
+/// is sent, and a failure's report names no trace id it never sent.
+#[tokio::test]
+async fn without_traceparent_no_trace_context_is_sent() {
+    let (target, stub) = stub::start(Behaviour {
+        list_fail_every: Some(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut config = config(target);
+    config.requests = Some(30);
+    config.mix = only(stub::LIST);
+    config.traceparent = false;
+    let report = run_to_end(config).await;
+    let served = stub.served();
+    assert_eq!(served.len(), 30);
+    assert!(served.iter().all(|s| s.trace_id.is_none()), "{served:?}");
+    assert!(
+        !report.failed_requests.is_empty(),
+        "every third listing fails"
+    );
+    assert!(report.failed_requests.iter().all(|f| f.trace_id.is_empty()));
+}
+
 #[tokio::test]
 async fn customers_place_orders_and_read_back_their_own() {
     let (_dir, minter, verifier) = keys();
