@@ -47,6 +47,8 @@ pub struct Target<'a> {
     pub redis: Option<&'a Redis>,
     /// Processes on the client's side besides this one (the OTLP sink).
     pub helpers: Vec<&'a ChildProcess>,
+    /// Whether the load sends a sampled `traceparent` with every request.
+    pub traceparent: bool,
 }
 
 /// The result of one measurement.
@@ -120,8 +122,9 @@ impl CpuClock {
     }
 }
 
-fn config(url: &Url, load: &Load) -> Config {
+fn config(url: &Url, load: &Load, traceparent: bool) -> Config {
     let mut config = Config::new(url.clone());
+    config.traceparent = traceparent;
     config.mode = load.mode;
     config.concurrency = load.concurrency;
     config.duration = Some(load.duration);
@@ -139,7 +142,7 @@ fn config(url: &Url, load: &Load) -> Config {
 pub async fn measure(target: &Target<'_>, load: &Load) -> Result<Sample, BenchError> {
     let before = CpuClock::read(target);
     let report = faultline_loadgen::run(
-        config(target.url, load),
+        config(target.url, load, target.traceparent),
         CancellationToken::new(),
         NoObserver,
     )
@@ -178,8 +181,14 @@ pub async fn measure(target: &Target<'_>, load: &Load) -> Result<Sample, BenchEr
     })
 }
 
-/// Sends `load` and throws the result away (connections, caches and pools warm up).
-pub async fn warm_up(url: &Url, load: &Load) -> Result<(), BenchError> {
-    faultline_loadgen::run(config(url, load), CancellationToken::new(), NoObserver).await?;
+/// Sends `load` to `target` and throws the result away (connections, caches
+/// and pools warm up).
+pub async fn warm_up(target: &Target<'_>, load: &Load) -> Result<(), BenchError> {
+    faultline_loadgen::run(
+        config(target.url, load, target.traceparent),
+        CancellationToken::new(),
+        NoObserver,
+    )
+    .await?;
     Ok(())
 }

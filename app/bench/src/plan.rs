@@ -111,16 +111,24 @@ pub enum Telemetry {
     /// JSON logs at info with trace ids: spans exist (for the ids) but are
     /// not exported; no metrics.
     Logs,
+    /// Full, with the shop's default head sampling (10% of new traces,
+    /// `parentbased_traceidratio`), and a load that sends no `traceparent`,
+    /// as most clients do: the deployed default.
+    Sampled10,
+    /// Full at 1% head sampling, the load sending no `traceparent`.
+    Sampled1,
 }
 
 impl Telemetry {
     /// Every variant; `Off` is the baseline.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Off,
         Self::Full,
         Self::Traces,
         Self::Metrics,
         Self::Logs,
+        Self::Sampled10,
+        Self::Sampled1,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,12 +138,40 @@ impl Telemetry {
             Self::Traces => "traces",
             Self::Metrics => "metrics",
             Self::Logs => "logs",
+            Self::Sampled10 => "full-10pct",
+            Self::Sampled1 => "full-1pct",
         }
     }
 
-    /// Whether spans are exported to the OTLP sink.
+    /// Whether spans are exported to an OTLP sink.
     pub fn exports(self) -> bool {
+        matches!(
+            self,
+            Self::Full | Self::Traces | Self::Sampled10 | Self::Sampled1
+        )
+    }
+
+    /// The head-sampling ratio of new traces, for the variants that sample
+    /// (their spans go to a sink of their own, so that figure 1's count of
+    /// spans per request stays that of every request traced).
+    pub fn sampling(self) -> Option<f64> {
+        match self {
+            Self::Sampled10 => Some(0.1),
+            Self::Sampled1 => Some(0.01),
+            _ => None,
+        }
+    }
+
+    /// Whether every request's spans are exported (to figure 1's sink,
+    /// which counts spans per request).
+    pub fn traces_every_request(self) -> bool {
         matches!(self, Self::Full | Self::Traces)
+    }
+
+    /// Whether the load sends a sampled `traceparent` (every variant but
+    /// the sampled ones, whose services decide).
+    pub fn traceparent(self) -> bool {
+        self.sampling().is_none()
     }
 
     /// The environment that selects this variant; `otlp` is the sink's
@@ -144,7 +180,7 @@ impl Telemetry {
         let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
         let (spans, export, metrics, logs) = match self {
             Self::Off => (false, false, false, false),
-            Self::Full => (true, true, true, true),
+            Self::Full | Self::Sampled10 | Self::Sampled1 => (true, true, true, true),
             Self::Traces => (true, true, false, false),
             Self::Metrics => (false, false, true, false),
             Self::Logs => (true, false, false, true),
@@ -156,7 +192,13 @@ impl Telemetry {
         ];
         if export {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()));
-            env.push(("OTEL_TRACES_SAMPLER", "always_on".to_owned()));
+            match self.sampling() {
+                Some(ratio) => {
+                    env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()));
+                    env.push(("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
+                }
+                None => env.push(("OTEL_TRACES_SAMPLER", "always_on".to_owned())),
+            }
         } else {
             env.push(("OTEL_SDK_DISABLED", "true".to_owned()));
         }
@@ -209,6 +251,28 @@ mod tests {
         let metrics = Telemetry::Metrics.env("x");
         assert_eq!(get(&metrics, "RUST_LOG").as_deref(), Some("off"));
         assert_eq!(get(&metrics, "FAULTLINE_METRICS").as_deref(), Some("on"));
+    }
+
+    #[test]
+    fn sampled_variants_are_full_at_a_ratio_with_no_traceparent() {
+        let env = Telemetry::Sampled10.env("x");
+        assert_eq!(
+            get(&env, "OTEL_TRACES_SAMPLER").as_deref(),
+            Some("parentbased_traceidratio")
+        );
+        assert_eq!(get(&env, "OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.1"));
+        assert_eq!(get(&env, "FAULTLINE_METRICS").as_deref(), Some("on"));
+        assert_eq!(get(&env, "FAULTLINE_LOGS").as_deref(), Some("on"));
+        let one = Telemetry::Sampled1.env("x");
+        assert_eq!(
+            get(&one, "OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            Some("0.01")
+        );
+        assert!(!Telemetry::Sampled1.traceparent() && Telemetry::Full.traceparent());
+        assert_eq!(
+            get(&Telemetry::Full.env("x"), "OTEL_TRACES_SAMPLER_ARG"),
+            None
+        );
     }
 
     #[test]

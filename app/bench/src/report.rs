@@ -288,6 +288,16 @@ pub struct Round {
 }
 
 /// The label of figure 1's p99 row for `variant`.
+/// Figure 1's variants against `off`, in the tables' order.
+pub const FIGURE_1_VARIANTS: [&str; 6] = [
+    "full",
+    "full-10pct",
+    "full-1pct",
+    "traces",
+    "metrics",
+    "logs",
+];
+
 pub fn p99_label(rate: f64, variant: &str) -> String {
     format!("p99 at {} req/s, {variant} ÷ off", num(rate, 0))
 }
@@ -410,7 +420,7 @@ impl Results {
     /// Figures 1, 2 and 3's rows of the figures table.
     fn side_by_side_rows(&self, out: &mut String) {
         let f = &self.figures;
-        for variant in ["full", "traces", "metrics", "logs"] {
+        for variant in FIGURE_1_VARIANTS {
             let what = format!("throughput, {variant} ÷ off");
             let s = f
                 .instrumentation
@@ -419,7 +429,7 @@ impl Results {
                 .and_then(Option::as_ref);
             self.row(out, "1 instrumentation", &what, s, 3);
         }
-        for variant in ["full", "traces", "metrics", "logs"] {
+        for variant in FIGURE_1_VARIANTS {
             let what = p99_label(self.rates.instrumentation, variant);
             let s = f
                 .instrumentation
@@ -428,7 +438,7 @@ impl Results {
                 .and_then(Option::as_ref);
             self.row(out, "1 instrumentation", &what, s, 3);
         }
-        for variant in ["full", "traces", "metrics", "logs"] {
+        for variant in FIGURE_1_VARIANTS {
             let what = format!("server CPU per request, {variant} ÷ off");
             let s = f
                 .instrumentation
