@@ -7,6 +7,13 @@
 //! Reading stops while the pipeline holds [`MAX_BUFFERED`] bytes, so a held or
 //! slowed direction pushes back on its sender instead of growing without bound.
 //!
+//! A direction with no toxic and nothing buffered takes a fast path
+//! ([`Pump::pass_through`]): it writes what it reads straight from its read
+//! buffer, with no allocation, no clock and no pipeline, waiting on the same
+//! events (cancellation, toxic changes, replies) as the pipeline path, which
+//! takes over at the first of them. Bytes, close reasons and the order of
+//! bytes are the same on either path.
+//!
 //! A direction whose pipeline puts out a reply (an HTTP toxic answering a
 //! request itself, [`Item::Reply`]) forwards nothing more: it hands the reply
 //! to the other direction, which feeds it to its own pipeline behind what it
@@ -23,7 +30,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -127,8 +134,8 @@ async fn run_connection(mut client: TcpStream, ctx: LinkContext) {
     let _ = server.set_nodelay(true);
 
     let cancel = ctx.cancel.child_token();
-    let (to_client, for_client) = mpsc::unbounded_channel();
-    let (to_server, for_server) = mpsc::unbounded_channel();
+    let (to_client, for_client) = oneshot::channel();
+    let (to_server, for_server) = oneshot::channel();
     let (up, down) = {
         let (mut client_read, mut client_write) = client.split();
         let (mut server_read, mut server_write) = server.split();
@@ -199,12 +206,31 @@ struct Pump {
     toxics: watch::Receiver<ToxicSet>,
     cancel: CancellationToken,
     bytes: Counter,
-    /// Replies from this direction's pipeline, for the other direction to
-    /// deliver to this direction's source peer.
-    replies_out: mpsc::UnboundedSender<Vec<u8>>,
-    /// Replies from the other direction, to deliver to this direction's
+    /// The reply of this direction's pipeline, for the other direction to
+    /// deliver to this direction's source peer (there is at most one: this
+    /// direction forwards nothing after it).
+    replies_out: Option<oneshot::Sender<Vec<u8>>>,
+    /// The reply of the other direction, to deliver to this direction's
     /// destination peer.
-    replies_in: mpsc::UnboundedReceiver<Vec<u8>>,
+    replies_in: oneshot::Receiver<Vec<u8>>,
+    src_open: bool,
+    toxics_open: bool,
+    replies_open: bool,
+    /// A reply from the other direction is on its way to the destination.
+    answering: bool,
+}
+
+/// What a pump waits for, besides the destination taking what it holds.
+enum Event {
+    Cancelled,
+    Toxics(Result<(), watch::error::RecvError>),
+    Reply(Option<Vec<u8>>),
+    /// A read into the pump's buffer.
+    Read(io::Result<usize>),
+    /// A write of the pipeline's output.
+    Written(io::Result<usize>),
+    /// The pipeline's timer.
+    Wake,
 }
 
 impl Pump {
@@ -212,8 +238,8 @@ impl Pump {
         stream: Stream,
         ctx: &LinkContext,
         cancel: &CancellationToken,
-        replies_out: mpsc::UnboundedSender<Vec<u8>>,
-        replies_in: mpsc::UnboundedReceiver<Vec<u8>>,
+        replies_out: oneshot::Sender<Vec<u8>>,
+        replies_in: oneshot::Receiver<Vec<u8>>,
     ) -> Self {
         let mut toxics = ctx.toxics.clone();
         let mut pipeline = Pipeline::new(stream);
@@ -224,8 +250,12 @@ impl Pump {
             toxics,
             cancel: cancel.clone(),
             bytes: ctx.metrics.bytes(stream),
-            replies_out,
+            replies_out: Some(replies_out),
             replies_in,
+            src_open: true,
+            toxics_open: true,
+            replies_open: true,
+            answering: false,
         }
     }
 
@@ -243,86 +273,194 @@ impl Pump {
         outcome
     }
 
+    /// Takes the pass-through path while the direction has no toxic and
+    /// nothing buffered, and the pipeline path otherwise; both wait for the
+    /// same events, and handle all but plain data alike. Each step returns
+    /// the next event, or (`Err`) how the direction ended.
     async fn pump<R, W>(&mut self, src: &mut R, dst: &mut W) -> Outcome
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let mut buf = vec![0u8; READ_BUFFER];
-        let mut src_open = true;
-        let mut toxics_open = true;
-        let mut replies_open = true;
-        // A reply from the other direction is on its way to `dst`.
-        let mut answering = false;
         loop {
-            let wake = match self.pipeline.advance(Instant::now()) {
-                Ok(wake) => wake,
-                Err(_) => return Outcome::Reset,
+            let event = if self.src_open && self.pipeline.is_idle() {
+                self.pass_through(src, dst, &mut buf).await
+            } else {
+                self.through_pipeline(src, dst, &mut buf).await
             };
-            match self.pipeline.pop_control() {
-                Some(Control::Close) => return Outcome::Close,
-                Some(Control::Eof) => {
-                    return match dst.shutdown().await {
-                        Ok(()) if answering => Outcome::Answered,
-                        Ok(()) => Outcome::Done,
-                        Err(err) => Outcome::failed(&err),
-                    };
-                }
-                Some(Control::Reply(reply)) => {
-                    // The other direction may be gone already; then the
-                    // connection is closing anyway.
-                    let _ = self.replies_out.send(reply);
-                    return self.discard(src, &mut buf).await;
-                }
-                None => {}
-            }
-            let can_read = src_open && self.pipeline.buffered_bytes() < MAX_BUFFERED;
-            let pending = self.pipeline.front_data();
-            let has_pending = pending.is_some();
-            let pending = pending.unwrap_or_default();
-            let deadline = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return Outcome::Cancelled,
-                changed = self.toxics.changed(), if toxics_open => match changed {
-                    Ok(()) => {
-                        let current = self.toxics.borrow_and_update().clone();
-                        self.pipeline.reconfigure(&current, Instant::now());
-                    }
-                    // The proxy is gone; its cancellation follows.
-                    Err(_) => toxics_open = false,
-                },
-                reply = self.replies_in.recv(), if replies_open => match reply {
-                    Some(reply) => {
-                        // The proxy answers the destination peer itself: the
-                        // answer goes behind what was read so far, then a FIN.
-                        let now = Instant::now();
-                        self.pipeline.push(Item::Data(reply), now);
-                        self.pipeline.push(Item::Eof, now);
-                        src_open = false;
-                        answering = true;
-                    }
-                    None => replies_open = false,
-                },
-                written = dst.write(pending), if has_pending => match written {
-                    Ok(0) => return Outcome::failed(&io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        self.pipeline.consume(n);
-                        self.bytes.increment(n as u64);
-                    }
-                    Err(err) => return Outcome::failed(&err),
-                },
-                read = src.read(&mut buf), if can_read => match read {
-                    Ok(0) => {
-                        src_open = false;
-                        self.pipeline.push(Item::Eof, Instant::now());
-                    }
-                    Ok(n) => self.pipeline.push(Item::Data(buf[..n].to_vec()), Instant::now()),
-                    Err(err) => return Outcome::failed(&err),
-                },
-                () = tokio::time::sleep_until(deadline), if wake.is_some() => {}
+            let handled = match event {
+                Ok(event) => self.handle(event, &buf),
+                Err(outcome) => Err(outcome),
+            };
+            if let Err(outcome) = handled {
+                return outcome;
             }
         }
+    }
+
+    /// The fast path: copies from `src` to `dst` through `buf`, with no
+    /// allocation, no clock and no pipeline, until an event calls for the
+    /// pipeline (or ends the direction). Bytes not yet written when an event
+    /// comes go to the pipeline's output first, where they would have been
+    /// on the pipeline path: a new toxic acts on the bytes read after it.
+    async fn pass_through<R, W>(
+        &mut self,
+        src: &mut R,
+        dst: &mut W,
+        buf: &mut [u8],
+    ) -> Result<Event, Outcome>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let Self {
+            pipeline,
+            toxics,
+            cancel,
+            bytes,
+            replies_in,
+            toxics_open,
+            replies_open,
+            ..
+        } = self;
+        // Made once for the whole stretch, not once per read.
+        let mut events = std::pin::pin!(async {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => Event::Cancelled,
+                result = toxics.changed(), if *toxics_open => Event::Toxics(result),
+                reply = replies_in, if *replies_open => Event::Reply(reply.ok()),
+            }
+        });
+        loop {
+            // Events before reads, so that a toxic added before bytes
+            // arrive acts on them.
+            let n = tokio::select! {
+                biased;
+                event = &mut events => return Ok(event),
+                read = src.read(buf) => match read {
+                    Ok(n) if n > 0 => n,
+                    read => return Ok(Event::Read(read)),
+                },
+            };
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                // The write before events: these bytes were read before them.
+                tokio::select! {
+                    biased;
+                    written = dst.write(data) => match written {
+                        Ok(0) => return Err(Outcome::failed(&io::ErrorKind::WriteZero.into())),
+                        Ok(written) => {
+                            bytes.increment(written as u64);
+                            data = &data[written..];
+                        }
+                        Err(err) => return Err(Outcome::failed(&err)),
+                    },
+                    event = &mut events => {
+                        // The pipeline path writes the rest, as if it had
+                        // been read there.
+                        pipeline.push(Item::Data(data.to_vec()), Instant::now());
+                        return Ok(event);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pipeline path: runs the pipeline's stages and timers, writes what
+    /// comes out, and returns the next event.
+    async fn through_pipeline<R, W>(
+        &mut self,
+        src: &mut R,
+        dst: &mut W,
+        buf: &mut [u8],
+    ) -> Result<Event, Outcome>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let wake = self
+            .pipeline
+            .advance(Instant::now())
+            .map_err(|_| Outcome::Reset)?;
+        match self.pipeline.pop_control() {
+            Some(Control::Close) => return Err(Outcome::Close),
+            Some(Control::Eof) => {
+                return Err(match dst.shutdown().await {
+                    Ok(()) if self.answering => Outcome::Answered,
+                    Ok(()) => Outcome::Done,
+                    Err(err) => Outcome::failed(&err),
+                });
+            }
+            Some(Control::Reply(reply)) => {
+                // The other direction may be gone already; then the
+                // connection is closing anyway.
+                if let Some(replies_out) = self.replies_out.take() {
+                    let _ = replies_out.send(reply);
+                }
+                return Err(self.discard(src, buf).await);
+            }
+            None => {}
+        }
+        let can_read = self.src_open && self.pipeline.buffered_bytes() < MAX_BUFFERED;
+        let pending = self.pipeline.front_data();
+        let has_pending = pending.is_some();
+        let pending = pending.unwrap_or_default();
+        let deadline = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        Ok(tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Event::Cancelled,
+            result = self.toxics.changed(), if self.toxics_open => Event::Toxics(result),
+            reply = &mut self.replies_in, if self.replies_open => Event::Reply(reply.ok()),
+            written = dst.write(pending), if has_pending => Event::Written(written),
+            read = src.read(buf), if can_read => Event::Read(read),
+            () = tokio::time::sleep_until(deadline), if wake.is_some() => Event::Wake,
+        })
+    }
+
+    /// Applies an event to the pipeline; `buf` holds what a read read.
+    fn handle(&mut self, event: Event, buf: &[u8]) -> Result<(), Outcome> {
+        match event {
+            Event::Cancelled => return Err(Outcome::Cancelled),
+            Event::Toxics(Ok(())) => {
+                let current = self.toxics.borrow_and_update().clone();
+                self.pipeline.reconfigure(&current, Instant::now());
+            }
+            // The proxy is gone; its cancellation follows.
+            Event::Toxics(Err(_)) => self.toxics_open = false,
+            Event::Reply(Some(reply)) => {
+                // The proxy answers the destination peer itself: the answer
+                // goes behind what was read so far, then a FIN.
+                let now = Instant::now();
+                self.pipeline.push(Item::Data(reply), now);
+                self.pipeline.push(Item::Eof, now);
+                self.src_open = false;
+                self.answering = true;
+                self.replies_open = false;
+            }
+            // No reply can come any more.
+            Event::Reply(None) => self.replies_open = false,
+            Event::Read(Ok(0)) => {
+                self.src_open = false;
+                self.pipeline.push(Item::Eof, Instant::now());
+            }
+            Event::Read(Ok(n)) => self
+                .pipeline
+                .push(Item::Data(buf[..n].to_vec()), Instant::now()),
+            Event::Written(Ok(0)) => {
+                return Err(Outcome::failed(&io::ErrorKind::WriteZero.into()));
+            }
+            Event::Written(Ok(n)) => {
+                self.pipeline.consume(n);
+                self.bytes.increment(n as u64);
+            }
+            Event::Read(Err(err)) | Event::Written(Err(err)) => {
+                return Err(Outcome::failed(&err));
+            }
+            Event::Wake => {}
+        }
+        Ok(())
     }
 
     /// After a reply: reads and drops whatever the source still sends, until

@@ -148,6 +148,12 @@ impl Pipeline {
         self.slots.len()
     }
 
+    /// Whether the pipeline has no stage and holds nothing: what is read may
+    /// then go straight to the destination, as it would through the pipeline.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.slots.is_empty() && self.out.is_empty()
+    }
+
     /// Feeds an item read from the source peer.
     pub(crate) fn push(&mut self, item: Item, now: Instant) {
         if matches!(&item, Item::Data(data) if data.is_empty()) {
@@ -415,6 +421,26 @@ mod tests {
         assert_eq!(drain(&mut pipeline, &mut sink), Some(Control::Eof));
         assert_eq!(sink, b"abc");
         assert_eq!(pipeline.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn idle_means_no_stage_and_nothing_queued() {
+        let now = Instant::now();
+        let mut pipeline = Pipeline::new(Stream::Downstream);
+        assert!(pipeline.is_idle());
+        pipeline.push(Item::Data(b"abc".to_vec()), now);
+        assert!(!pipeline.is_idle(), "data waits in the output");
+        let mut sink = Vec::new();
+        assert_eq!(drain(&mut pipeline, &mut sink), None);
+        assert!(pipeline.is_idle());
+
+        let toxics = vec![toxic(1, latency(10))];
+        pipeline.reconfigure(&toxics, now);
+        assert!(!pipeline.is_idle(), "a stage, even empty, is not idle");
+        pipeline.reconfigure(&[], now);
+        assert!(pipeline.is_idle());
+        pipeline.push(Item::Eof, now);
+        assert!(!pipeline.is_idle(), "an EOF waits in the output");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cli;
 mod http_toxics;
 mod leases;
 mod metrics;
+mod pass_through;
 mod stats;
 mod support;
 mod toxics;
