@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Profiles the telemetry-full gateway and catalog of faultline-bench (figure
-# 1's "full" variant) during a short run, with perf and DWARF call graphs.
+# 1's "full" variant, or with SAMPLER_ARG=0.1 its "full-10pct") during a
+# short run, with perf and DWARF call graphs.
 #
 #   app/bench/profile/record.sh            # writes target/profile/{gateway,catalog}.data
+#   SAMPLER_ARG=0.1 app/bench/profile/record.sh   # the deployed default, 10% sampled
 #   perf script -i target/profile/catalog.data | app/bench/profile/attribute.py
 #
 # Needs perf, Docker, faultline-local/postgres:15, faultline-local/redis:7.0,
@@ -29,6 +31,12 @@ find_role() { # role -> "pid endpoint" lines
     grep -qx 'FAULTLINE_LOGS=on' <<<"$env" || continue
     grep -qx 'FAULTLINE_METRICS=on' <<<"$env" || continue
     grep -q '^OTEL_EXPORTER_OTLP_ENDPOINT=' <<<"$env" || continue
+    # Which sampling: every request (always_on), or a ratio of them.
+    if [[ -n ${SAMPLER_ARG:-} ]]; then
+      grep -qx "OTEL_TRACES_SAMPLER_ARG=$SAMPLER_ARG" <<<"$env" || continue
+    else
+      grep -qx 'OTEL_TRACES_SAMPLER=always_on' <<<"$env" || continue
+    fi
     # Figure 5's gateways and their catalog use Redis; figure 1's do not.
     grep -q '^FAULTLINE_REDIS_URL=' <<<"$env" && continue
     if [[ $1 == gateway ]]; then grep -qx 'FAULTLINE_CATALOG_CACHE_TTL=0s' <<<"$env" || continue; fi
