@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Reads `perf script` output on stdin and attributes each sample to the first
-category (telemetry first) found anywhere in its stack; prints the shares."""
+category (telemetry first) found anywhere in its stack; prints the shares.
+
+A frame is matched by its function's path only, not by the generic arguments
+in its name: a frame of the whole request's future (`observe`'s, whose state
+type is `RouteMetrics`) is not a metrics frame."""
 import sys, collections
 
 
@@ -16,6 +20,11 @@ cats = [
  ("HTTP server (hyper/axum/tower)", ["hyper", "axum", "tower", "faultline_shop::http::server", "governor"]),
  ("tokio", ["tokio"]),
 ]
+def function_path(frame):
+    """`addr symbol+0xoff (dso)` -> the symbol's path, without generics."""
+    parts = frame.split(None, 1)
+    symbol = parts[1] if len(parts) > 1 else frame
+    return symbol.split("+0x")[0].lstrip("<").split("<")[0]
 counts = collections.Counter(); total = 0; kernel_leaf = 0
 stack = []; header = None
 def flush():
@@ -23,7 +32,7 @@ def flush():
     if header is None: return
     total += 1
     if stack and ("[kernel.kallsyms]" in stack[0] or "kallsyms" in stack[0]): kernel_leaf += 1
-    joined = "\n".join(stack)
+    joined = "\n".join(function_path(frame) for frame in stack)
     for name, pats in cats:
         if any(p in joined for p in pats):
             counts[name] += 1; return

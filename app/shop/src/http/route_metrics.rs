@@ -17,10 +17,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use axum::http::{Method, StatusCode};
 use metrics::{Gauge, Histogram};
 
+/// Each method's routes, by route template.
+type Routes = HashMap<Method, HashMap<Box<str>, Arc<Route>>>;
+
 /// The handles of every (method, route) seen so far.
 #[derive(Debug, Default, Clone)]
 pub struct RouteMetrics {
-    routes: Arc<RwLock<HashMap<Method, HashMap<Box<str>, Arc<Route>>>>>,
+    routes: Arc<RwLock<Routes>>,
 }
 
 /// One route's handles.
