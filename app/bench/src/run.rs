@@ -36,7 +36,7 @@ use crate::exporter::{self, PostgresExporter};
 use crate::measure::{self, LIST_ONLY, Load, Sample, Target};
 use crate::plan::{Plan, Telemetry};
 use crate::postgres::{self, Postgres};
-use crate::procs::{self, ChildProcess, Pinning, Spawn};
+use crate::procs::{self, ChildProcess, Pinning, ReadyLine, Spawn};
 use crate::rabbitmq::{self, RabbitMq};
 use crate::redis::{self, Redis};
 use crate::report::{
@@ -499,13 +499,7 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     progress("starting PostgreSQL");
     let postgres = Postgres::start(pin.server).await?;
     progress("starting the OTLP sink");
-    let (sink, sink_ready) = ChildProcess::start(
-        &Spawn::serve("otlp-sink", &["otlp-sink"]).on_cpu(pin.client),
-        work,
-    )
-    .await?;
-    let sink_ready = sink_ready.unwrap_or_default();
-    let otlp = format!("http://{}", sink_ready.addr("grpc")?);
+    let (sink, otlp, sink_ready) = start_sink("otlp-sink", pin, work).await?;
     let sink_http = sink_ready.addr("http")?;
 
     let side_by_side = if options.footprint_only {
@@ -576,6 +570,20 @@ pub async fn run(options: RunOptions) -> Result<Results, BenchError> {
     })
 }
 
+/// Starts an OTLP sink named `name` on the client's core: the process, its
+/// gRPC endpoint (`http://host:port`) and its ready line.
+async fn start_sink(
+    name: &str,
+    pin: Pinning,
+    work: &Path,
+) -> Result<(ChildProcess, String, ReadyLine), BenchError> {
+    let (sink, ready) =
+        ChildProcess::start(&Spawn::serve(name, &["otlp-sink"]).on_cpu(pin.client), work).await?;
+    let ready = ready.unwrap_or_default();
+    let otlp = format!("http://{}", ready.addr("grpc")?);
+    Ok((sink, otlp, ready))
+}
+
 /// Figure 1's OTLP sink.
 struct Sink<'a> {
     process: &'a ChildProcess,
@@ -609,15 +617,7 @@ async fn side_by_side(
     progress("starting Redis");
     let redis = Redis::start(pin.server).await?;
 
-    let (sampled_sink, sampled_sink_ready) = ChildProcess::start(
-        &Spawn::serve("otlp-sink-sampled", &["otlp-sink"]).on_cpu(pin.client),
-        work,
-    )
-    .await?;
-    let sampled_otlp = format!(
-        "http://{}",
-        sampled_sink_ready.unwrap_or_default().addr("grpc")?
-    );
+    let (sampled_sink, sampled_otlp, _) = start_sink("otlp-sink-sampled", pin, work).await?;
     progress("starting a catalog and a gateway per telemetry variant");
     let mut gateways = BTreeMap::new();
     for telemetry in Telemetry::ALL {
@@ -668,15 +668,7 @@ async fn side_by_side(
     .await?;
     let proxy_addr = proxy_ready.unwrap_or_default().addr("proxy")?;
     progress("starting gateways with their catalog cache on");
-    let (cached_sink, cached_sink_ready) = ChildProcess::start(
-        &Spawn::serve("otlp-sink-cached", &["otlp-sink"]).on_cpu(pin.client),
-        work,
-    )
-    .await?;
-    let cached_otlp = format!(
-        "http://{}",
-        cached_sink_ready.unwrap_or_default().addr("grpc")?
-    );
+    let (cached_sink, cached_otlp, _) = start_sink("otlp-sink-cached", pin, work).await?;
     let mut cached = BTreeMap::new();
     for telemetry in CACHED {
         let name = format!("cached-{}", telemetry.name());
