@@ -98,16 +98,16 @@ async fn a_toxic_added_while_a_write_is_blocked_acts_at_once() {
             }
         })
     };
-    // Every buffer on the way fills, the proxy's write to the server included.
-    let mut last = usize::MAX;
+    // Every buffer on the way fills, the proxy's write to the server
+    // included: the writer makes no progress over 20 polls in a row (about
+    // 200 ms at the poll interval of `eventually`).
+    let (mut last, mut unchanged) = (usize::MAX, 0);
     eventually("the writer stalls", || {
         let now = sent.load(Ordering::Relaxed);
-        let stalled = now == last;
+        unchanged = if now == last { unchanged + 1 } else { 0 };
         last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            stalled.then_some(())
-        }
+        let stalled = unchanged >= 20;
+        async move { stalled.then_some(()) }
     })
     .await;
 
