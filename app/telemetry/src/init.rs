@@ -2,9 +2,11 @@
 //! flushes them at shutdown.
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::head::{SampledOnly, UnsampledIds};
 use crate::logs::{self, JsonWithTraceIds, LogsError};
 use crate::traces::{self, TracesError};
 
@@ -29,6 +31,9 @@ impl Telemetry {
     /// OTLP. Call it inside a Tokio runtime.
     pub fn init(service: &str, version: &'static str) -> Result<Self, InitError> {
         let provider = traces::provider(service, version)?;
+        // Sampling is decided before spans are made (`head`): the spans of
+        // unsampled traces never reach the OpenTelemetry layer.
+        let sampled_only = SampledOnly::new(traces::head_sampler()?);
         // Parents come from the tracing span tree and propagation reads
         // `Span::context()`, so the OTel context need not be made current on
         // every poll (the layer's largest cost: see BENCHMARKS.md), and spans
@@ -41,7 +46,8 @@ impl Telemetry {
             // No `code.*` and `thread.*` attributes: four more attributes,
             // one of them a `String` allocated per span, that no query uses.
             .with_location(false)
-            .with_threads(false);
+            .with_threads(false)
+            .with_filter(sampled_only);
         let json = crate::switches::enabled(crate::switches::LOGS)
             .map_err(LogsError::from)?
             .then(|| {
@@ -53,6 +59,7 @@ impl Telemetry {
         tracing_subscriber::registry()
             .with(logs::env_filter()?)
             .with(otel)
+            .with(UnsampledIds)
             .with(json)
             .try_init()
             .map_err(LogsError::from)?;

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod cgroup;
+pub mod head;
 pub mod init;
 pub mod logs;
 pub mod metrics;

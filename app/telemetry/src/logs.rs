@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -66,19 +67,19 @@ where
             let ids = tracing::dispatcher::get_default(|dispatch| {
                 tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
             });
-            if let Some(context) = ids {
-                use opentelemetry::trace::TraceContextExt;
-                let span_context = context.span().span_context().clone();
-                if span_context.is_valid() {
-                    object.insert(
-                        "trace_id".into(),
-                        span_context.trace_id().to_string().into(),
-                    );
-                    object.insert("span_id".into(), span_context.span_id().to_string().into());
-                    // Whether the trace was kept: a line of an unsampled
-                    // request is the only record of it.
-                    object.insert("trace_sampled".into(), span_context.is_sampled().into());
-                }
+            let span_context = ids
+                .map(|context| context.span().span_context().clone())
+                .filter(SpanContext::is_valid)
+                .or_else(|| crate::head::unsampled_context_of(&span));
+            if let Some(span_context) = span_context {
+                object.insert(
+                    "trace_id".into(),
+                    span_context.trace_id().to_string().into(),
+                );
+                object.insert("span_id".into(), span_context.span_id().to_string().into());
+                // Whether the trace was kept: a line of an unsampled
+                // request is the only record of it.
+                object.insert("trace_sampled".into(), span_context.is_sampled().into());
             }
         }
         let line = serde_json::to_string(&Value::Object(object)).map_err(|_| fmt::Error)?;

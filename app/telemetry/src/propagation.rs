@@ -9,10 +9,25 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The current span's context: its OpenTelemetry span's when its trace is
+/// sampled, else the unsampled trace's (same trace id, sampled flag off; see
+/// [`crate::head`]), else an empty context.
+pub fn current_context() -> Context {
+    let span = tracing::Span::current();
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        return context;
+    }
+    span.with_subscriber(|(id, dispatch)| crate::head::unsampled_context(dispatch, id))
+        .flatten()
+        .map_or(context, |unsampled| {
+            Context::new().with_remote_span_context(unsampled)
+        })
+}
+
 /// Writes the current span's context (`traceparent`, `tracestate`) into `headers`.
 pub fn inject_current(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    TraceContextPropagator::new().inject_context(&current_context(), &mut HeaderInjector(headers));
 }
 
 /// Reads the caller's context from `headers` (an empty context when absent).
@@ -23,8 +38,7 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// The current span's context as a map (`traceparent`, ...), to store with an event.
 pub fn current_carrier() -> HashMap<String, String> {
     let mut carrier = HashMap::new();
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    TraceContextPropagator::new().inject_context(&current_context(), &mut carrier);
     carrier
 }
 
@@ -33,13 +47,19 @@ pub fn from_carrier(carrier: &HashMap<String, String>) -> Context {
     TraceContextPropagator::new().extract(carrier)
 }
 
-/// Makes `span` a child of `parent` when `parent` carries a valid remote span;
-/// returns whether it did.
-pub fn set_remote_parent(span: &tracing::Span, parent: Context) -> bool {
-    if !parent.span().span_context().is_valid() {
-        return false;
+/// Makes a span with `make` as a child of the caller's span in `parent`,
+/// when `parent` carries a valid one: the span's trace is sampled as the
+/// caller decided (see [`crate::head`]) and, if sampled, continues the
+/// caller's trace. Without a valid parent, the span is made as any other.
+pub fn child_of_remote(parent: Context, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    let remote = parent.span().span_context().clone();
+    if !remote.is_valid() {
+        return make();
     }
-    span.set_parent(parent).is_ok()
+    let span = crate::head::with_remote_parent(remote, make);
+    // Nothing to do for an unsampled span: it has no OpenTelemetry span.
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// Links `span` to the span in `context`, for work caused by it (a queued event).
@@ -52,7 +72,7 @@ pub fn add_link(span: &tracing::Span, context: &Context) {
 
 /// The trace id of the current span, as 32 hex digits, if it has one.
 pub fn current_trace_id() -> Option<String> {
-    let context = tracing::Span::current().context();
+    let context = current_context();
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()

@@ -7,8 +7,10 @@
 //! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (unset: 10% of new
 //!   traces, the caller's decision otherwise; see [`crate::sampling`]),
 //!   `OTEL_BSP_*`;
-//! - `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` export nothing;
-//!   spans still get ids, so logs and propagation keep working.
+//! - `OTEL_TRACES_EXPORTER=none` exports nothing (traces are still sampled
+//!   and their spans made); `OTEL_SDK_DISABLED=true` makes no OpenTelemetry
+//!   span at all. Either way requests keep trace ids, so logs and propagation
+//!   keep working (see [`crate::head`]).
 //!
 //! Every export is counted in `otel_sdk_exporter_span_exported_total` (see
 //! [`crate::span_export`]).
@@ -17,7 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::span_export::CountingSpanExporter;
 
@@ -36,8 +38,7 @@ pub enum TracesError {
 
 /// True unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
 pub fn export_enabled() -> bool {
-    let disabled = std::env::var("OTEL_SDK_DISABLED")
-        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    let disabled = sdk_disabled();
     let exporter_none = std::env::var("OTEL_TRACES_EXPORTER")
         .is_ok_and(|value| value.trim().eq_ignore_ascii_case("none"));
     !disabled && !exporter_none
@@ -69,9 +70,11 @@ pub fn provider(
     version: &'static str,
 ) -> Result<SdkTracerProvider, TracesError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Traces are sampled before their spans are made (`head_sampler`): what
+    // reaches the SDK is to be recorded.
     let builder = SdkTracerProvider::builder()
         .with_resource(resource(default_service, version))
-        .with_sampler(crate::sampling::from_env()?);
+        .with_sampler(Sampler::AlwaysOn);
     if !export_enabled() {
         return Ok(builder.build());
     }
@@ -87,6 +90,21 @@ pub fn provider(
     // Counted, so that spans lost to an unreachable collector show in /metrics.
     let exporter = CountingSpanExporter::new(exporter);
     Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// The head sampler: the one `OTEL_TRACES_SAMPLER` names, or none sampled
+/// with `OTEL_SDK_DISABLED=true` (the setting is still checked).
+pub fn head_sampler() -> Result<Sampler, TracesError> {
+    let sampler = crate::sampling::from_env()?;
+    Ok(if sdk_disabled() {
+        Sampler::AlwaysOff
+    } else {
+        sampler
+    })
+}
+
+fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The tracer the tracing layer records into.

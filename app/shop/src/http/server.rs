@@ -126,19 +126,20 @@ pub async fn observe(State(routes): State<RouteMetrics>, request: Request, next:
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let handles = routes.route(request.method(), route);
     let method = request.method().as_str();
-    let span = tracing::info_span!(
-        "http.server",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = route,
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        http.response.status_code = Empty,
-    );
     let parent = faultline_telemetry::propagation::extract(request.headers());
-    faultline_telemetry::propagation::set_remote_parent(&span, parent);
+    let span = faultline_telemetry::propagation::child_of_remote(parent, || {
+        tracing::info_span!(
+            "http.server",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method,
+            http.route = route,
+            url.path = request.uri().path(),
+            url.scheme = "http",
+            http.response.status_code = Empty,
+        )
+    });
 
     handles.active().increment(1.0);
     let _guard = ActiveGuard(Arc::clone(&handles));

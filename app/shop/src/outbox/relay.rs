@@ -185,21 +185,21 @@ impl Relay {
 /// The producer span of one event: a child of the checkout that wrote it, so
 /// the checkout's trace goes on through the broker.
 fn publish_span(event: &StoredEvent) -> tracing::Span {
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = concat!("publish ", "faultline.orders"),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        messaging.system = SYSTEM,
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.destination.name = topology::EXCHANGE,
-        messaging.rabbitmq.destination.routing_key = %event.kind,
-        messaging.message.id = %event.event_id,
-        order_id = %event.aggregate_id,
-    );
     let checkout = faultline_telemetry::propagation::from_carrier(&event.trace_context);
-    faultline_telemetry::propagation::set_remote_parent(&span, checkout);
-    span
+    faultline_telemetry::propagation::child_of_remote(checkout, || {
+        tracing::info_span!(
+            "publish",
+            otel.name = concat!("publish ", "faultline.orders"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            messaging.system = SYSTEM,
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = topology::EXCHANGE,
+            messaging.rabbitmq.destination.routing_key = %event.kind,
+            messaging.message.id = %event.event_id,
+            order_id = %event.aggregate_id,
+        )
+    })
 }

@@ -215,22 +215,23 @@ impl HandleError {
 /// whoever sent it (the relay's publish, or the checkout that wrote it), and
 /// linked to it.
 fn process_span(event: &StoredEvent, system: &'static str) -> tracing::Span {
-    let span = tracing::info_span!(
-        "outbox.process",
-        otel.name = format!("process {}", event.kind),
-        otel.kind = "consumer",
-        messaging.system = system,
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.message.id = %event.event_id,
-        messaging.destination.name = %event.kind,
-        messaging.rabbitmq.message.delivery_tag = tracing::field::Empty,
-        messaging.message.delivery_count = tracing::field::Empty,
-        order_id = %event.aggregate_id,
-    );
     let producer = faultline_telemetry::propagation::from_carrier(&event.trace_context);
+    let span = faultline_telemetry::propagation::child_of_remote(producer.clone(), || {
+        tracing::info_span!(
+            "outbox.process",
+            otel.name = format!("process {}", event.kind),
+            otel.kind = "consumer",
+            messaging.system = system,
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.message.id = %event.event_id,
+            messaging.destination.name = %event.kind,
+            messaging.rabbitmq.message.delivery_tag = tracing::field::Empty,
+            messaging.message.delivery_count = tracing::field::Empty,
+            order_id = %event.aggregate_id,
+        )
+    });
     faultline_telemetry::propagation::add_link(&span, &producer);
-    faultline_telemetry::propagation::set_remote_parent(&span, producer);
     span
 }
 

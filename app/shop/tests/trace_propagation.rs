@@ -1,0 +1,114 @@
+#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+
+//! Sampling is decided at the head and followed downstream: a request sends
+//! on its caller's trace id with the caller's decision, sampled or not, and
+//! a request with no caller gets a trace id of its own. Checked in a child
+//! process of this test binary (the tracing subscriber is global to a
+//! process), with the subscriber the services install.
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request};
+use axum::routing::get;
+use faultline_shop::http::server::{ServerPolicy, stack};
+use tower::ServiceExt;
+
+/// Set on the child: run the requests instead of spawning.
+const CHILD: &str = "FAULTLINE_TRACE_PROPAGATION_CHILD";
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// The `traceparent` the handler would send to the next service.
+async fn outbound(router: &Router, traceparent: Option<&str>) -> String {
+    let mut request = Request::get("/next");
+    if let Some(value) = traceparent {
+        request = request.header("traceparent", value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+fn parts(traceparent: &str) -> (String, String, String) {
+    let fields: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(fields.len(), 4, "not a traceparent: {traceparent:?}");
+    assert_eq!(fields[0], "00", "{traceparent}");
+    (
+        fields[1].to_owned(),
+        fields[2].to_owned(),
+        fields[3].to_owned(),
+    )
+}
+
+async fn requests() {
+    let telemetry = faultline_telemetry::Telemetry::init("trace-propagation", "0.0.0").unwrap();
+    let routes = Router::new().route(
+        "/next",
+        get(|| async {
+            let mut headers = HeaderMap::new();
+            faultline_telemetry::propagation::inject_current(&mut headers);
+            headers
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        }),
+    );
+    let router = stack(
+        routes,
+        ServerPolicy {
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 10,
+            rate_limit: None,
+            auth: None,
+            faults: None,
+        },
+    );
+    for (flags, expected) in [("00", "00"), ("01", "01")] {
+        let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
+        let (trace, span, flags) = parts(&outbound(&router, Some(&sent)).await);
+        assert_eq!(trace, CALLER_TRACE, "the caller's trace goes on");
+        assert_ne!(span, CALLER_SPAN, "with this service's span as parent");
+        assert_eq!(flags, expected, "the caller's decision is followed");
+    }
+    // No caller: a new trace, not sampled at ratio 0, with ids of its own.
+    let (first, _, flags) = parts(&outbound(&router, None).await);
+    let (second, _, _) = parts(&outbound(&router, None).await);
+    assert_eq!(flags, "00");
+    assert_ne!(first, second);
+    assert_ne!(first, CALLER_TRACE);
+    telemetry.shutdown();
+}
+
+#[test]
+fn the_callers_trace_and_decision_are_sent_on() {
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Runtime::new().unwrap().block_on(requests());
+        return;
+    }
+    let test = "the_callers_trace_and_decision_are_sent_on";
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("RUST_LOG", "info")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
