@@ -215,8 +215,7 @@ mod tests {
             .with(seen.clone().with_filter(SampledOnly::new(sampler)))
             .with(UnsampledIds);
         tracing::subscriber::with_default(subscriber, body);
-        let names = seen.0.lock().unwrap().clone();
-        names
+        seen.0.lock().unwrap().clone()
     }
 
     fn current_unsampled() -> Option<SpanContext> {
