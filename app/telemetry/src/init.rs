@@ -56,8 +56,10 @@ impl Telemetry {
                     .event_format(JsonWithTraceIds)
                     .with_writer(std::io::stdout)
             });
+        let (targets, env_filter) = logs::level_filter()?;
         tracing_subscriber::registry()
-            .with(logs::env_filter()?)
+            .with(targets)
+            .with(env_filter)
             .with(otel)
             .with(UnsampledIds)
             .with(json)

@@ -1,4 +1,5 @@
-//! JSON logs on stdout, one object per line, filtered by `RUST_LOG`, with the
+//! JSON logs on stdout, one object per line, filtered by `RUST_LOG` (see
+//! [`level_filter`]), with the
 //! `trace_id` and `span_id` of the current span on every line inside a span.
 
 use std::fmt;
@@ -8,6 +9,7 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -26,11 +28,32 @@ pub enum LogsError {
     Switch(#[from] crate::switches::InvalidSwitch),
 }
 
-/// Builds the filter from `RUST_LOG`, falling back to [`DEFAULT_FILTER`].
-pub fn env_filter() -> Result<EnvFilter, LogsError> {
-    match std::env::var("RUST_LOG") {
-        Ok(value) if !value.trim().is_empty() => Ok(EnvFilter::try_new(value)?),
-        _ => Ok(EnvFilter::try_new(DEFAULT_FILTER)?),
+/// The level filter `RUST_LOG` asks for ([`DEFAULT_FILTER`] when unset or
+/// empty), as one of two layers: exactly one is `Some`.
+///
+/// `EnvFilter` takes a lock and looks the span up in a map on every span
+/// creation, enter, exit and close, for the directives that match spans by
+/// name or field (`[span{field=value}]=debug`): across a request's many
+/// polls that cost is measurable (BENCHMARKS.md). Directives without `[`
+/// are static, and `Targets` applies them with no per-span work; only
+/// `RUST_LOG` values that name spans get an `EnvFilter`.
+pub fn level_filter() -> Result<(Option<Targets>, Option<EnvFilter>), LogsError> {
+    let value = std::env::var("RUST_LOG").ok();
+    parse_filter(value.as_deref())
+}
+
+/// [`level_filter`] for a `RUST_LOG` value.
+pub fn parse_filter(
+    value: Option<&str>,
+) -> Result<(Option<Targets>, Option<EnvFilter>), LogsError> {
+    let value = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(DEFAULT_FILTER);
+    if value.contains('[') {
+        Ok((None, Some(EnvFilter::try_new(value)?)))
+    } else {
+        Ok((Some(value.parse::<Targets>()?), None))
     }
 }
 
@@ -128,5 +151,40 @@ impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0
             .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    #[test]
+    fn static_directives_get_targets_and_span_directives_an_env_filter() {
+        let (targets, env) = parse_filter(None).unwrap();
+        let targets = targets.unwrap();
+        assert!(env.is_none());
+        assert!(targets.would_enable("faultline_shop", &Level::INFO));
+        assert!(!targets.would_enable("faultline_shop", &Level::DEBUG));
+        let (targets, _) = parse_filter(Some("warn,faultline_shop::http=debug")).unwrap();
+        let targets = targets.unwrap();
+        assert!(targets.would_enable("faultline_shop::http::server", &Level::DEBUG));
+        assert!(!targets.would_enable("sqlx::query", &Level::INFO));
+        let (targets, env) =
+            parse_filter(Some("info,[http.server{http.route=/api/orders}]=debug")).unwrap();
+        assert!(targets.is_none() && env.is_some());
+    }
+
+    #[test]
+    fn a_bad_filter_is_an_error_naming_the_variable() {
+        for bad in ["info,faultline=loud", "[unclosed=debug"] {
+            let err = parse_filter(Some(bad)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("RUST_LOG is not a valid filter"),
+                "{bad}: {err}"
+            );
+        }
     }
 }
