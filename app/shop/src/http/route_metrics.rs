@@ -31,6 +31,8 @@ pub struct RouteMetrics {
 pub struct Route {
     method: Method,
     route: Box<str>,
+    /// The server span's name, `{method} {route}`, made once.
+    span_name: Box<str>,
     active: Gauge,
     durations: RwLock<Vec<(StatusCode, Histogram)>>,
 }
@@ -53,6 +55,7 @@ impl RouteMetrics {
             Arc::new(Route {
                 method: method.clone(),
                 route: route.into(),
+                span_name: format!("{method} {route}").into(),
                 active: metrics::gauge!(
                     "http_server_active_requests",
                     "http_request_method" => method.as_str().to_owned(),
@@ -65,6 +68,11 @@ impl RouteMetrics {
 }
 
 impl Route {
+    /// The server span's name: `GET /api/products/{id}`.
+    pub fn span_name(&self) -> &str {
+        &self.span_name
+    }
+
     /// `http_server_active_requests` of this route.
     pub fn active(&self) -> &Gauge {
         &self.active
@@ -117,6 +125,7 @@ mod tests {
                 &list,
                 &cache.route(&Method::GET, "/api/products")
             ));
+            assert_eq!(list.span_name(), "GET /api/products");
             assert!(!Arc::ptr_eq(
                 &list,
                 &cache.route(&Method::POST, "/api/products")

@@ -130,7 +130,7 @@ pub async fn observe(State(routes): State<RouteMetrics>, request: Request, next:
     let span = faultline_telemetry::propagation::child_of_remote(parent, || {
         tracing::info_span!(
             "http.server",
-            otel.name = format!("{method} {route}"),
+            otel.name = handles.span_name(),
             otel.kind = "server",
             otel.status_code = Empty,
             http.request.method = method,
