@@ -15,6 +15,8 @@
 //!   new one), a new span id, and the sampled flag off. Log lines carry that
 //!   trace id and [`crate::propagation`] sends it on, so the next service
 //!   follows the decision and the request stays findable by its trace id.
+//!   No span is made inside it: its inner spans would cost the registry's
+//!   bookkeeping on every poll, for no one.
 //!
 //! A span made with a remote parent ([`crate::propagation::child_of_remote`])
 //! is decided with that parent; any other span follows the span it is made
@@ -122,8 +124,8 @@ where
     }
 }
 
-/// Keeps the context of an unsampled trace on its first span (see the
-/// module's documentation).
+/// Keeps the context of an unsampled trace on its first span, and makes no
+/// span inside it (see the module's documentation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UnsampledIds;
 
@@ -131,6 +133,27 @@ impl<S> Layer<S> for UnsampledIds
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.is_span() {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    }
+
+    /// No span is made inside an unsampled trace: its first span (which
+    /// holds the ids) is the only one, for every layer. Its log lines name
+    /// that span, and its inner `#[instrument]` spans cost nothing, not even
+    /// the registry's bookkeeping on every poll. A span made with a remote
+    /// parent is a new decision and is always made.
+    fn enabled(&self, meta: &Metadata<'_>, ctx: LayerContext<'_, S>) -> bool {
+        if !meta.is_span() || REMOTE.with_borrow(Option::is_some) {
+            return true;
+        }
+        ctx.lookup_current()
+            .is_none_or(|current| current.extensions().get::<Unsampled>().is_none())
+    }
+
     fn on_new_span(&self, _attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         if let Some(context) = UNSAMPLED_ROOT.take()
             && let Some(span) = ctx.span(id)
@@ -232,10 +255,13 @@ mod tests {
         };
         span.in_scope(|| {
             let child = tracing::info_span!("query");
-            child.in_scope(|| {
+            let unsampled = child.in_scope(|| {
                 tracing::info!("inside");
                 current_unsampled()
-            })
+            });
+            // Inside an unsampled trace no span is made.
+            assert_eq!(child.is_disabled(), unsampled.is_some());
+            unsampled
         })
     }
 
