@@ -5,14 +5,15 @@
 //! the way to the request. Checked in a child process of this test binary,
 //! since the tracing subscriber is global to a process.
 
-use std::process::Command;
+mod child;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use faultline_shop::http::server::{SLOW_REQUEST, ServerPolicy, stack};
+use faultline_shop::http::server::SLOW_REQUEST;
 use tower::ServiceExt;
 
 /// Set on the child: run the requests instead of spawning.
@@ -40,16 +41,7 @@ async fn requests() {
                 "late"
             }),
         );
-    let router = stack(
-        routes,
-        ServerPolicy {
-            request_timeout: Duration::from_secs(5),
-            max_in_flight: 10,
-            rate_limit: None,
-            auth: None,
-            faults: None,
-        },
-    );
+    let router = child::behind_the_stack(routes);
     assert_eq!(send(&router, "/ok").await, StatusCode::OK);
     assert_eq!(
         send(&router, "/fail").await,
@@ -61,26 +53,20 @@ async fn requests() {
 
 #[test]
 fn failed_and_slow_requests_are_logged_with_their_trace_id() {
-    if std::env::var_os(CHILD).is_some() {
+    if child::is_child(CHILD) {
         tokio::runtime::Runtime::new().unwrap().block_on(requests());
         return;
     }
-    let test = "failed_and_slow_requests_are_logged_with_their_trace_id";
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("RUST_LOG", "info")
-        .env("OTEL_TRACES_EXPORTER", "none")
-        // Nothing sampled: the lines must still lead to the requests.
-        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-        .env("OTEL_TRACES_SAMPLER_ARG", "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("test result: ok. 1 passed;"),
-        "the child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = child::run(
+        "failed_and_slow_requests_are_logged_with_their_trace_id",
+        CHILD,
+        &[
+            ("RUST_LOG", "info"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            // Nothing sampled: the lines must still lead to the requests.
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
     );
     let lines: Vec<serde_json::Value> = stdout
         .lines()

@@ -6,14 +6,12 @@
 //! process of this test binary (the tracing subscriber is global to a
 //! process), with the subscriber the services install.
 
-use std::process::Command;
-use std::time::Duration;
+mod child;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use axum::routing::get;
-use faultline_shop::http::server::{ServerPolicy, stack};
 use tower::ServiceExt;
 
 /// Set on the child: run the requests instead of spawning.
@@ -63,16 +61,7 @@ async fn requests() {
                 .unwrap_or_default()
         }),
     );
-    let router = stack(
-        routes,
-        ServerPolicy {
-            request_timeout: Duration::from_secs(5),
-            max_in_flight: 10,
-            rate_limit: None,
-            auth: None,
-            faults: None,
-        },
-    );
+    let router = child::behind_the_stack(routes);
     for (flags, expected) in [("00", "00"), ("01", "01")] {
         let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
         let (trace, span, flags) = parts(&outbound(&router, Some(&sent)).await);
@@ -91,24 +80,18 @@ async fn requests() {
 
 #[test]
 fn the_callers_trace_and_decision_are_sent_on() {
-    if std::env::var_os(CHILD).is_some() {
+    if child::is_child(CHILD) {
         tokio::runtime::Runtime::new().unwrap().block_on(requests());
         return;
     }
-    let test = "the_callers_trace_and_decision_are_sent_on";
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("RUST_LOG", "info")
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-        .env("OTEL_TRACES_SAMPLER_ARG", "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("test result: ok. 1 passed;"),
-        "the child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    child::run(
+        "the_callers_trace_and_decision_are_sent_on",
+        CHILD,
+        &[
+            ("RUST_LOG", "info"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
     );
 }

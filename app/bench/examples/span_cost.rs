@@ -1,0 +1,127 @@
+#![allow(clippy::print_stdout)] // The table is the example's output.
+
+//! What the tracing stack costs one request of one service, without the
+//! network, PostgreSQL or the load generator in the way: a server span, a
+//! handler span and a query span, polled seven times, with the subscriber
+//! the services install (`Telemetry::init`), side by side in one run.
+//!
+//!     cargo run --release -p faultline-bench --example span_cost
+//!
+//! The subscriber is global to a process, so each setting runs in a child
+//! process of this binary; each prints its nanoseconds per request and the
+//! parent prints them with their difference from telemetry off. Single
+//! threaded, so it shows the work, not the contention: figure 1 of
+//! BENCHMARKS.md is the whole-system measure.
+
+use std::process::Command;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+/// Set on a child: the setting's name.
+const CHILD: &str = "FAULTLINE_SPAN_COST_CHILD";
+const REQUESTS: u64 = 200_000;
+const REPEATS: usize = 5;
+
+/// (name, environment): the settings compared.
+const SETTINGS: [(&str, &[(&str, &str)]); 3] = [
+    ("off", &[("RUST_LOG", "off"), ("OTEL_SDK_DISABLED", "true")]),
+    (
+        "unsampled (logs on, trace not sampled)",
+        &[
+            ("RUST_LOG", "info"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+        ],
+    ),
+    (
+        "sampled (logs on, spans made, not exported)",
+        &[
+            ("RUST_LOG", "info"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    ),
+];
+
+#[tracing::instrument(name = "SELECT products", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
+async fn query(i: u64) -> u64 {
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    i + 1
+}
+
+#[tracing::instrument(name = "list_products", skip_all, fields(limit = i))]
+async fn handler(i: u64) -> u64 {
+    tokio::task::yield_now().await;
+    query(i).await
+}
+
+async fn request(i: u64) -> u64 {
+    let parent = opentelemetry::Context::new();
+    let span = faultline_telemetry::propagation::child_of_remote(parent, || {
+        tracing::info_span!(
+            "http.server",
+            otel.name = "GET /api/products",
+            otel.kind = "server",
+            http.route = "/api/products",
+            http.response.status_code = tracing::field::Empty,
+        )
+    });
+    let answer = handler(i).instrument(span.clone()).await;
+    span.record("http.response.status_code", 200_u16);
+    answer
+}
+
+/// The child: the best of [`REPEATS`] passes, in ns per request.
+async fn child() -> anyhow::Result<f64> {
+    let telemetry = faultline_telemetry::Telemetry::init("span-cost", "0")?;
+    let mut best = f64::MAX;
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        let mut sum = 0;
+        for i in 0..REQUESTS {
+            sum += request(i).await;
+        }
+        std::hint::black_box(sum);
+        best = best.min(started.elapsed().as_nanos() as f64 / REQUESTS as f64);
+    }
+    telemetry.shutdown();
+    Ok(best)
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let ns = runtime.block_on(child())?;
+        // The parent reads this one line.
+        eprintln!("ns_per_request {ns:.0}");
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut results = Vec::new();
+    for (name, env) in SETTINGS {
+        let output = Command::new(&exe)
+            .env(CHILD, name)
+            .env("FAULTLINE_METRICS", "off")
+            .envs(env.iter().copied())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let ns: f64 = stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("ns_per_request "))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{name}: no result in:\n{stderr}"))?;
+        results.push((name, ns));
+    }
+    let off = results[0].1;
+    println!("| setting | ns per request | added over off | ÷ off |");
+    println!("|---|---|---|---|");
+    for (name, ns) in results {
+        println!("| {name} | {ns:.0} | {:.0} | {:.2} |", ns - off, ns / off);
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! Tests of the global tracing subscriber run their requests in a child
+//! process of the test binary, since a subscriber is global to a process.
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use faultline_shop::http::server::{ServerPolicy, stack};
+
+/// `routes` behind the shop's inbound stack, with nothing but a timeout.
+pub fn behind_the_stack(routes: Router) -> Router {
+    stack(
+        routes,
+        ServerPolicy {
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 10,
+            rate_limit: None,
+            auth: None,
+            faults: None,
+        },
+    )
+}
+
+/// Whether this process is the child that `marker` names.
+pub fn is_child(marker: &str) -> bool {
+    std::env::var_os(marker).is_some()
+}
+
+/// Runs `test` alone in a child process with `marker` and `env` set; fails
+/// unless it passed there. Returns the child's stdout (its log lines).
+pub fn run(test: &str, marker: &str, env: &[(&str, &str)]) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
