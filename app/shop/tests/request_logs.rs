@@ -53,11 +53,7 @@ async fn requests() {
 
 #[test]
 fn failed_and_slow_requests_are_logged_with_their_trace_id() {
-    if child::is_child(CHILD) {
-        tokio::runtime::Runtime::new().unwrap().block_on(requests());
-        return;
-    }
-    let stdout = child::run(
+    let Some(stdout) = child::requests_in_child(
         "failed_and_slow_requests_are_logged_with_their_trace_id",
         CHILD,
         &[
@@ -67,7 +63,10 @@ fn failed_and_slow_requests_are_logged_with_their_trace_id() {
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0"),
         ],
-    );
+        requests,
+    ) else {
+        return;
+    };
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

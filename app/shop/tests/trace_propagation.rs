@@ -80,11 +80,7 @@ async fn requests() {
 
 #[test]
 fn the_callers_trace_and_decision_are_sent_on() {
-    if child::is_child(CHILD) {
-        tokio::runtime::Runtime::new().unwrap().block_on(requests());
-        return;
-    }
-    child::run(
+    child::requests_in_child(
         "the_callers_trace_and_decision_are_sent_on",
         CHILD,
         &[
@@ -93,5 +89,6 @@ fn the_callers_trace_and_decision_are_sent_on() {
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0"),
         ],
+        requests,
     );
 }

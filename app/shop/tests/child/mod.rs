@@ -21,14 +21,26 @@ pub fn behind_the_stack(routes: Router) -> Router {
     )
 }
 
-/// Whether this process is the child that `marker` names.
-pub fn is_child(marker: &str) -> bool {
-    std::env::var_os(marker).is_some()
+/// The body of a test whose requests run in a child: in the child (the
+/// process `marker` names), runs `requests` and returns `None`; in the test
+/// itself, runs `test` in a child with `marker` and `env` set and returns
+/// the child's stdout.
+pub fn requests_in_child<F: Future<Output = ()>>(
+    test: &str,
+    marker: &str,
+    env: &[(&str, &str)],
+    requests: impl FnOnce() -> F,
+) -> Option<String> {
+    if std::env::var_os(marker).is_some() {
+        tokio::runtime::Runtime::new().unwrap().block_on(requests());
+        return None;
+    }
+    Some(run(test, marker, env))
 }
 
 /// Runs `test` alone in a child process with `marker` and `env` set; fails
 /// unless it passed there. Returns the child's stdout (its log lines).
-pub fn run(test: &str, marker: &str, env: &[(&str, &str)]) -> String {
+fn run(test: &str, marker: &str, env: &[(&str, &str)]) -> String {
     let output = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(marker, "1")
