@@ -2,8 +2,12 @@
 
 //! What the tracing stack costs one request of one service, without the
 //! network, PostgreSQL or the load generator in the way: a server span, a
-//! handler span and a query span, polled seven times, with the subscriber
-//! the services install (`Telemetry::init`), side by side in one run.
+//! handler span (at `debug`, as in the shop) and a query span, polled seven
+//! times, with the subscriber the services install (`Telemetry::init`), side
+//! by side in one run. The server span is made two ways: as the shop makes
+//! it, with the OpenTelemetry API (`faultline_telemetry::server_span`), and
+//! as a `tracing` span bridged by `tracing-opentelemetry` (as before issue
+//! 19's last step), to show what that lever buys.
 //!
 //!     cargo run --release -p faultline-bench --example span_cost
 //!
@@ -16,31 +20,53 @@
 use std::process::Command;
 use std::time::Instant;
 
+use faultline_telemetry::server_span::{HttpRequest, ServerSpan};
 use tracing::Instrument;
 
 /// Set on a child: the setting's name.
 const CHILD: &str = "FAULTLINE_SPAN_COST_CHILD";
+/// Set on a child: `tracing` for a bridged `tracing` server span, else the
+/// OpenTelemetry API's.
+const SERVER: &str = "FAULTLINE_SPAN_COST_SERVER";
 const REQUESTS: u64 = 200_000;
 const REPEATS: usize = 5;
 
-/// (name, environment): the settings compared.
-const SETTINGS: [(&str, &[(&str, &str)]); 3] = [
-    ("off", &[("RUST_LOG", "off"), ("OTEL_SDK_DISABLED", "true")]),
+const UNSAMPLED: Env = &[
+    ("RUST_LOG", "info"),
+    ("OTEL_TRACES_EXPORTER", "none"),
+    ("OTEL_TRACES_SAMPLER", "always_off"),
+];
+const SAMPLED: Env = &[
+    ("RUST_LOG", "info"),
+    ("OTEL_TRACES_EXPORTER", "none"),
+    ("OTEL_TRACES_SAMPLER", "always_on"),
+];
+
+/// Environment variables of a setting.
+type Env = &'static [(&'static str, &'static str)];
+
+/// (name, server span made by, environment): the settings compared.
+const SETTINGS: [(&str, &str, Env); 5] = [
     (
-        "unsampled (logs on, trace not sampled)",
-        &[
-            ("RUST_LOG", "info"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_TRACES_SAMPLER", "always_off"),
-        ],
+        "off",
+        "otel",
+        &[("RUST_LOG", "off"), ("OTEL_SDK_DISABLED", "true")],
+    ),
+    ("unsampled, server span by `tracing`", "tracing", UNSAMPLED),
+    (
+        "unsampled, server span by the OTel API (as deployed)",
+        "otel",
+        UNSAMPLED,
     ),
     (
-        "sampled (logs on, spans made, not exported)",
-        &[
-            ("RUST_LOG", "info"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_TRACES_SAMPLER", "always_on"),
-        ],
+        "sampled (spans made, not exported), server span by `tracing`",
+        "tracing",
+        SAMPLED,
+    ),
+    (
+        "sampled, server span by the OTel API (as deployed)",
+        "otel",
+        SAMPLED,
     ),
 ];
 
@@ -52,20 +78,45 @@ async fn query(i: u64) -> u64 {
     i + 1
 }
 
-#[tracing::instrument(name = "list_products", skip_all, fields(limit = i))]
+#[tracing::instrument(level = "debug", name = "list_products", skip_all, fields(limit = i))]
 async fn handler(i: u64) -> u64 {
     tokio::task::yield_now().await;
     query(i).await
 }
 
+/// One request, its server span made as the shop makes it.
 async fn request(i: u64) -> u64 {
+    let parent = opentelemetry::Context::new();
+    let span = if tracing::enabled!(tracing::Level::INFO) {
+        ServerSpan::start(
+            &parent,
+            HttpRequest {
+                name: "GET /api/products",
+                method: "GET",
+                route: "/api/products",
+                path: "/api/products",
+            },
+        )
+    } else {
+        ServerSpan::none()
+    };
+    let answer = span.with_current(handler(i)).await;
+    span.record_status(200);
+    answer
+}
+
+/// One request, its server span a `tracing` span.
+async fn request_by_tracing(i: u64) -> u64 {
     let parent = opentelemetry::Context::new();
     let span = faultline_telemetry::propagation::child_of_remote(parent, || {
         tracing::info_span!(
             "http.server",
             otel.name = "GET /api/products",
             otel.kind = "server",
+            http.request.method = "GET",
             http.route = "/api/products",
+            url.path = "/api/products",
+            url.scheme = "http",
             http.response.status_code = tracing::field::Empty,
         )
     });
@@ -77,12 +128,17 @@ async fn request(i: u64) -> u64 {
 /// The child: the best of [`REPEATS`] passes, in ns per request.
 async fn child() -> anyhow::Result<f64> {
     let telemetry = faultline_telemetry::Telemetry::init("span-cost", "0")?;
+    let by_tracing = std::env::var(SERVER).is_ok_and(|server| server == "tracing");
     let mut best = f64::MAX;
     for _ in 0..REPEATS {
         let started = Instant::now();
         let mut sum = 0;
         for i in 0..REQUESTS {
-            sum += request(i).await;
+            sum += if by_tracing {
+                request_by_tracing(i).await
+            } else {
+                request(i).await
+            };
         }
         std::hint::black_box(sum);
         best = best.min(started.elapsed().as_nanos() as f64 / REQUESTS as f64);
@@ -103,9 +159,10 @@ fn main() -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe()?;
     let mut results = Vec::new();
-    for (name, env) in SETTINGS {
+    for (name, server, env) in SETTINGS {
         let output = Command::new(&exe)
             .env(CHILD, name)
+            .env(SERVER, server)
             .env("FAULTLINE_METRICS", "off")
             .envs(env.iter().copied())
             .output()?;

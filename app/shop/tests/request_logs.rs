@@ -70,7 +70,7 @@ fn failed_and_slow_requests_are_logged_with_their_trace_id() {
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|line: &serde_json::Value| line["span"] == "http.server")
+        .filter(|line: &serde_json::Value| line["target"] == "faultline_shop::http::server")
         .collect();
     let line = |message: &str| {
         let found: Vec<_> = lines.iter().filter(|l| l["message"] == message).collect();

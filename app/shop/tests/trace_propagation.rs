@@ -2,7 +2,10 @@
 
 //! Sampling is decided at the head and followed downstream: a request sends
 //! on its caller's trace id with the caller's decision, sampled or not, and
-//! a request with no caller gets a trace id of its own. Checked in a child
+//! a request with no caller gets a trace id of its own. A `tracing` span the
+//! handler makes joins the server span's trace (the server span is made with
+//! the OpenTelemetry API; `faultline_telemetry::server_span`): a child of it
+//! when sampled, no span at all when not. Checked in a child
 //! process of this test binary (the tracing subscriber is global to a
 //! process), with the subscriber the services install.
 
@@ -20,8 +23,9 @@ const CHILD: &str = "FAULTLINE_TRACE_PROPAGATION_CHILD";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// The `traceparent` the handler would send to the next service.
-async fn outbound(router: &Router, traceparent: Option<&str>) -> String {
+/// The `traceparent`s the handler would send to the next service: from the
+/// handler itself, and from inside a `tracing` span it makes.
+async fn outbound(router: &Router, traceparent: Option<&str>) -> (String, String) {
     let mut request = Request::get("/next");
     if let Some(value) = traceparent {
         request = request.header("traceparent", value);
@@ -34,7 +38,18 @@ async fn outbound(router: &Router, traceparent: Option<&str>) -> String {
     let body = axum::body::to_bytes(response.into_body(), 1024)
         .await
         .unwrap();
-    String::from_utf8(body.to_vec()).unwrap()
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let (handler, inner) = body.split_once(' ').unwrap();
+    (handler.to_owned(), inner.to_owned())
+}
+
+fn traceparent() -> String {
+    let mut headers = HeaderMap::new();
+    faultline_telemetry::propagation::inject_current(&mut headers);
+    headers
+        .get("traceparent")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 fn parts(traceparent: &str) -> (String, String, String) {
@@ -53,25 +68,34 @@ async fn requests() {
     let routes = Router::new().route(
         "/next",
         get(|| async {
-            let mut headers = HeaderMap::new();
-            faultline_telemetry::propagation::inject_current(&mut headers);
-            headers
-                .get("traceparent")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default()
+            let handler = traceparent();
+            let inner = tracing::info_span!("inner").in_scope(traceparent);
+            format!("{handler} {inner}")
         }),
     );
     let router = child::behind_the_stack(routes);
     for (flags, expected) in [("00", "00"), ("01", "01")] {
         let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
-        let (trace, span, flags) = parts(&outbound(&router, Some(&sent)).await);
+        let (handler, inner) = outbound(&router, Some(&sent)).await;
+        let (trace, span, flags) = parts(&handler);
         assert_eq!(trace, CALLER_TRACE, "the caller's trace goes on");
         assert_ne!(span, CALLER_SPAN, "with this service's span as parent");
         assert_eq!(flags, expected, "the caller's decision is followed");
+        let (inner_trace, inner_span, inner_flags) = parts(&inner);
+        assert_eq!(
+            inner_trace, CALLER_TRACE,
+            "the handler's span joins the trace"
+        );
+        assert_eq!(inner_flags, expected);
+        if expected == "01" {
+            assert_ne!(inner_span, span, "a span of its own, in the trace");
+        } else {
+            assert_eq!(inner_span, span, "no span is made in an unsampled trace");
+        }
     }
     // No caller: a new trace, not sampled at ratio 0, with ids of its own.
-    let (first, _, flags) = parts(&outbound(&router, None).await);
-    let (second, _, _) = parts(&outbound(&router, None).await);
+    let (first, _, flags) = parts(&outbound(&router, None).await.0);
+    let (second, _, _) = parts(&outbound(&router, None).await.0);
     assert_eq!(flags, "00");
     assert_ne!(first, second);
     assert_ne!(first, CALLER_TRACE);

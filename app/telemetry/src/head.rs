@@ -20,7 +20,9 @@
 //!
 //! A span made with a remote parent ([`crate::propagation::child_of_remote`])
 //! is decided with that parent; any other span follows the span it is made
-//! in, and a span made in none is a new trace. The SDK's own sampler is then
+//! in, or, made in no `tracing` span, the HTTP server span whose context is
+//! current ([`crate::server_span`], decided by the same [`Head`]); a span
+//! made in neither is a new trace. The SDK's own sampler is then
 //! `AlwaysOn`: what reaches it was decided here.
 
 use std::cell::RefCell;
@@ -49,15 +51,14 @@ thread_local! {
 #[derive(Debug, Clone)]
 struct Unsampled(SpanContext);
 
-/// The OpenTelemetry layer's filter: the spans of sampled traces and the
-/// events inside them, nothing else.
+/// Decides whether a new trace, or one continued from a caller, is sampled.
 #[derive(Debug, Clone)]
-pub struct SampledOnly {
+pub struct Head {
     sampler: Sampler,
     ids: RandomIdGenerator,
 }
 
-impl SampledOnly {
+impl Head {
     /// Decides new traces with `sampler` (see [`crate::sampling`]).
     pub fn new(sampler: Sampler) -> Self {
         Self {
@@ -67,31 +68,59 @@ impl SampledOnly {
     }
 
     /// Whether a trace starting at a span named `name`, under `remote` (the
-    /// caller's span) if any, is sampled; if not, its context is left for
-    /// [`UnsampledIds`].
-    fn decide(&self, name: &str, remote: Option<SpanContext>) -> bool {
-        let trace_id = remote
-            .as_ref()
-            .map_or_else(|| self.ids.new_trace_id(), SpanContext::trace_id);
-        let state = remote
-            .as_ref()
-            .map_or_else(TraceState::default, |r| r.trace_state().clone());
-        let parent =
-            remote.map_or_else(Context::new, |r| Context::new().with_remote_span_context(r));
+    /// caller's span) if any, is sampled: `None` if it is, else the
+    /// unsampled trace's context (the caller's trace id or a new one, a new
+    /// span id, the sampled flag off).
+    pub fn decide(&self, name: &str, remote: Option<&SpanContext>) -> Option<SpanContext> {
+        let trace_id = remote.map_or_else(|| self.ids.new_trace_id(), SpanContext::trace_id);
+        let parent = remote.map_or_else(Context::new, |r| {
+            Context::new().with_remote_span_context(r.clone())
+        });
         let sampled = self
             .sampler
             .should_sample(Some(&parent), trace_id, name, &SpanKind::Internal, &[], &[])
             .decision
             == SamplingDecision::RecordAndSample;
-        let unsampled = (!sampled).then(|| {
+        (!sampled).then(|| {
             SpanContext::new(
                 trace_id,
                 self.ids.new_span_id(),
                 TraceFlags::default(),
                 false,
-                state,
+                remote.map_or_else(TraceState::default, |r| r.trace_state().clone()),
             )
-        });
+        })
+    }
+}
+
+/// The span context current in OpenTelemetry's own context, if valid: set
+/// while a future made by [`crate::server_span`] is polled.
+pub(crate) fn otel_current() -> Option<SpanContext> {
+    Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        context.is_valid().then(|| context.clone())
+    })
+}
+
+/// The OpenTelemetry layer's filter: the spans of sampled traces and the
+/// events inside them, nothing else.
+#[derive(Debug, Clone)]
+pub struct SampledOnly {
+    head: Head,
+}
+
+impl SampledOnly {
+    /// Decides new traces with `head`.
+    pub fn new(head: Head) -> Self {
+        Self { head }
+    }
+
+    /// Whether the trace a span starts is sampled; if not, its context is
+    /// left for [`UnsampledIds`].
+    fn decide(&self, name: &str, remote: Option<&SpanContext>) -> bool {
+        let unsampled = self.head.decide(name, remote);
+        let sampled = unsampled.is_none();
         UNSAMPLED_ROOT.set(unsampled);
         sampled
     }
@@ -105,16 +134,21 @@ where
         if meta.is_span()
             && let Some(remote) = REMOTE.with_borrow(Clone::clone)
         {
-            return self.decide(meta.name(), Some(remote));
+            return self.decide(meta.name(), Some(&remote));
         }
         UNSAMPLED_ROOT.set(None);
         match cx.current_span().id() {
             // `cx` sees only the spans this filter let through: the current
             // span is in a sampled trace exactly when it is there.
             Some(current) => cx.span(current).is_some(),
-            None if meta.is_span() => self.decide(meta.name(), None),
-            // An event outside any span: OpenTelemetry has nowhere to put it.
-            None => false,
+            // An event outside any `tracing` span: OpenTelemetry has nowhere
+            // to put it.
+            None if !meta.is_span() => false,
+            // Inside a server span (`crate::server_span`): its decision.
+            None => match otel_current() {
+                Some(server) => server.is_sampled(),
+                None => self.decide(meta.name(), None),
+            },
         }
     }
 
@@ -150,8 +184,11 @@ where
         if !meta.is_span() || REMOTE.with_borrow(Option::is_some) {
             return true;
         }
-        ctx.lookup_current()
-            .is_none_or(|current| current.extensions().get::<Unsampled>().is_none())
+        match ctx.lookup_current() {
+            Some(current) => current.extensions().get::<Unsampled>().is_none(),
+            // Inside a server span (`crate::server_span`) or none.
+            None => otel_current().is_none_or(|server| server.is_sampled()),
+        }
     }
 
     fn on_new_span(&self, _attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
@@ -235,7 +272,10 @@ mod tests {
     fn under(sampler: Sampler, body: impl FnOnce()) -> Vec<String> {
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry()
-            .with(seen.clone().with_filter(SampledOnly::new(sampler)))
+            .with(
+                seen.clone()
+                    .with_filter(SampledOnly::new(Head::new(sampler))),
+            )
             .with(UnsampledIds);
         tracing::subscriber::with_default(subscriber, body);
         seen.0.lock().unwrap().clone()

@@ -6,7 +6,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::head::{SampledOnly, UnsampledIds};
+use crate::head::{Head, SampledOnly, UnsampledIds};
 use crate::logs::{self, JsonWithTraceIds, LogsError};
 use crate::traces::{self, TracesError};
 
@@ -33,13 +33,18 @@ impl Telemetry {
         let provider = traces::provider(service, version)?;
         // Sampling is decided before spans are made (`head`): the spans of
         // unsampled traces never reach the OpenTelemetry layer.
-        let sampled_only = SampledOnly::new(traces::head_sampler()?);
+        let head = Head::new(traces::head_sampler()?);
+        let tracer = traces::tracer(&provider);
+        // The server span is made with the OpenTelemetry API, decided by the
+        // same head (`server_span`).
+        crate::server_span::install(head.clone(), tracer.clone());
+        let sampled_only = SampledOnly::new(head);
         // Parents come from the tracing span tree and propagation reads
         // `Span::context()`, so the OTel context need not be made current on
         // every poll (the layer's largest cost: see BENCHMARKS.md), and spans
         // carry their duration, not busy/idle time.
         let otel = tracing_opentelemetry::layer()
-            .with_tracer(traces::tracer(&provider))
+            .with_tracer(tracer)
             .with_error_records_to_exceptions(true)
             .with_context_activation(false)
             .with_tracked_inactivity(false)

@@ -60,7 +60,8 @@ pub fn parse_filter(
 /// One JSON object per event: `timestamp`, `level`, `target`, the event's
 /// fields (`message` among them), the current `span` name, and the
 /// OpenTelemetry `trace_id`, `span_id` and `trace_sampled` (whether the
-/// trace is exported) when inside a span.
+/// trace is exported) when inside a span (a `tracing` span, or the HTTP
+/// server span whose context is current: `crate::server_span`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonWithTraceIds;
 
@@ -85,25 +86,28 @@ where
         object.insert("level".into(), event.metadata().level().as_str().into());
         object.insert("target".into(), event.metadata().target().into());
         event.record(&mut JsonVisitor(&mut object));
-        if let Some(span) = ctx.lookup_current() {
-            object.insert("span".into(), span.name().into());
-            let ids = tracing::dispatcher::get_default(|dispatch| {
-                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
-            });
-            let span_context = ids
-                .map(|context| context.span().span_context().clone())
-                .filter(SpanContext::is_valid)
-                .or_else(|| crate::head::unsampled_context_of(&span));
-            if let Some(span_context) = span_context {
-                object.insert(
-                    "trace_id".into(),
-                    span_context.trace_id().to_string().into(),
-                );
-                object.insert("span_id".into(), span_context.span_id().to_string().into());
-                // Whether the trace was kept: a line of an unsampled
-                // request is the only record of it.
-                object.insert("trace_sampled".into(), span_context.is_sampled().into());
+        let span_context = match ctx.lookup_current() {
+            Some(span) => {
+                object.insert("span".into(), span.name().into());
+                let ids = tracing::dispatcher::get_default(|dispatch| {
+                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+                });
+                ids.map(|context| context.span().span_context().clone())
+                    .filter(SpanContext::is_valid)
+                    .or_else(|| crate::head::unsampled_context_of(&span))
             }
+            // In no `tracing` span: the server span's, if any.
+            None => crate::head::otel_current(),
+        };
+        if let Some(span_context) = span_context {
+            object.insert(
+                "trace_id".into(),
+                span_context.trace_id().to_string().into(),
+            );
+            object.insert("span_id".into(), span_context.span_id().to_string().into());
+            // Whether the trace was kept: a line of an unsampled request is
+            // the only record of it.
+            object.insert("trace_sampled".into(), span_context.is_sampled().into());
         }
         let line = serde_json::to_string(&Value::Object(object)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{line}")

@@ -11,16 +11,20 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The current span's context: its OpenTelemetry span's when its trace is
 /// sampled, else the unsampled trace's (same trace id, sampled flag off; see
-/// [`crate::head`]), else an empty context.
+/// [`crate::head`]); outside any `tracing` span, the server span's
+/// ([`crate::server_span`]), else an empty context.
 pub fn current_context() -> Context {
     let span = tracing::Span::current();
+    if span.is_none() {
+        return Context::current();
+    }
     let context = span.context();
     if context.span().span_context().is_valid() {
         return context;
     }
     span.with_subscriber(|(id, dispatch)| crate::head::unsampled_context(dispatch, id))
         .flatten()
-        .map_or(context, |unsampled| {
+        .map_or_else(Context::current, |unsampled| {
             Context::new().with_remote_span_context(unsampled)
         })
 }

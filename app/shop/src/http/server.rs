@@ -26,8 +26,7 @@ use crate::faults::Faults;
 use crate::problem::Problem;
 use crate::resilience::rate_limit::{self, RateLimit};
 use crate::resilience::{deadline, shed};
-use tracing::Instrument;
-use tracing::field::Empty;
+use faultline_telemetry::server_span::{HttpRequest, ServerSpan};
 
 /// The largest request body any role accepts.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -119,37 +118,40 @@ pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 /// One span and one set of RED samples per request, named by the route
 /// template; a log line for a failed (5xx) or slow request.
+///
+/// The server span is made with the OpenTelemetry API
+/// ([`ServerSpan`]), when `RUST_LOG` enables `info` here: the handler's
+/// `tracing` spans and log lines find its context (see
+/// `faultline_telemetry::server_span`).
 pub async fn observe(State(routes): State<RouteMetrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let handles = routes.route(request.method(), route);
-    let method = request.method().as_str();
-    let parent = faultline_telemetry::propagation::extract(request.headers());
-    let span = faultline_telemetry::propagation::child_of_remote(parent, || {
-        tracing::info_span!(
-            "http.server",
-            otel.name = handles.span_name(),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            http.request.method = method,
-            http.route = route,
-            url.path = request.uri().path(),
-            url.scheme = "http",
-            http.response.status_code = Empty,
+    let span = if tracing::enabled!(tracing::Level::INFO) {
+        let parent = faultline_telemetry::propagation::extract(request.headers());
+        ServerSpan::start(
+            &parent,
+            HttpRequest {
+                name: handles.span_name(),
+                method: request.method().as_str(),
+                route,
+                path: request.uri().path(),
+            },
         )
-    });
+    } else {
+        ServerSpan::none()
+    };
 
     handles.active().increment(1.0);
     let _guard = ActiveGuard(Arc::clone(&handles));
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = span.with_current(next.run(request)).await;
     let status = response.status();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status.as_u16());
+    span.record_status(status.as_u16());
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
         span.in_scope(|| {
             tracing::warn!(
                 status = status.as_u16(),

@@ -1,0 +1,152 @@
+//! The HTTP server span, made with the OpenTelemetry API rather than through
+//! `tracing`: the cheapest correct path for the one span every request has.
+//!
+//! A request's server span is decided, made and ended here:
+//!
+//! - sampled: an SDK span of kind server, its attributes built only then,
+//!   with the caller's span as its parent;
+//! - not sampled: no span at all, only its ids (the caller's trace id or a
+//!   new one, a new span id, the sampled flag off), so that log lines and the
+//!   next hop still carry the trace id and the decision.
+//!
+//! Either way its context is made current (OpenTelemetry's, not `tracing`'s)
+//! while the request's future is polled ([`ServerSpan::with_current`]). The
+//! handler's `tracing` spans (queries, client calls) find it there:
+//! `tracing-opentelemetry` parents a span made in no `tracing` span to the
+//! current OpenTelemetry context, [`crate::head`] follows its decision (and
+//! makes no span inside an unsampled one), the JSON log lines take their ids
+//! from it and [`crate::propagation`] sends it on.
+//!
+//! What it saves over a `tracing` span (see BENCHMARKS.md): the registry's
+//! slot and its bookkeeping on every poll, and, when sampled, the bridge's
+//! span builder and the conversion of every field.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use crate::head::Head;
+
+/// The head sampler and the tracer, from [`crate::Telemetry::init`].
+static INSTALLED: OnceLock<(Head, SdkTracer)> = OnceLock::new();
+
+/// Makes `head` decide and `tracer` record the server spans of this process
+/// (the first call wins: the subscriber is process-wide too).
+pub(crate) fn install(head: Head, tracer: SdkTracer) {
+    // A second `Telemetry::init` fails at the subscriber; nothing to replace.
+    let _ = INSTALLED.set((head, tracer));
+}
+
+/// What a server span says about the request, read only when it is sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// The span's name: `GET /api/products/{id}`.
+    pub name: &'a str,
+    pub method: &'a str,
+    /// The route template (`/api/products/{id}`).
+    pub route: &'a str,
+    pub path: &'a str,
+}
+
+/// One request's server span (or its ids, when not sampled); ended when
+/// dropped, so a cancelled request's span ends too.
+#[derive(Debug)]
+pub struct ServerSpan {
+    cx: Context,
+}
+
+impl ServerSpan {
+    /// No span and no ids: telemetry is off for the caller.
+    pub fn none() -> Self {
+        Self { cx: Context::new() }
+    }
+
+    /// The server span of a request whose caller sent `parent` (an empty
+    /// context when none): sampled as the caller decided, or as the head
+    /// sampler decides for a new trace. Without [`crate::Telemetry::init`],
+    /// [`ServerSpan::none`].
+    pub fn start(parent: &Context, request: HttpRequest<'_>) -> Self {
+        let Some((head, tracer)) = INSTALLED.get() else {
+            return Self::none();
+        };
+        let remote = parent.span().span_context().clone();
+        let remote = remote.is_valid().then_some(remote);
+        if let Some(unsampled) = head.decide(request.name, remote.as_ref()) {
+            return Self {
+                cx: Context::new().with_remote_span_context(unsampled),
+            };
+        }
+        let span = tracer
+            .span_builder(request.name.to_owned())
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", request.method.to_owned()),
+                KeyValue::new("http.route", request.route.to_owned()),
+                KeyValue::new("url.path", request.path.to_owned()),
+                KeyValue::new("url.scheme", "http"),
+            ])
+            .start_with_context(tracer, parent);
+        Self {
+            cx: parent.with_span(span),
+        }
+    }
+
+    /// Polls `future` with this span's context current.
+    pub fn with_current<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        future.with_context(self.cx.clone())
+    }
+
+    /// Runs `f` with this span's context current (for a log line).
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _current = self.cx.clone().attach();
+        f()
+    }
+
+    /// Records the response's status; a 5xx marks the span as an error.
+    pub fn record_status(&self, status: u16) {
+        let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_status(Status::error(format!("HTTP {status}")));
+        }
+    }
+
+    /// The span's trace id and sampled flag, if it has ids.
+    pub fn trace(&self) -> Option<(String, bool)> {
+        let span = self.cx.span();
+        let context = span.span_context();
+        context
+            .is_valid()
+            .then(|| (context.trace_id().to_string(), context.is_sampled()))
+    }
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        // A no-op for the unsampled and the empty context.
+        self.cx.span().end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_telemetry_there_is_no_span_and_no_ids() {
+        let span = ServerSpan::none();
+        assert_eq!(span.trace(), None);
+        span.record_status(500);
+        assert!(span.in_scope(|| crate::head::otel_current().is_none()));
+    }
+}
