@@ -5,7 +5,7 @@
 //! handler span (at `debug`, as in the shop) and a query span, polled seven
 //! times, with the subscriber the services install (`Telemetry::init`), side
 //! by side in one run. The server span is made two ways: as the shop makes
-//! it, with the OpenTelemetry API (`faultline_telemetry::server_span`), and
+//! it, with the OpenTelemetry API (`faultline_telemetry::http_spans`), and
 //! as a `tracing` span bridged by `tracing-opentelemetry` (as before issue
 //! 19's last step), to show what that lever buys.
 //!
@@ -20,7 +20,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use faultline_telemetry::server_span::{HttpRequest, ServerSpan};
+use faultline_telemetry::http_spans::{HttpRequest, ServerSpan};
 use tracing::Instrument;
 
 /// Set on a child: the setting's name.

@@ -4,7 +4,7 @@
 //! on its caller's trace id with the caller's decision, sampled or not, and
 //! a request with no caller gets a trace id of its own. A `tracing` span the
 //! handler makes joins the server span's trace (the server span is made with
-//! the OpenTelemetry API; `faultline_telemetry::server_span`): a child of it
+//! the OpenTelemetry API; `faultline_telemetry::http_spans`): a child of it
 //! when sampled, no span at all when not. Checked in a child
 //! process of this test binary (the tracing subscriber is global to a
 //! process), with the subscriber the services install.

@@ -21,7 +21,7 @@
 //! A span made with a remote parent ([`crate::propagation::child_of_remote`])
 //! is decided with that parent; any other span follows the span it is made
 //! in, or, made in no `tracing` span, the HTTP server span whose context is
-//! current ([`crate::server_span`], decided by the same [`Head`]); a span
+//! current ([`crate::http_spans`], decided by the same [`Head`]); a span
 //! made in neither is a new trace. The SDK's own sampler is then
 //! `AlwaysOn`: what reaches it was decided here.
 
@@ -94,7 +94,7 @@ impl Head {
 }
 
 /// The span context current in OpenTelemetry's own context, if valid: set
-/// while a future made by [`crate::server_span`] is polled.
+/// while a future made by [`crate::http_spans`] is polled.
 pub(crate) fn otel_current() -> Option<SpanContext> {
     Context::map_current(|cx| {
         let span = cx.span();
@@ -144,7 +144,7 @@ where
             // An event outside any `tracing` span: OpenTelemetry has nowhere
             // to put it.
             None if !meta.is_span() => false,
-            // Inside a server span (`crate::server_span`): its decision.
+            // Inside a server span (`crate::http_spans`): its decision.
             None => match otel_current() {
                 Some(server) => server.is_sampled(),
                 None => self.decide(meta.name(), None),
@@ -186,7 +186,7 @@ where
         }
         match ctx.lookup_current() {
             Some(current) => current.extensions().get::<Unsampled>().is_none(),
-            // Inside a server span (`crate::server_span`) or none.
+            // Inside a server span (`crate::http_spans`) or none.
             None => otel_current().is_none_or(|server| server.is_sampled()),
         }
     }

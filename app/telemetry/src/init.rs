@@ -36,8 +36,8 @@ impl Telemetry {
         let head = Head::new(traces::head_sampler()?);
         let tracer = traces::tracer(&provider);
         // The server span is made with the OpenTelemetry API, decided by the
-        // same head (`server_span`).
-        crate::server_span::install(head.clone(), tracer.clone());
+        // same head (`http_spans`).
+        crate::http_spans::install(head.clone(), tracer.clone());
         let sampled_only = SampledOnly::new(head);
         // Parents come from the tracing span tree and propagation reads
         // `Span::context()`, so the OTel context need not be made current on

@@ -2,7 +2,7 @@
 //! tracing-subscriber, OpenTelemetry and Prometheus SDKs.
 //!
 //! - [`Telemetry::init`]: JSON logs with trace ids, and OTLP traces (`OTEL_*`).
-//! - [`server_span`]: the HTTP server span, made with the OpenTelemetry API.
+//! - [`http_spans`]: the HTTP server span, made with the OpenTelemetry API.
 //! - [`propagation`]: W3C trace context in HTTP headers and stored carriers.
 //! - [`metrics`]: the process-wide Prometheus recorder and its rendering.
 //! - [`cgroup`]: the container's memory limit
@@ -16,12 +16,12 @@
 pub mod catalog;
 pub mod cgroup;
 pub mod head;
+pub mod http_spans;
 pub mod init;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
 pub mod sampling;
-pub mod server_span;
 pub mod span_export;
 pub mod switches;
 pub mod traces;

@@ -61,7 +61,7 @@ pub fn parse_filter(
 /// fields (`message` among them), the current `span` name, and the
 /// OpenTelemetry `trace_id`, `span_id` and `trace_sampled` (whether the
 /// trace is exported) when inside a span (a `tracing` span, or the HTTP
-/// server span whose context is current: `crate::server_span`).
+/// server span whose context is current: `crate::http_spans`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonWithTraceIds;
 

@@ -12,7 +12,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The current span's context: its OpenTelemetry span's when its trace is
 /// sampled, else the unsampled trace's (same trace id, sampled flag off; see
 /// [`crate::head`]); outside any `tracing` span, the server span's
-/// ([`crate::server_span`]), else an empty context.
+/// ([`crate::http_spans`]), else an empty context.
 pub fn current_context() -> Context {
     let span = tracing::Span::current();
     if span.is_none() {
@@ -31,7 +31,12 @@ pub fn current_context() -> Context {
 
 /// Writes the current span's context (`traceparent`, `tracestate`) into `headers`.
 pub fn inject_current(headers: &mut http::HeaderMap) {
-    TraceContextPropagator::new().inject_context(&current_context(), &mut HeaderInjector(headers));
+    inject(&current_context(), headers);
+}
+
+/// Writes `context` (`traceparent`, `tracestate`) into `headers`.
+pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
+    TraceContextPropagator::new().inject_context(context, &mut HeaderInjector(headers));
 }
 
 /// Reads the caller's context from `headers` (an empty context when absent).

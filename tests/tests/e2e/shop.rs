@@ -403,11 +403,30 @@ async fn one_checkout_gives_one_trace_across_every_hop() -> anyhow::Result<()> {
         gateway.attributes.get("http.route").map(String::as_str),
         Some("/api/orders")
     );
+    assert_eq!(gateway.kind, 2, "the gateway's span is a server span");
     let orders = find("orders", "POST /api/orders")?;
+    assert_eq!(orders.kind, 2);
+    let by_id = |id: &str| spans.iter().find(|s| s.span_id == id);
+    let call = by_id(&orders.parent_span_id).context("orders' parent is in the trace")?;
     assert_eq!(
-        ids.get(orders.parent_span_id.as_str()),
-        Some(&"gateway"),
+        (call.service.as_str(), call.kind, call.name.as_str()),
+        ("gateway", 3, "POST"),
         "orders' parent is the gateway's client span"
+    );
+    assert_eq!(
+        call.parent_span_id, gateway.span_id,
+        "the client span is the gateway's server span's child"
+    );
+    assert_eq!(
+        call.attributes.get("peer.service").map(String::as_str),
+        Some("orders")
+    );
+    assert_eq!(
+        call.attributes
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("201"),
+        "{call:?}"
     );
     let catalog = find("catalog", "POST /api/reservations")?;
     assert_eq!(ids.get(catalog.parent_span_id.as_str()), Some(&"orders"));

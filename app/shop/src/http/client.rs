@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use faultline_telemetry::http_spans::{ClientSpan, HttpCall};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::Instrument;
-use tracing::field::Empty;
 use url::Url;
 
 use crate::resilience::breaker::{Breaker, BreakerConfig, State};
@@ -311,23 +310,23 @@ impl Upstream {
         })?;
         let server = base.host_str().unwrap_or_default().to_owned();
         let port = base.port_or_known_default().unwrap_or_default();
-        let span = tracing::info_span!(
-            "http.client",
-            otel.name = %method,
-            otel.kind = "client",
-            otel.status_code = Empty,
-            http.request.method = %method,
-            server.address = %server,
-            server.port = port,
-            url.full = %url,
-            peer.service = self.name,
-            http.response.status_code = Empty,
-            error.type = Empty,
-        );
+        // The client span, made with the OpenTelemetry API when `RUST_LOG`
+        // enables `info` here (`faultline_telemetry::http_spans`).
+        let span = if tracing::enabled!(tracing::Level::INFO) {
+            ClientSpan::start(HttpCall {
+                method: method.as_str(),
+                server_address: &server,
+                server_port: port,
+                url: url.as_str(),
+                peer_service: self.name,
+            })
+        } else {
+            ClientSpan::none()
+        };
         let started = Instant::now();
+        span.inject(&mut headers);
+        deadline::propagate(&mut headers, timeout);
         let result = async {
-            faultline_telemetry::propagation::inject_current(&mut headers);
-            deadline::propagate(&mut headers, timeout);
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -348,15 +347,10 @@ impl Upstream {
                 body,
             })
         }
-        .instrument(span.clone())
         .await;
         let status_label = match &result {
             Ok(response) => {
-                span.record("http.response.status_code", response.status.as_u16());
-                if response.status.is_server_error() {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.type", response.status.as_str());
-                }
+                span.record_status(response.status.as_u16());
                 response.status.as_str().to_owned()
             }
             Err(err) => {
@@ -365,8 +359,7 @@ impl Upstream {
                 } else {
                     "transport"
                 };
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", kind);
+                span.record_error(kind);
                 kind.to_owned()
             }
         };

@@ -26,7 +26,7 @@ use crate::faults::Faults;
 use crate::problem::Problem;
 use crate::resilience::rate_limit::{self, RateLimit};
 use crate::resilience::{deadline, shed};
-use faultline_telemetry::server_span::{HttpRequest, ServerSpan};
+use faultline_telemetry::http_spans::{HttpRequest, ServerSpan};
 
 /// The largest request body any role accepts.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -122,7 +122,7 @@ pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
 /// The server span is made with the OpenTelemetry API
 /// ([`ServerSpan`]), when `RUST_LOG` enables `info` here: the handler's
 /// `tracing` spans and log lines find its context (see
-/// `faultline_telemetry::server_span`).
+/// `faultline_telemetry::http_spans`).
 pub async fn observe(State(routes): State<RouteMetrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()

@@ -1,5 +1,6 @@
-//! The HTTP server span, made with the OpenTelemetry API rather than through
-//! `tracing`: the cheapest correct path for the one span every request has.
+//! The HTTP server and client spans, made with the OpenTelemetry API rather
+//! than through `tracing`: the cheapest correct path for the spans every
+//! request has.
 //!
 //! A request's server span is decided, made and ended here:
 //!
@@ -17,7 +18,11 @@
 //! makes no span inside an unsampled one), the JSON log lines take their ids
 //! from it and [`crate::propagation`] sends it on.
 //!
-//! What it saves over a `tracing` span (see BENCHMARKS.md): the registry's
+//! A client span ([`ClientSpan`]) is a child of the current context (a
+//! `tracing` span's or the server span's), made only when that is sampled,
+//! and is what the call's `traceparent` names.
+//!
+//! What they save over `tracing` spans (see BENCHMARKS.md): the registry's
 //! slot and its bookkeeping on every poll, and, when sampled, the bridge's
 //! span builder and the conversion of every field.
 
@@ -50,6 +55,105 @@ pub struct HttpRequest<'a> {
     /// The route template (`/api/products/{id}`).
     pub route: &'a str,
     pub path: &'a str,
+}
+
+/// What a client span says about the call, read only when it is sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub method: &'a str,
+    pub server_address: &'a str,
+    pub server_port: u16,
+    pub url: &'a str,
+    /// The peer's logical name (`catalog`).
+    pub peer_service: &'a str,
+}
+
+/// One outbound call's client span: made when the current trace is
+/// sampled, else the current context as it is. Ended when dropped.
+#[derive(Debug)]
+pub struct ClientSpan {
+    cx: Context,
+}
+
+impl ClientSpan {
+    /// No span and no ids: telemetry is off for the caller.
+    pub fn none() -> Self {
+        Self { cx: Context::new() }
+    }
+
+    /// A client span for `call`, child of the current context
+    /// ([`crate::propagation::current_context`]); in none, the first span of
+    /// a new trace, decided by the head sampler.
+    pub fn start(call: HttpCall<'_>) -> Self {
+        let Some((head, tracer)) = INSTALLED.get() else {
+            return Self::none();
+        };
+        let parent = crate::propagation::current_context();
+        let parent_span = parent.span().span_context().clone();
+        if parent_span.is_valid() && !parent_span.is_sampled() {
+            return Self { cx: parent };
+        }
+        if !parent_span.is_valid()
+            && let Some(unsampled) = head.decide(call.method, None)
+        {
+            return Self {
+                cx: Context::new().with_remote_span_context(unsampled),
+            };
+        }
+        let span = tracer
+            .span_builder(call.method.to_owned())
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("http.request.method", call.method.to_owned()),
+                KeyValue::new("server.address", call.server_address.to_owned()),
+                KeyValue::new("server.port", i64::from(call.server_port)),
+                KeyValue::new("url.full", call.url.to_owned()),
+                KeyValue::new("peer.service", call.peer_service.to_owned()),
+            ])
+            .start_with_context(tracer, &parent);
+        Self {
+            cx: parent.with_span(span),
+        }
+    }
+
+    /// Writes this span's context (`traceparent`, `tracestate`) into `headers`.
+    pub fn inject(&self, headers: &mut http::HeaderMap) {
+        crate::propagation::inject(&self.cx, headers);
+    }
+
+    /// Records the answer's status; a 5xx marks the span as an error.
+    pub fn record_status(&self, status: u16) {
+        let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_status(Status::error(format!("HTTP {status}")));
+        }
+    }
+
+    /// Records a call that got no answer (`timeout`, `transport`).
+    pub fn record_error(&self, kind: &'static str) {
+        let span = self.cx.span();
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new("error.type", kind));
+            span.set_status(Status::error(kind));
+        }
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        // A no-op unless this call made the span (not for its parent's).
+        if self.cx.span().is_recording() {
+            self.cx.span().end();
+        }
+    }
 }
 
 /// One request's server span (or its ids, when not sampled); ended when
