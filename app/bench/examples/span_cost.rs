@@ -28,8 +28,13 @@ const CHILD: &str = "FAULTLINE_SPAN_COST_CHILD";
 /// Set on a child: `tracing` for a bridged `tracing` server span, else the
 /// OpenTelemetry API's.
 const SERVER: &str = "FAULTLINE_SPAN_COST_SERVER";
-const REQUESTS: u64 = 200_000;
-const REPEATS: usize = 5;
+const REQUESTS: u64 = 100_000;
+/// Passes per child; it reports its best.
+const REPEATS: usize = 3;
+/// Children per setting, alternated (A B C, B C A, ...): each added cost is
+/// taken within a round, against that round's telemetry off, and the table
+/// shows its median and range over the rounds.
+const ROUNDS: usize = 7;
 
 const UNSAMPLED: Env = &[
     ("RUST_LOG", "info"),
@@ -158,8 +163,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe()?;
-    let mut results = Vec::new();
-    for (name, server, env) in SETTINGS {
+    let run = |name: &str, server: &str, env: Env| -> anyhow::Result<f64> {
         let output = Command::new(&exe)
             .env(CHILD, name)
             .env(SERVER, server)
@@ -167,18 +171,40 @@ fn main() -> anyhow::Result<()> {
             .envs(env.iter().copied())
             .output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let ns: f64 = stderr
+        stderr
             .lines()
             .find_map(|line| line.strip_prefix("ns_per_request "))
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{name}: no result in:\n{stderr}"))?;
-        results.push((name, ns));
+            .ok_or_else(|| anyhow::anyhow!("{name}: no result in:\n{stderr}"))
+    };
+    // One row per round: ns per request of each setting.
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let mut row = vec![0.0; SETTINGS.len()];
+        for offset in 0..SETTINGS.len() {
+            let index = (round + offset) % SETTINGS.len();
+            let (name, server, env) = SETTINGS[index];
+            row[index] = run(name, server, env)?;
+        }
+        rounds.push(row);
     }
-    let off = results[0].1;
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let (low, high) = (values[0], values[values.len() - 1]);
+        (values[values.len() / 2], low, high)
+    };
+    println!("Medians over {ROUNDS} alternated rounds (range in brackets).");
+    println!();
     println!("| setting | ns per request | added over off | ÷ off |");
     println!("|---|---|---|---|");
-    for (name, ns) in results {
-        println!("| {name} | {ns:.0} | {:.0} | {:.2} |", ns - off, ns / off);
+    for (index, (name, _, _)) in SETTINGS.iter().enumerate() {
+        let (total, low, high) = median(rounds.iter().map(|row| row[index]).collect());
+        let added = median(rounds.iter().map(|row| row[index] - row[0]).collect());
+        let ratio = median(rounds.iter().map(|row| row[index] / row[0]).collect());
+        println!(
+            "| {name} | {total:.0} ({low:.0}–{high:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} |",
+            added.0, added.1, added.2, ratio.0
+        );
     }
     Ok(())
 }

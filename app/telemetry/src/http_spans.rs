@@ -123,18 +123,7 @@ impl ClientSpan {
 
     /// Records the answer's status; a 5xx marks the span as an error.
     pub fn record_status(&self, status: u16) {
-        let span = self.cx.span();
-        if !span.is_recording() {
-            return;
-        }
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if status >= 500 {
-            span.set_attribute(KeyValue::new("error.type", status.to_string()));
-            span.set_status(Status::error(format!("HTTP {status}")));
-        }
+        record_status(&self.cx, status);
     }
 
     /// Records a call that got no answer (`timeout`, `transport`).
@@ -212,17 +201,7 @@ impl ServerSpan {
 
     /// Records the response's status; a 5xx marks the span as an error.
     pub fn record_status(&self, status: u16) {
-        let span = self.cx.span();
-        if !span.is_recording() {
-            return;
-        }
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if status >= 500 {
-            span.set_status(Status::error(format!("HTTP {status}")));
-        }
+        record_status(&self.cx, status);
     }
 
     /// The span's trace id and sampled flag, if it has ids.
@@ -232,6 +211,23 @@ impl ServerSpan {
         context
             .is_valid()
             .then(|| (context.trace_id().to_string(), context.is_sampled()))
+    }
+}
+
+/// `http.response.status_code` on the span in `cx`, if it records; a 5xx
+/// also sets `error.type` and the error status.
+fn record_status(cx: &Context, status: u16) {
+    let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_attribute(KeyValue::new("error.type", status.to_string()));
+        span.set_status(Status::error(format!("HTTP {status}")));
     }
 }
 

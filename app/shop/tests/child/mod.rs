@@ -8,6 +8,15 @@ use axum::Router;
 use faultline_shop::http::server::{ServerPolicy, stack};
 
 /// `routes` behind the shop's inbound stack, with nothing but a timeout.
+/// The services' telemetry with logs on, no exporter and no new trace
+/// sampled (a caller's decision is still followed).
+pub const UNSAMPLED: &[(&str, &str)] = &[
+    ("RUST_LOG", "info"),
+    ("OTEL_TRACES_EXPORTER", "none"),
+    ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+    ("OTEL_TRACES_SAMPLER_ARG", "0"),
+];
+
 pub fn behind_the_stack(routes: Router) -> Router {
     stack(
         routes,
