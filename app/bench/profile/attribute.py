@@ -4,14 +4,17 @@ category (telemetry first) found anywhere in its stack; prints the shares.
 
 A frame is matched by its function's path only, not by the generic arguments
 in its name: a frame of the whole request's future (`observe`'s, whose state
-type is `RouteMetrics`) is not a metrics frame."""
+type is `RouteMetrics`) is not a metrics frame. Frames that only wrap the
+request's future (OpenTelemetry's `WithContext`, which makes the server
+span's context current on each poll) are skipped: the attaching itself shows
+in its own frames (`Context::attach`, `ContextGuard`)."""
 import sys, collections
 
 
 cats = [
  ("tracing-opentelemetry layer", ["tracing_opentelemetry"]),
  ("OTLP export (SDK, tonic, prost)", ["opentelemetry_otlp", "tonic", "prost", "span_processor", "BatchSpanProcessor", "opentelemetry_proto"]),
- ("OTel SDK (span build, sampler, ids)", ["opentelemetry_sdk", "opentelemetry::"]),
+ ("OTel SDK (span build, sampler, ids)", ["opentelemetry_sdk", "opentelemetry::", "faultline_telemetry::http_spans", "faultline_telemetry::head"]),
  ("metrics", ["metrics_exporter_prometheus", "metrics_util", "metrics::", "faultline_telemetry::metrics"]),
  ("fmt/JSON log layer", ["tracing_subscriber::fmt", "faultline_telemetry::logs"]),
  ("tracing registry/filter", ["tracing_subscriber", "tracing_core", "tracing::span", "sharded_slab"]),
@@ -32,7 +35,9 @@ def flush():
     if header is None: return
     total += 1
     if stack and ("[kernel.kallsyms]" in stack[0] or "kallsyms" in stack[0]): kernel_leaf += 1
-    joined = "\n".join(function_path(frame) for frame in stack)
+    joined = "\n".join(
+        path for path in map(function_path, stack) if not path.endswith("future_ext::WithContext")
+    )
     for name, pats in cats:
         if any(p in joined for p in pats):
             counts[name] += 1; return
