@@ -15,6 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use axum::routing::get;
+use faultline_telemetry::http_spans::{ClientSpan, HttpCall};
 use tower::ServiceExt;
 
 /// Set on the child: run the requests instead of spawning.
@@ -24,8 +25,9 @@ const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 /// The `traceparent`s the handler would send to the next service: from the
-/// handler itself, and from inside a `tracing` span it makes.
-async fn outbound(router: &Router, traceparent: Option<&str>) -> (String, String) {
+/// handler itself, from inside a `tracing` span it makes, and from the
+/// client span of an outbound call.
+async fn outbound(router: &Router, traceparent: Option<&str>) -> (String, String, String) {
     let mut request = Request::get("/next");
     if let Some(value) = traceparent {
         request = request.header("traceparent", value);
@@ -39,13 +41,19 @@ async fn outbound(router: &Router, traceparent: Option<&str>) -> (String, String
         .await
         .unwrap();
     let body = String::from_utf8(body.to_vec()).unwrap();
-    let (handler, inner) = body.split_once(' ').unwrap();
-    (handler.to_owned(), inner.to_owned())
+    let sent: Vec<&str> = body.split(' ').collect();
+    assert_eq!(sent.len(), 3, "{body:?}");
+    (sent[0].to_owned(), sent[1].to_owned(), sent[2].to_owned())
 }
 
+/// The `traceparent` the current context would send.
 fn traceparent() -> String {
     let mut headers = HeaderMap::new();
     faultline_telemetry::propagation::inject_current(&mut headers);
+    traceparent_in(&headers)
+}
+
+fn traceparent_in(headers: &HeaderMap) -> String {
     headers
         .get("traceparent")
         .map(|v| v.to_str().unwrap().to_owned())
@@ -70,13 +78,24 @@ async fn requests() {
         get(|| async {
             let handler = traceparent();
             let inner = tracing::info_span!("inner").in_scope(traceparent);
-            format!("{handler} {inner}")
+            // What an outbound call sends: its client span's context.
+            let call = ClientSpan::start(HttpCall {
+                method: "GET",
+                server_address: "catalog",
+                server_port: 8080,
+                url: "http://catalog:8080/api/products",
+                peer_service: "catalog",
+            });
+            let mut headers = HeaderMap::new();
+            call.inject(&mut headers);
+            let client = traceparent_in(&headers);
+            format!("{handler} {inner} {client}")
         }),
     );
     let router = child::behind_the_stack(routes);
     for (flags, expected) in [("00", "00"), ("01", "01")] {
         let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
-        let (handler, inner) = outbound(&router, Some(&sent)).await;
+        let (handler, inner, client) = outbound(&router, Some(&sent)).await;
         let (trace, span, flags) = parts(&handler);
         assert_eq!(trace, CALLER_TRACE, "the caller's trace goes on");
         assert_ne!(span, CALLER_SPAN, "with this service's span as parent");
@@ -87,10 +106,16 @@ async fn requests() {
             "the handler's span joins the trace"
         );
         assert_eq!(inner_flags, expected);
+        let (client_trace, client_span, client_flags) = parts(&client);
+        assert_eq!(client_trace, CALLER_TRACE, "the call continues the trace");
+        assert_eq!(client_flags, expected);
         if expected == "01" {
             assert_ne!(inner_span, span, "a span of its own, in the trace");
+            assert_ne!(client_span, span, "the call names its own client span");
+            assert_ne!(client_span, inner_span);
         } else {
             assert_eq!(inner_span, span, "no span is made in an unsampled trace");
+            assert_eq!(client_span, span, "nor for a call in one");
         }
     }
     // No caller: a new trace, not sampled at ratio 0, with ids of its own.

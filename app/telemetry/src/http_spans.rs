@@ -39,7 +39,7 @@ use crate::head::Head;
 /// The head sampler and the tracer, from [`crate::Telemetry::init`].
 static INSTALLED: OnceLock<(Head, SdkTracer)> = OnceLock::new();
 
-/// Makes `head` decide and `tracer` record the server spans of this process
+/// Makes `head` decide and `tracer` record the HTTP spans of this process
 /// (the first call wins: the subscriber is process-wide too).
 pub(crate) fn install(head: Head, tracer: SdkTracer) {
     // A second `Telemetry::init` fails at the subscriber; nothing to replace.
@@ -138,10 +138,9 @@ impl ClientSpan {
 
 impl Drop for ClientSpan {
     fn drop(&mut self) {
-        // A no-op unless this call made the span (not for its parent's).
-        if self.cx.span().is_recording() {
-            self.cx.span().end();
-        }
+        // A no-op when no span was made: `cx` then holds an unsampled
+        // parent's ids, or nothing.
+        self.cx.span().end();
     }
 }
 
@@ -203,15 +202,6 @@ impl ServerSpan {
     pub fn record_status(&self, status: u16) {
         record_status(&self.cx, status);
     }
-
-    /// The span's trace id and sampled flag, if it has ids.
-    pub fn trace(&self) -> Option<(String, bool)> {
-        let span = self.cx.span();
-        let context = span.span_context();
-        context
-            .is_valid()
-            .then(|| (context.trace_id().to_string(), context.is_sampled()))
-    }
 }
 
 /// `http.response.status_code` on the span in `cx`, if it records; a 5xx
@@ -240,13 +230,32 @@ impl Drop for ServerSpan {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
     use super::*;
 
     #[test]
     fn without_telemetry_there_is_no_span_and_no_ids() {
-        let span = ServerSpan::none();
-        assert_eq!(span.trace(), None);
+        // No `Telemetry::init` in this test binary: nothing is installed.
+        let request = HttpRequest {
+            name: "GET /",
+            method: "GET",
+            route: "/",
+            path: "/",
+        };
+        let remote = SpanContext::new(
+            TraceId::from(7_u128),
+            SpanId::from(9_u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let parent = Context::new().with_remote_span_context(remote);
+        let span = ServerSpan::start(&parent, request);
         span.record_status(500);
         assert!(span.in_scope(|| crate::head::otel_current().is_none()));
+        let mut headers = http::HeaderMap::new();
+        ClientSpan::none().inject(&mut headers);
+        assert!(headers.is_empty());
     }
 }

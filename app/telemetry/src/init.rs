@@ -35,8 +35,8 @@ impl Telemetry {
         // unsampled traces never reach the OpenTelemetry layer.
         let head = Head::new(traces::head_sampler()?);
         let tracer = traces::tracer(&provider);
-        // The server span is made with the OpenTelemetry API, decided by the
-        // same head (`http_spans`).
+        // The HTTP server and client spans are made with the OpenTelemetry
+        // API, decided by the same head (`http_spans`).
         crate::http_spans::install(head.clone(), tracer.clone());
         let sampled_only = SampledOnly::new(head);
         // Parents come from the tracing span tree and propagation reads

@@ -2,7 +2,8 @@
 //! tracing-subscriber, OpenTelemetry and Prometheus SDKs.
 //!
 //! - [`Telemetry::init`]: JSON logs with trace ids, and OTLP traces (`OTEL_*`).
-//! - [`http_spans`]: the HTTP server span, made with the OpenTelemetry API.
+//! - [`http_spans`]: the HTTP server and client spans, made with the
+//!   OpenTelemetry API.
 //! - [`propagation`]: W3C trace context in HTTP headers and stored carriers.
 //! - [`metrics`]: the process-wide Prometheus recorder and its rendering.
 //! - [`cgroup`]: the container's memory limit
