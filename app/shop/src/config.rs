@@ -8,7 +8,12 @@
 //! (`roles/<role>/config.rs`, exported as `roles::<role>::<Role>Config`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
+
+use url::Url;
+
+use crate::resilience::endpoints::{Replicas, Resolver};
 
 /// Settings every long-running role shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +59,26 @@ pub struct ServeConfig {
         value_parser = Secret::parse
     )]
     pub fault_admin_token: Option<Secret>,
+
+    /// The same token, read from this file at start (a Docker or Kubernetes
+    /// secret, e.g. `/run/secrets/fault_admin_token`; one trailing newline is
+    /// dropped). Instead of FAULTLINE_FAULT_ADMIN_TOKEN.
+    #[arg(
+        long,
+        env = "FAULTLINE_FAULT_ADMIN_TOKEN_FILE",
+        value_parser = Secret::read_file,
+        conflicts_with = "fault_admin_token"
+    )]
+    pub fault_admin_token_file: Option<Secret>,
+}
+
+impl ServeConfig {
+    /// The fault admin API's token, from the variable or the file.
+    pub fn fault_admin_token(&self) -> Option<&Secret> {
+        self.fault_admin_token
+            .as_ref()
+            .or(self.fault_admin_token_file.as_ref())
+    }
 }
 
 impl ServeConfig {
@@ -68,6 +93,7 @@ impl ServeConfig {
             max_in_flight: 512,
             fault_admin_addr: None,
             fault_admin_token: None,
+            fault_admin_token_file: None,
         }
     }
 }
@@ -89,6 +115,16 @@ impl Secret {
             return Err("must be visible ASCII, without spaces".to_owned());
         }
         Ok(Self(value.to_owned()))
+    }
+
+    /// A secret read from the file at `path`, without one trailing newline.
+    pub fn read_file(path: &str) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+        let value = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |v| v.strip_suffix('\r').unwrap_or(v));
+        Self::parse(value).map_err(|why| format!("the secret in {path} {why}"))
     }
 
     /// The value, to send or compare: never to show.
@@ -183,6 +219,98 @@ pub struct ClientConfig {
     /// per-connection faults (resets, say) hit every call.
     #[arg(long, env = "FAULTLINE_UPSTREAM_KEEPALIVE", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub upstream_keepalive: bool,
+
+    /// How often the host names of the upstream URLs are resolved again, so
+    /// that replicas that came are called and gone ones are not.
+    #[arg(long, env = "FAULTLINE_DNS_REFRESH", default_value = "5s", value_parser = parse_positive_duration)]
+    pub dns_refresh: Duration,
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// The catalog's replicas, for the roles that call it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogReplicas {
+    /// Catalog replicas: comma-separated base URLs. A host name stands for
+    /// every address it resolves to (a compose service, Swarm's
+    /// `tasks.<service>`, a Kubernetes headless Service).
+    #[arg(
+        long,
+        env = "FAULTLINE_CATALOG_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub catalog_urls: Vec<Url>,
+    /// How many catalog replicas there should be (`replicas_desired`);
+    /// default: one per URL.
+    #[arg(long, env = "FAULTLINE_CATALOG_REPLICAS")]
+    pub catalog_replicas: Option<NonZeroUsize>,
+}
+
+/// The orders service's replicas, for the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrdersReplicas {
+    /// Orders replicas: comma-separated base URLs; a host name stands for
+    /// every address it resolves to.
+    #[arg(
+        long,
+        env = "FAULTLINE_ORDERS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub orders_urls: Vec<Url>,
+    /// How many orders replicas there should be; default: one per URL.
+    #[arg(long, env = "FAULTLINE_ORDERS_REPLICAS")]
+    pub orders_replicas: Option<NonZeroUsize>,
+}
+
+/// The payments service's replicas, for the roles that call it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PaymentsReplicas {
+    /// Payments replicas: comma-separated base URLs; a host name stands for
+    /// every address it resolves to.
+    #[arg(
+        long,
+        env = "FAULTLINE_PAYMENTS_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub payments_urls: Vec<Url>,
+    /// How many payments replicas there should be; default: one per URL.
+    #[arg(long, env = "FAULTLINE_PAYMENTS_REPLICAS")]
+    pub payments_replicas: Option<NonZeroUsize>,
+}
+
+impl CatalogReplicas {
+    pub fn replicas(&self) -> Replicas {
+        replicas(&self.catalog_urls, self.catalog_replicas)
+    }
+}
+
+impl OrdersReplicas {
+    pub fn replicas(&self) -> Replicas {
+        replicas(&self.orders_urls, self.orders_replicas)
+    }
+}
+
+impl PaymentsReplicas {
+    pub fn replicas(&self) -> Replicas {
+        replicas(&self.payments_urls, self.payments_replicas)
+    }
+}
+
+fn replicas(urls: &[Url], desired: Option<NonZeroUsize>) -> Replicas {
+    Replicas {
+        urls: urls.to_vec(),
+        desired: desired.map(NonZeroUsize::get),
+        resolver: Resolver::System,
+    }
 }
 
 impl Default for ClientConfig {
@@ -190,6 +318,7 @@ impl Default for ClientConfig {
         Self {
             upstream_timeout: Duration::from_secs(1),
             upstream_keepalive: true,
+            dns_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -299,6 +428,39 @@ mod tests {
         use clap::Parser as _;
         ClientCli::try_parse_from(std::iter::once("shop").chain(args.iter().copied()))
             .map(|cli| cli.client)
+    }
+
+    #[test]
+    fn names_are_resolved_again_every_few_seconds_never_every_instant() {
+        assert_eq!(
+            parse_client(&[]).unwrap().dns_refresh,
+            Duration::from_secs(5)
+        );
+        let every = parse_client(&["--dns-refresh", "500ms"])
+            .unwrap()
+            .dns_refresh;
+        assert_eq!(every, Duration::from_millis(500));
+        let err = parse_client(&["--dns-refresh", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than 0s"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_trailing_newline_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let secret = Secret::read_file(path.to_str().unwrap()).unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+        std::fs::write(&path, "two words\n").unwrap();
+        let err = Secret::read_file(path.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains("token") && err.contains("visible ASCII"),
+            "{err}"
+        );
+        let err = Secret::read_file("/nonexistent/token").unwrap_err();
+        assert!(err.contains("cannot read /nonexistent/token"), "{err}");
     }
 
     #[test]

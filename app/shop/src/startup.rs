@@ -164,8 +164,8 @@ impl Application {
         let fault_admin = match (serve.fault_admin_addr, faults) {
             (Some(addr), Some(faults)) => {
                 let token = serve
-                    .fault_admin_token
-                    .clone()
+                    .fault_admin_token()
+                    .cloned()
                     .ok_or(StartupError::FaultAdminToken { addr })?;
                 let listener = bind("fault admin", addr).await?;
                 let bound = listener.local_addr().map_err(StartupError::LocalAddr)?;

@@ -56,7 +56,7 @@ pub(crate) mod fake {
         addrs: &[SocketAddr],
         policy: UpstreamPolicy,
     ) -> Upstream {
-        let urls = addrs
+        let urls: Vec<url::Url> = addrs
             .iter()
             .map(|addr| format!("http://{addr}").parse().unwrap())
             .collect();

@@ -9,10 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use faultline_telemetry::http_spans::{ClientSpan, HttpCall};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use url::Url;
 
 use crate::resilience::breaker::{Breaker, BreakerConfig, State};
-use crate::resilience::endpoints::{EjectionConfig, Endpoints, Outcome};
+use crate::resilience::endpoints::{EjectionConfig, Endpoint, Endpoints, Outcome, Replicas};
 use crate::resilience::retry::{self, RetryBudget};
 use crate::resilience::{self, deadline};
 
@@ -152,16 +151,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream `name` at `replicas` (a list of URLs will do).
     pub fn new(
         name: &'static str,
-        endpoints: Vec<Url>,
+        replicas: impl Into<Replicas>,
         policy: UpstreamPolicy,
         http: reqwest::Client,
     ) -> Self {
         metrics::counter!("resilience_retries_total", "peer_service" => name).absolute(0);
         Self {
             name,
-            endpoints: Arc::new(Endpoints::new(name, endpoints, policy.ejection)),
+            endpoints: Arc::new(Endpoints::new(name, replicas.into(), policy.ejection)),
             breaker: Arc::new(Breaker::new(name, policy.breaker)),
             budget: Arc::new(RetryBudget::default()),
             http,
@@ -181,6 +181,16 @@ impl Upstream {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Whether any of its URLs names a host, to be resolved again and again.
+    pub fn has_names(&self) -> bool {
+        self.endpoints.has_names()
+    }
+
+    /// Resolves its names again: replicas that came join, gone ones leave.
+    pub async fn rediscover(&self) {
+        self.endpoints.rediscover().await;
     }
 
     /// GETs `path` from the next endpoint.
@@ -262,13 +272,20 @@ impl Upstream {
                 });
             }
             let mut trial = TrialGuard::new(&self.breaker);
-            let Some((index, base)) = self.endpoints.pick(avoid) else {
+            let Some(endpoint) = self.endpoints.pick(avoid.as_ref()) else {
                 return Err(UpstreamError::NoEndpoints {
                     upstream: self.name,
                 });
             };
             let result = self
-                .attempt(&method, base, path, headers.clone(), body.clone(), timeout)
+                .attempt(
+                    &method,
+                    &endpoint,
+                    path,
+                    headers.clone(),
+                    body.clone(),
+                    timeout,
+                )
                 .await;
             let outcome = match &result {
                 Ok(response) if response.status.is_server_error() => Outcome::Failed,
@@ -278,7 +295,7 @@ impl Upstream {
                 }
                 Err(_) => Outcome::Failed,
             };
-            self.endpoints.record(index, outcome);
+            self.endpoints.record(&endpoint, outcome);
             trial.finish(outcome == Outcome::Success);
             if outcome == Outcome::Success || !retryable || attempt >= 2 {
                 return result;
@@ -288,34 +305,36 @@ impl Upstream {
                 return result;
             }
             metrics::counter!("resilience_retries_total", "peer_service" => self.name).increment(1);
-            tracing::debug!(upstream = self.name, endpoint = %base, "retrying on another endpoint");
-            avoid = Some(index);
+            tracing::debug!(upstream = self.name, endpoint = %endpoint.url, "retrying on another endpoint");
+            avoid = Some(endpoint);
         }
     }
 
     async fn attempt(
         &self,
         method: &Method,
-        base: &Url,
+        endpoint: &Endpoint,
         path: &str,
         mut headers: HeaderMap,
         body: Option<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let method = method.clone();
-        let url = base.join(path).map_err(|source| UpstreamError::BadPath {
-            upstream: self.name,
-            path: path.to_owned(),
-            source,
-        })?;
-        let server = base.host_str().unwrap_or_default().to_owned();
-        let port = base.port_or_known_default().unwrap_or_default();
+        let url = endpoint
+            .url
+            .join(path)
+            .map_err(|source| UpstreamError::BadPath {
+                upstream: self.name,
+                path: path.to_owned(),
+                source,
+            })?;
+        let (server, port) = (endpoint.host.as_str(), endpoint.port);
         // The client span, made with the OpenTelemetry API when `RUST_LOG`
         // enables `info` here (`faultline_telemetry::http_spans`).
         let span = if tracing::enabled!(tracing::Level::INFO) {
             ClientSpan::start(HttpCall {
                 method: method.as_str(),
-                server_address: &server,
+                server_address: server,
                 server_port: port,
                 url: url.as_str(),
                 peer_service: self.name,
@@ -416,6 +435,28 @@ mod tests {
 
     impl Replica {
         async fn answering(status: StatusCode) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Self::answering_on(listener, status)
+        }
+
+        /// Replicas on 127.0.0.1, 127.0.0.2, ... and one port, as the
+        /// addresses of one name are.
+        async fn at_addresses(n: u8) -> (u16, Vec<Self>) {
+            let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = first.local_addr().unwrap().port();
+            let mut replicas = vec![Self::answering_on(first, StatusCode::OK)];
+            for i in 2..=n {
+                let listener =
+                    tokio::net::TcpListener::bind(("127.0.0.".to_owned() + &i.to_string(), port))
+                        .await
+                        .unwrap();
+                replicas.push(Self::answering_on(listener, StatusCode::OK));
+            }
+            (port, replicas)
+        }
+
+        fn answering_on(listener: tokio::net::TcpListener, status: StatusCode) -> Self {
+            let addr = listener.local_addr().unwrap();
             let status = Arc::new(AtomicU16::new(status.as_u16()));
             let hits = Arc::new(AtomicUsize::new(0));
             let (answer, count) = (status.clone(), hits.clone());
@@ -426,11 +467,8 @@ mod tests {
                     StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap()
                 }
             });
-            Self {
-                addr: fake::serve(router).await,
-                status,
-                hits,
-            }
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            Self { addr, status, hits }
         }
 
         fn answer(&self, status: StatusCode) {
@@ -622,5 +660,45 @@ mod tests {
         let upstream = fake::upstream_with("test", &[], lenient());
         let err = upstream.get("/", HeaderMap::new()).await.unwrap_err();
         assert!(matches!(err, UpstreamError::NoEndpoints { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_name_is_called_at_every_address_it_resolves_to_now() {
+        use crate::resilience::endpoints::{Replicas, Resolver};
+        let (port, replicas) = Replica::at_addresses(3).await;
+        let table = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let resolve_to = |last: &[u8]| {
+            let ips = last
+                .iter()
+                .map(|i| std::net::IpAddr::from([127, 0, 0, *i]))
+                .collect();
+            table.lock().unwrap().insert("orders".to_owned(), ips);
+        };
+        resolve_to(&[1, 2]);
+        let upstream = Upstream::new(
+            "orders",
+            Replicas {
+                urls: vec![format!("http://orders:{port}").parse().unwrap()],
+                desired: Some(3),
+                resolver: Resolver::Table(table.clone()),
+            },
+            lenient(),
+            crate::http::outbound::http_client(true).unwrap(),
+        );
+        upstream.rediscover().await;
+        for _ in 0..4 {
+            upstream.get("/", HeaderMap::new()).await.unwrap();
+        }
+        let hits: Vec<usize> = replicas.iter().map(Replica::hits).collect();
+        assert_eq!(hits, [2, 2, 0]);
+
+        // Replica 1 leaves, replica 3 comes.
+        resolve_to(&[2, 3]);
+        upstream.rediscover().await;
+        for _ in 0..4 {
+            upstream.get("/", HeaderMap::new()).await.unwrap();
+        }
+        let hits: Vec<usize> = replicas.iter().map(Replica::hits).collect();
+        assert_eq!(hits, [2, 4, 2]);
     }
 }

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use url::Url;
-
 use super::Upstream;
 use super::client::UpstreamPolicy;
 use crate::config::ClientConfig;
+use crate::resilience::endpoints::Replicas;
 
 /// The longest wait for a TCP connection to another service.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -29,11 +28,13 @@ pub fn http_client(keepalive: bool) -> reqwest::Result<reqwest::Client> {
 }
 
 /// The upstreams of a role, on one shared client: the role calls them, and
-/// the generic lifecycle refreshes their endpoint gauges.
+/// the generic lifecycle refreshes their endpoint gauges and resolves their
+/// names again every `dns_refresh`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     http: reqwest::Client,
     all: Vec<Upstream>,
+    dns_refresh: Duration,
 }
 
 impl Upstreams {
@@ -42,20 +43,21 @@ impl Upstreams {
         Ok(Self {
             http: http_client(config.upstream_keepalive)?,
             all: Vec::new(),
+            dns_refresh: config.dns_refresh,
         })
     }
 
-    /// Adds the upstream `name` over `endpoints`, each call timing out after `timeout`.
-    pub fn add(&mut self, name: &'static str, endpoints: &[Url], timeout: Duration) -> Upstream {
+    /// Adds the upstream `name` at `replicas`, each call timing out after `timeout`.
+    pub fn add(&mut self, name: &'static str, replicas: Replicas, timeout: Duration) -> Upstream {
         let policy = UpstreamPolicy::with_timeout(timeout);
-        let upstream = Upstream::new(name, endpoints.to_vec(), policy, self.http.clone());
+        let upstream = Upstream::new(name, replicas, policy, self.http.clone());
         self.all.push(upstream.clone());
         upstream
     }
 
-    /// Every upstream added.
-    pub fn into_vec(self) -> Vec<Upstream> {
-        self.all
+    /// Every upstream added, and how often to resolve their names again.
+    pub fn into_parts(self) -> (Vec<Upstream>, Duration) {
+        (self.all, self.dns_refresh)
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::health::Health;
 use crate::http::Upstream;
+use crate::http::outbound::Upstreams;
 use crate::resilience::rate_limit::RateLimit;
 use crate::startup::StartupError;
 
@@ -138,6 +139,38 @@ impl Role {
             rate_limit: None,
             auth: None,
             background: Vec::new(),
+        }
+    }
+
+    /// The role calls `upstreams`: the lifecycle refreshes their gauges, and
+    /// a background task resolves their names again and again.
+    pub fn call(&mut self, upstreams: Upstreams) {
+        let (upstreams, every) = upstreams.into_parts();
+        let named: Vec<Upstream> = upstreams
+            .iter()
+            .filter(|u| u.has_names())
+            .cloned()
+            .collect();
+        if !named.is_empty() {
+            self.background.push(Box::new(move |task: TaskContext| {
+                tokio::spawn(rediscover(named, every, task.stop))
+            }));
+        }
+        self.upstreams = upstreams;
+    }
+}
+
+/// Resolves the upstreams' names at once, then every `every`, until `stop`.
+async fn rediscover(upstreams: Vec<Upstream>, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        for upstream in &upstreams {
+            upstream.rediscover().await;
         }
     }
 }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use url::Url;
-
 use crate::auth::AuthConfig;
 use crate::config::{ClientConfig, ServeConfig, parse_on_off};
 use crate::redis_client::RedisConfig;
@@ -18,22 +16,10 @@ pub struct GatewayConfig {
     /// Bearer tokens: the trusted keys and what a token must say.
     #[command(flatten)]
     pub auth: AuthConfig,
-    /// Catalog replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Orders replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_ORDERS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub orders_urls: Vec<Url>,
+    #[command(flatten)]
+    pub catalog: crate::config::CatalogReplicas,
+    #[command(flatten)]
+    pub orders: crate::config::OrdersReplicas,
     /// Where the gateway replicas share their catalog cache and rate limit.
     #[command(flatten)]
     pub redis: RedisConfig,

@@ -57,12 +57,12 @@ pub fn build(config: &GatewayConfig) -> Result<Role, StartupError> {
             redis.map(|redis| SharedCache::new(redis, config.shared_cache_ttl)),
         )
         .coalescing(config.catalog_coalesce),
-        catalog: upstreams.add("catalog", &config.catalog_urls, timeout),
-        orders: upstreams.add("orders", &config.orders_urls, timeout),
+        catalog: upstreams.add("catalog", config.catalog.replicas(), timeout),
+        orders: upstreams.add("orders", config.orders.replicas(), timeout),
     };
     let (auth, refresh) = Authenticator::start(&config.auth)?;
     let mut role = Role::new(router(state), &config.serve);
-    role.upstreams = upstreams.into_vec();
+    role.call(upstreams);
     role.rate_limit = Some(rate_limit);
     role.auth = Some(auth);
     role.background.extend(refresh);

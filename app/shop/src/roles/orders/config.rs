@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use url::Url;
-
 use crate::auth::AuthConfig;
 use crate::broker::BrokerConfig;
 use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
@@ -32,22 +30,10 @@ pub struct OrdersConfig {
     /// woken by a checkout (it picks up what other replicas left behind).
     #[arg(long, env = "FAULTLINE_RELAY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub relay_interval: Duration,
-    /// Catalog replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Payments replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_PAYMENTS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub payments_urls: Vec<Url>,
+    #[command(flatten)]
+    pub catalog: crate::config::CatalogReplicas,
+    #[command(flatten)]
+    pub payments: crate::config::PaymentsReplicas,
     /// How long checkout waits for a payment authorisation before accepting
     /// the order as payment_pending for the worker to settle.
     #[arg(long, env = "FAULTLINE_PAYMENT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]

@@ -50,10 +50,14 @@ pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
     let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
     let catalog = upstreams.add(
         "catalog",
-        &config.catalog_urls,
+        config.catalog.replicas(),
         config.client.upstream_timeout,
     );
-    let payments = upstreams.add("payments", &config.payments_urls, config.payment_timeout);
+    let payments = upstreams.add(
+        "payments",
+        config.payments.replicas(),
+        config.payment_timeout,
+    );
     let state = OrdersState {
         pool: database.pool.clone(),
         catalog: CatalogClient::new(catalog),
@@ -86,7 +90,7 @@ pub fn build(config: &OrdersConfig) -> Result<Role, StartupError> {
         }));
     }
     role.database = Some(database);
-    role.upstreams = upstreams.into_vec();
+    role.call(upstreams);
     Ok(role)
 }
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use url::Url;
-
 use crate::broker::BrokerConfig;
 use crate::config::{ClientConfig, DatabaseConfig, ServeConfig};
 
@@ -18,22 +16,10 @@ pub struct WorkerConfig {
     pub client: ClientConfig,
     #[command(flatten)]
     pub broker: BrokerConfig,
-    /// Catalog replicas, comma-separated base URLs (to release stock).
-    #[arg(
-        long,
-        env = "FAULTLINE_CATALOG_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub catalog_urls: Vec<Url>,
-    /// Payments replicas, comma-separated base URLs.
-    #[arg(
-        long,
-        env = "FAULTLINE_PAYMENTS_URLS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub payments_urls: Vec<Url>,
+    #[command(flatten)]
+    pub catalog: crate::config::CatalogReplicas,
+    #[command(flatten)]
+    pub payments: crate::config::PaymentsReplicas,
     /// With a broker: deliveries a worker holds unacknowledged at most.
     #[arg(long, env = "FAULTLINE_WORKER_PREFETCH", default_value_t = 16)]
     pub prefetch: u16,

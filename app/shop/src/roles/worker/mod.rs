@@ -40,8 +40,12 @@ pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
     let mut upstreams = Upstreams::new(&config.client).map_err(StartupError::Client)?;
     let worker = Worker {
         pool: database.pool.clone(),
-        payments: PaymentsClient::new(upstreams.add("payments", &config.payments_urls, timeout)),
-        catalog: CatalogClient::new(upstreams.add("catalog", &config.catalog_urls, timeout)),
+        payments: PaymentsClient::new(upstreams.add(
+            "payments",
+            config.payments.replicas(),
+            timeout,
+        )),
+        catalog: CatalogClient::new(upstreams.add("catalog", config.catalog.replicas(), timeout)),
         poll_interval: config.poll_interval,
         max_backoff: config.max_backoff,
     };
@@ -66,7 +70,7 @@ pub fn build(config: &WorkerConfig) -> Result<Role, StartupError> {
         })),
     }
     role.database = Some(database);
-    role.upstreams = upstreams.into_vec();
+    role.call(upstreams);
     Ok(role)
 }
 
