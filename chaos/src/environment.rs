@@ -26,6 +26,9 @@ pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 pub const COMPOSE_REPLICA_LABEL: &str = "com.docker.compose.container-number";
 /// Compose label holding the project name.
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The recommended Kubernetes label naming an application: the default
+/// label a pod's service is read from.
+pub const KUBERNETES_SERVICE_LABEL: &str = "app.kubernetes.io/name";
 
 /// The endpoints of the stack under test. Every field is optional: an
 /// experiment only needs the ones its probes and faults use.
@@ -69,9 +72,14 @@ pub struct Environment {
         serialize_with = "serialize_hidden"
     )]
     pub fault_admin_token: Option<Secret>,
-    /// How container targets are found.
+    /// How container targets are found on Docker.
     #[serde(default, skip_serializing_if = "DockerTarget::is_default")]
     pub docker: DockerTarget,
+    /// How container targets are found on Kubernetes. Setting any of it
+    /// makes container faults act on Kubernetes pods instead of Docker
+    /// containers ([`KubernetesTarget::is_selected`]).
+    #[serde(default, skip_serializing_if = "KubernetesTarget::is_default")]
+    pub kubernetes: KubernetesTarget,
     /// Free-form values for `${vars.<name>}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
@@ -124,13 +132,60 @@ impl DockerTarget {
     }
 }
 
+/// How a container selector maps onto Kubernetes pods (`[target.kubernetes]`):
+/// `service` is the value of the pod label `service_label`, in `namespace`.
+/// Every field is optional; setting any selects the Kubernetes platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesTarget {
+    /// The namespace of the pods and their workloads (default: the
+    /// kubeconfig context's, or the service account's in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod label holding a pod's service name (default
+    /// `app.kubernetes.io/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_label: Option<String>,
+    /// Only pods carrying all these labels (e.g. `app.kubernetes.io/part-of`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The kubeconfig context to use (default: the current one, or the
+    /// in-cluster service account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The API server's URL, spoken to without credentials (a test's fake
+    /// API server, `kubectl proxy`); overrides `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl KubernetesTarget {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether container faults go to Kubernetes: any setting is set.
+    pub fn is_selected(&self) -> bool {
+        !self.is_default()
+    }
+
+    /// The label holding a pod's service name.
+    pub fn service_label(&self) -> &str {
+        self.service_label
+            .as_deref()
+            .unwrap_or(KUBERNETES_SERVICE_LABEL)
+    }
+}
+
 /// A `--set` key or an environment variable that does not name a setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvironmentError {
     #[error(
         "unknown target setting {0:?} (known: gateway, prometheus, proxy_api, proxy_api_token, \
          database, keys, fault_admin.<service>, fault_admin_token, docker.project, \
-         docker.labels.<label>, docker.service_label, docker.replica_label, vars.<name>)"
+         docker.labels.<label>, docker.service_label, docker.replica_label, \
+         kubernetes.namespace, kubernetes.labels.<label>, kubernetes.service_label, \
+         kubernetes.context, kubernetes.url, vars.<name>)"
     )]
     UnknownKey(String),
     #[error("expected key=value, got {0:?}")]
@@ -209,6 +264,15 @@ impl Environment {
         if docker.replica_label != COMPOSE_REPLICA_LABEL {
             self.docker.replica_label.clone_from(&docker.replica_label);
         }
+        let kubernetes = &overrides.kubernetes;
+        pick(&mut self.kubernetes.namespace, &kubernetes.namespace);
+        pick(
+            &mut self.kubernetes.service_label,
+            &kubernetes.service_label,
+        );
+        pick(&mut self.kubernetes.context, &kubernetes.context);
+        pick(&mut self.kubernetes.url, &kubernetes.url);
+        self.kubernetes.labels.extend(kubernetes.labels.clone());
         self
     }
 
@@ -228,11 +292,17 @@ impl Environment {
             "docker.project" => self.docker.project = Some(value),
             "docker.service_label" => self.docker.service_label = value,
             "docker.replica_label" => self.docker.replica_label = value,
+            "kubernetes.namespace" => self.kubernetes.namespace = Some(value),
+            "kubernetes.service_label" => self.kubernetes.service_label = Some(value),
+            "kubernetes.context" => self.kubernetes.context = Some(value),
+            "kubernetes.url" => self.kubernetes.url = Some(value),
             _ => {
                 let (map, name) = if let Some(name) = key.strip_prefix("fault_admin.") {
                     (&mut self.fault_admin, name)
                 } else if let Some(name) = key.strip_prefix("docker.labels.") {
                     (&mut self.docker.labels, name)
+                } else if let Some(name) = key.strip_prefix("kubernetes.labels.") {
+                    (&mut self.kubernetes.labels, name)
                 } else if let Some(name) = key.strip_prefix("vars.") {
                     (&mut self.vars, name)
                 } else {
@@ -313,6 +383,20 @@ impl Environment {
                 self.docker.replica_label.clone(),
             ));
         }
+        let kubernetes = &self.kubernetes;
+        for (key, value) in [
+            ("kubernetes.namespace", &kubernetes.namespace),
+            ("kubernetes.service_label", &kubernetes.service_label),
+            ("kubernetes.context", &kubernetes.context),
+            ("kubernetes.url", &kubernetes.url),
+        ] {
+            if let Some(value) = value {
+                all.push((key.to_owned(), value.clone()));
+            }
+        }
+        for (label, value) in &kubernetes.labels {
+            all.push((format!("kubernetes.labels.{label}"), value.clone()));
+        }
         for (name, value) in &self.vars {
             all.push((format!("vars.{name}"), value.clone()));
         }
@@ -338,6 +422,10 @@ impl Environment {
             proxy_api_token: self.proxy_api_token.as_ref().map(|_| Secret::hidden()),
             fault_admin_token: self.fault_admin_token.as_ref().map(|_| Secret::hidden()),
             docker: self.docker.clone(),
+            kubernetes: KubernetesTarget {
+                url: redact(&self.kubernetes.url),
+                ..self.kubernetes.clone()
+            },
             vars: redact_map(&self.vars),
         }
     }
@@ -748,6 +836,65 @@ mod tests {
         ] {
             assert_eq!(env.fault_admin_token_for(url), None, "{url}");
         }
+    }
+
+    #[test]
+    fn kubernetes_settings_select_the_platform_like_docker_settings() {
+        assert!(!Environment::default().kubernetes.is_selected());
+        let env = Environment::from_env_vars([
+            (
+                "FAULTLINE_TARGET_KUBERNETES__NAMESPACE".into(),
+                "faultline".into(),
+            ),
+            (
+                "FAULTLINE_TARGET_KUBERNETES__LABELS__TIER".into(),
+                "backend".into(),
+            ),
+        ])
+        .unwrap();
+        assert!(env.kubernetes.is_selected());
+        assert_eq!(env.kubernetes.namespace.as_deref(), Some("faultline"));
+        assert_eq!(env.kubernetes.labels["tier"], "backend");
+        assert_eq!(env.kubernetes.service_label(), KUBERNETES_SERVICE_LABEL);
+        let mut overrides = Environment::default();
+        overrides
+            .set_assignment("kubernetes.service_label = app")
+            .unwrap();
+        overrides
+            .set_assignment("kubernetes.url = http://127.0.0.1:1")
+            .unwrap();
+        overrides
+            .set_assignment("kubernetes.context = kind-faultline")
+            .unwrap();
+        let env = env.overlay(&overrides);
+        assert_eq!(env.kubernetes.service_label(), "app");
+        assert_eq!(env.kubernetes.namespace.as_deref(), Some("faultline"));
+        let settings = env.settings();
+        for key in [
+            "kubernetes.namespace",
+            "kubernetes.service_label",
+            "kubernetes.context",
+            "kubernetes.url",
+            "kubernetes.labels.tier",
+        ] {
+            assert!(
+                settings.iter().any(|(k, _)| k == key),
+                "{key}: {settings:?}"
+            );
+        }
+        let err = Environment::default()
+            .set("kubernetes.nope", "x")
+            .unwrap_err();
+        assert!(err.to_string().contains("kubernetes.namespace"), "{err}");
+        assert!(
+            Environment::default()
+                .set("kubernetes.labels.", "x")
+                .is_err()
+        );
+        let parsed: Environment =
+            toml::from_str("[kubernetes]\nnamespace = \"shop\"\nservice_label = \"app\"").unwrap();
+        assert_eq!(parsed.kubernetes.namespace.as_deref(), Some("shop"));
+        assert!(toml::from_str::<Environment>("[kubernetes]\nnamspace = \"x\"").is_err());
     }
 
     #[test]

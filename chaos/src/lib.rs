@@ -10,7 +10,7 @@
 //!   which always rolls back.
 //! - [`actions`] and [`probes`]: what an experiment does and looks at.
 //! - [`platform`]: container actions behind a [`platform::Platform`] trait
-//!   (Docker today).
+//!   (Docker, and Kubernetes with a `[target.kubernetes]`).
 //! - [`journal`] and [`report`]: the JSON journal, and its Markdown and plot.
 //! - [`coverage`]: the detection coverage table of a set of journals.
 //! - [`evidence`]: the raw series behind the alerts that fired, and the

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::{Secret, SecretUrl};
+use crate::environment::{KubernetesTarget, Secret, SecretUrl};
 use crate::platform::{ContainerAction, TargetRef};
 
 /// A resolved HTTP request and the statuses it must get.
@@ -64,12 +64,17 @@ pub enum UndoRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<Secret>,
     },
-    /// Bring a container to a state (start, unpause, reconnect), if it is
-    /// not there already.
+    /// Bring a container to a state (start, unpause, reconnect), or a
+    /// workload back to its replica count, if it is not there already.
     Container {
+        /// `docker` or `kubernetes`.
         platform: String,
         target: TargetRef,
         action: ContainerAction,
+        /// How to reach the cluster again (its context or URL) when the
+        /// platform is Kubernetes; the target's id names the namespace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubernetes: Option<KubernetesTarget>,
     },
     /// Send a request (e.g. `DELETE /faults`, with the fault admin token).
     Http { request: HttpRequest },

@@ -1,6 +1,8 @@
 //! Container actions (kill, stop/start, pause/unpause, restart, network
 //! disconnect/connect, exec, CPU and memory limits, a partition from some
-//! peers) on the containers a [`Selector`] names.
+//! peers, a workload's replica count) on the containers a [`Selector`]
+//! names, on Docker or Kubernetes; what the platform cannot do it refuses
+//! before anything is resolved ([`Platform::supports`]).
 
 use std::time::Duration;
 
@@ -91,6 +93,28 @@ async fn partition(
     })
 }
 
+/// The name of `op` as an experiment writes it (`"kill"`).
+fn op_name(op: ContainerOp) -> String {
+    serde_json::to_value(op)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What `spec` acts on: its containers, or, for scale, their workloads;
+/// refused first when the platform cannot do the action at all.
+async fn targets_of(
+    platform: &dyn Platform,
+    spec: &ContainerFault,
+) -> Result<Vec<TargetRef>, ActionError> {
+    platform.supports(&op_name(spec.action), &spec.target)?;
+    Ok(if spec.action == ContainerOp::Scale {
+        platform.resolve_workloads(&spec.target).await?
+    } else {
+        platform.resolve(&spec.target).await?
+    })
+}
+
 /// The platform actions a spec means for one container.
 async fn actions_for(
     platform: &dyn Platform,
@@ -130,6 +154,10 @@ async fn actions_for(
             }]
         }
         ContainerOp::Partition => vec![partition(platform, spec, target).await?],
+        ContainerOp::Scale => match spec.replicas {
+            Some(replicas) => vec![ContainerAction::Scale { replicas }],
+            None => return Err(ActionError::Config("scale needs replicas".into())),
+        },
         ContainerOp::Connect => match &spec.network {
             Some(network) => vec![ContainerAction::Connect {
                 network: network.clone(),
@@ -150,7 +178,7 @@ impl Fault for ContainerInjection {
 
     async fn prepare(&self) -> Result<Prepared, ActionError> {
         let platform = self.services.platform()?;
-        let targets = platform.resolve(&self.spec.target).await?;
+        let targets = targets_of(platform.as_ref(), &self.spec).await?;
         let mut steps = Vec::new();
         let mut undo = Vec::new();
         for target in targets {
@@ -165,6 +193,7 @@ impl Fault for ContainerInjection {
                         platform: platform.kind().to_owned(),
                         target: target.clone(),
                         action: reverse,
+                        kubernetes: platform.kubernetes_target(),
                     });
                 }
                 steps.push(Step {
@@ -198,7 +227,7 @@ impl Fault for ContainerInjection {
             let status = platform.status(&step.target).await?;
             let shows = shows_effect(&step.action, &status);
             verdicts.extend(shows);
-            evidence.push(json!({
+            let mut seen = json!({
                 "container": step.target.name,
                 "action": step.action.to_string(),
                 "state": status.state,
@@ -207,7 +236,16 @@ impl Fault for ContainerInjection {
                 "networks": status.networks.keys().collect::<Vec<_>>(),
                 "limits": status.limits.to_string(),
                 "shows_effect": shows,
-            }));
+            });
+            // Kubernetes: the pods that replaced a deleted one, a
+            // workload's replicas.
+            if !status.replaced_by.is_empty() {
+                seen["replaced_by"] = json!(status.replaced_by);
+            }
+            if let Some(replicas) = status.replicas {
+                seen["replicas"] = json!(replicas);
+            }
+            evidence.push(seen);
         }
         let effective = if verdicts.is_empty() {
             None
@@ -254,6 +292,9 @@ fn shows_effect(action: &ContainerAction, status: &TargetStatus) -> Option<bool>
                 && applied(limits.nano_cpus, status.limits.nano_cpus)
                 && applied(limits.memory, status.limits.memory),
         ),
+        ContainerAction::Scale { replicas } => {
+            Some(status.replicas.is_some_and(|r| r.desired == *replicas))
+        }
         ContainerAction::Restart { .. }
         | ContainerAction::Exec { .. }
         | ContainerAction::Partition { .. }
@@ -284,7 +325,7 @@ impl Action for ContainerRollback {
     async fn run(&self) -> Result<Value, ActionError> {
         let platform = self.services.platform()?;
         let mut done = Vec::new();
-        for target in platform.resolve(&self.spec.target).await? {
+        for target in targets_of(platform.as_ref(), &self.spec).await? {
             for action in actions_for(platform.as_ref(), &self.spec, &target).await? {
                 platform.ensure(&target, &action).await?;
                 done.push(format!("{}: {action}", target.name));

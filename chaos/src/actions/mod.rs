@@ -28,9 +28,10 @@ use faultline_signal::error_chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::{DockerTarget, Secret};
+use crate::environment::{DockerTarget, KubernetesTarget, Secret};
 use crate::ledger::LedgerError;
 use crate::platform::docker::DockerPlatform;
+use crate::platform::kubernetes::KubernetesPlatform;
 use crate::platform::{Platform, PlatformError};
 pub use crate::undo::{HttpRequest, UndoRecord};
 
@@ -169,11 +170,14 @@ pub trait Action: Send + Sync + fmt::Debug {
     async fn run(&self) -> Result<Value, ActionError>;
 }
 
-/// What actions share: an HTTP client and, once needed, the container platform.
+/// What actions share: an HTTP client and, once needed, the container
+/// platform: Kubernetes when the target selects it
+/// ([`KubernetesTarget::is_selected`]), else Docker.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub http: reqwest::Client,
     docker_target: DockerTarget,
+    kubernetes_target: KubernetesTarget,
     platform: Arc<Mutex<Option<Arc<dyn Platform>>>>,
 }
 
@@ -189,8 +193,16 @@ impl Services {
         Ok(Self {
             http,
             docker_target,
+            kubernetes_target: KubernetesTarget::default(),
             platform: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Container faults go to Kubernetes, as `target` says, when it selects
+    /// it (any setting set); else to Docker.
+    pub fn with_kubernetes(mut self, target: KubernetesTarget) -> Self {
+        self.kubernetes_target = target;
+        self
     }
 
     /// Uses `platform` for container actions instead of connecting to Docker.
@@ -199,16 +211,55 @@ impl Services {
         self
     }
 
-    /// The container platform (Docker, connected on first use).
+    /// The container platform (Kubernetes or Docker, connected on first
+    /// use).
     pub fn platform(&self) -> Result<Arc<dyn Platform>, ActionError> {
         let mut slot = self.platform.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(platform) = slot.as_ref() {
             return Ok(platform.clone());
         }
-        let platform: Arc<dyn Platform> =
-            Arc::new(DockerPlatform::connect(self.docker_target.clone())?);
+        let platform: Arc<dyn Platform> = if self.kubernetes_target.is_selected() {
+            Arc::new(KubernetesPlatform::new(self.kubernetes_target.clone()))
+        } else {
+            Arc::new(DockerPlatform::connect(self.docker_target.clone())?)
+        };
         *slot = Some(platform.clone());
         Ok(platform)
+    }
+
+    /// The platform an undo record names: this run's when it is the same
+    /// kind (and, for Kubernetes, the same cluster), else a new one, as
+    /// `faultline cleanup` needs for a record another run wrote.
+    pub fn platform_for(
+        &self,
+        kind: &str,
+        kubernetes: Option<&KubernetesTarget>,
+    ) -> Result<Arc<dyn Platform>, ActionError> {
+        let current = self
+            .platform
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(platform) = current
+            && platform.kind() == kind
+            && (kubernetes.is_none() || platform.kubernetes_target().as_ref() == kubernetes)
+        {
+            return Ok(platform);
+        }
+        match kind {
+            "kubernetes" => Ok(Arc::new(KubernetesPlatform::new(
+                kubernetes
+                    .cloned()
+                    .unwrap_or_else(|| self.kubernetes_target.clone()),
+            ))),
+            "docker" if self.kubernetes_target.is_selected() => Ok(Arc::new(
+                DockerPlatform::connect(self.docker_target.clone())?,
+            )),
+            "docker" => self.platform(),
+            other => Err(ActionError::Config(format!(
+                "an undo record names the platform {other:?}, which this engine does not know"
+            ))),
+        }
     }
 }
 
@@ -310,8 +361,16 @@ impl UndoRecord {
                 client.set_enabled(proxy, true).await?;
                 Ok(Value::from(format!("enabled proxy {proxy}")))
             }
-            UndoRecord::Container { target, action, .. } => {
-                services.platform()?.ensure(target, action).await?;
+            UndoRecord::Container {
+                platform,
+                target,
+                action,
+                kubernetes,
+            } => {
+                services
+                    .platform_for(platform, kubernetes.as_ref())?
+                    .ensure(target, action)
+                    .await?;
                 Ok(Value::from(format!("{action}: {}", target.name)))
             }
             UndoRecord::Http { request } => {

@@ -400,6 +400,10 @@ pub enum ContainerOp {
     /// Cut the container off from the `peer` containers only (both
     /// directions, packets dropped), and from nothing else.
     Partition,
+    /// Set the `replicas` of the workload (Kubernetes Deployment or
+    /// StatefulSet) that owns the target's pods; the old count comes back
+    /// when the fault is reverted. Kubernetes only.
+    Scale,
 }
 
 /// `type = "container"`.
@@ -449,6 +453,9 @@ pub struct ContainerFault {
     /// container's own image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// For scale: the replicas the workload runs while the fault is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 impl ContainerFault {
@@ -467,6 +474,7 @@ impl ContainerFault {
             memory_mib: None,
             peer: None,
             image: None,
+            replicas: None,
         }
     }
 }

@@ -180,7 +180,7 @@ impl Experiment {
 
     /// Reads a var file: a TOML table shaped like an experiment's
     /// `[target]` (`gateway`, `prometheus`, `proxy_api`, `database`,
-    /// `fault_admin.*`, `docker.*`, `vars.*` at the top level). Errors name
+    /// `fault_admin.*`, `docker.*`, `kubernetes.*`, `vars.*` at the top level). Errors name
     /// the file, line, column and field, as for experiments.
     pub fn load_target_file(path: &Path) -> Result<Environment, ExperimentError> {
         let text = read(path)?;
@@ -658,6 +658,22 @@ fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (Field
             ));
         }
     }
+    if fault.action == ContainerOp::Scale {
+        if fault.replicas.is_none() {
+            return Err((
+                path.key("replicas"),
+                "scale needs replicas (the count while the fault is in)".into(),
+            ));
+        }
+        if fault.target.replica.is_some() {
+            return Err((
+                path.key("target").key("replica"),
+                "scale sets the replicas of the whole workload that owns the service's pods; \
+                 drop target.replica"
+                    .into(),
+            ));
+        }
+    }
     if fault.action == ContainerOp::Partition {
         let Some(peer) = &fault.peer else {
             return Err((path.key("peer"), "partition needs a peer".into()));
@@ -673,6 +689,7 @@ fn check_container(fault: &ContainerFault, path: FieldPath) -> Result<(), (Field
         ("memory_mib", ContainerOp::Limit, fault.memory_mib.is_some()),
         ("peer", ContainerOp::Partition, fault.peer.is_some()),
         ("image", ContainerOp::Partition, fault.image.is_some()),
+        ("replicas", ContainerOp::Scale, fault.replicas.is_some()),
     ];
     if let Some((field, op, _)) = only_for
         .into_iter()

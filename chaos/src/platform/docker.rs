@@ -51,6 +51,17 @@ fn status_of(err: &BollardError) -> Option<u16> {
 }
 
 impl DockerPlatform {
+    /// Whether the container runs a Swarm service's task.
+    async fn is_swarm_task(&self, target: &TargetRef) -> bool {
+        self.docker
+            .inspect_container(&target.id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|inspect| inspect.config)
+            .and_then(|config| config.labels)
+            .is_some_and(|labels| labels.contains_key(SWARM_TASK_LABEL))
+    }
+
     /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket).
     pub fn connect(target: DockerTarget) -> Result<Self, PlatformError> {
         let docker = Docker::connect_with_defaults().map_err(unreachable)?;
@@ -292,6 +303,15 @@ impl DockerPlatform {
     }
 }
 
+/// Why Docker refuses `scale`.
+const SCALE_ON_DOCKER: &str = "compose and Swarm containers have no replica count the engine \
+     changes; kill or stop some replicas instead (action = \"kill\" or \"stop\" with \
+     target.replica), or run the experiment against Kubernetes \
+     (--set kubernetes.namespace=...)";
+
+/// The label Swarm puts on the container of each of a service's tasks.
+pub const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+
 /// The label on the packet filter containers, naming the container they
 /// filter for.
 pub const SIDECAR_LABEL: &str = "org.faultline.packet-filter-for";
@@ -325,6 +345,18 @@ fn tail(text: &str, max: usize) -> &str {
 impl Platform for DockerPlatform {
     fn kind(&self) -> &'static str {
         "docker"
+    }
+
+    fn supports(&self, op: &str, selector: &Selector) -> Result<(), PlatformError> {
+        if op == "scale" {
+            return Err(PlatformError::Refused {
+                action: op.to_owned(),
+                target: selector.to_string(),
+                platform: "docker",
+                reason: SCALE_ON_DOCKER.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     async fn resolve(&self, selector: &Selector) -> Result<Vec<TargetRef>, PlatformError> {
@@ -458,6 +490,14 @@ impl Platform for DockerPlatform {
                     .sidecar(target, action, image, HEAL_SCRIPT, peers)
                     .await;
             }
+            ContainerAction::Scale { .. } => {
+                return Err(PlatformError::Refused {
+                    action: action.to_string(),
+                    target: target.name.clone(),
+                    platform: "docker",
+                    reason: SCALE_ON_DOCKER.to_owned(),
+                });
+            }
             ContainerAction::Connect { network, aliases } => {
                 let request = NetworkConnectRequest {
                     container: id.to_owned(),
@@ -483,6 +523,16 @@ impl Platform for DockerPlatform {
         action: &ContainerAction,
     ) -> Result<(), PlatformError> {
         let status = self.status(target).await?;
+        if matches!(action, ContainerAction::Start)
+            && !status.running
+            && self.is_swarm_task(target).await
+        {
+            // Swarm replaces a task whose container stopped with a new task;
+            // the old container started by hand would be a replica Swarm
+            // does not know of. The orchestrator is the undo.
+            tracing::info!(target = %target.name, "a Swarm task's container is not started again: Swarm replaces the task");
+            return Ok(());
+        }
         let needed = match action {
             ContainerAction::Start => !status.running,
             ContainerAction::Unpause => status.paused,
@@ -494,7 +544,8 @@ impl Platform for DockerPlatform {
             | ContainerAction::Exec { .. }
             | ContainerAction::Update { .. }
             | ContainerAction::Partition { .. }
-            | ContainerAction::Heal { .. } => true,
+            | ContainerAction::Heal { .. }
+            | ContainerAction::Scale { .. } => true,
         };
         if !needed {
             return Ok(());
@@ -570,6 +621,8 @@ impl Platform for DockerPlatform {
             addresses,
             limits,
             image,
+            replicas: None,
+            replaced_by: Vec::new(),
         })
     }
 }

@@ -1,19 +1,24 @@
-//! Where containers live: the [`Platform`] trait and its Docker backend.
+//! Where containers live: the [`Platform`] trait and its backends.
 //!
 //! A [`Selector`] names containers the way an experiment thinks of them (the
 //! second replica of `orders`, everything labelled `role=catalog`, a container
 //! name); a platform resolves it to [`TargetRef`]s and applies
-//! [`ContainerAction`]s. Docker ([`docker::DockerPlatform`]) is the backend
-//! today; a Kubernetes one (delete a pod, a NetworkPolicy partition) can
-//! implement the same trait.
+//! [`ContainerAction`]s. Docker ([`docker::DockerPlatform`]: compose or
+//! Swarm containers) and Kubernetes ([`kubernetes::KubernetesPlatform`]:
+//! pods, and the replicas of their Deployment or StatefulSet) implement it;
+//! what a platform cannot do it refuses with [`PlatformError::Refused`],
+//! before anything changes.
 
 pub mod docker;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::environment::KubernetesTarget;
 
 /// Which containers an action applies to.
 ///
@@ -26,7 +31,9 @@ use serde::{Deserialize, Serialize};
 pub struct Selector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// 1-based replica number (compose's container number).
+    /// 1-based replica number: compose's container number; on Kubernetes
+    /// the Nth pod of the service (StatefulSet pods by ordinal, others
+    /// oldest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +158,12 @@ pub enum ContainerAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_s: Option<u64>,
     },
+    /// Sets a workload's desired replicas (a target from
+    /// [`Platform::resolve_workloads`]); undone by another `Scale` to the
+    /// count it had. Kubernetes only.
+    Scale {
+        replicas: u32,
+    },
 }
 
 /// How long an exec may run when its action names no timeout.
@@ -184,6 +197,7 @@ impl fmt::Display for ContainerAction {
             ContainerAction::Heal { peers, .. } => {
                 write!(f, "heal partition from {}", peers.join(", "))
             }
+            ContainerAction::Scale { replicas } => write!(f, "scale to {replicas} replicas"),
         }
     }
 }
@@ -318,6 +332,20 @@ pub struct TargetStatus {
     /// The image it runs.
     #[serde(default)]
     pub image: String,
+    /// A workload's replicas (Kubernetes: its scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaCount>,
+    /// The pods that took the place of a deleted one (Kubernetes: new pods
+    /// of the same owner since the target was resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_by: Vec<String>,
+}
+
+/// A workload's replicas: how many it should have, how many it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaCount {
+    pub desired: u32,
+    pub current: u32,
 }
 
 /// Why a platform operation failed.
@@ -340,13 +368,62 @@ pub enum PlatformError {
     },
     #[error("{0} is not supported by this platform")]
     Unsupported(String),
+    /// The platform cannot do this at all; `reason` says why and what to
+    /// do instead. Returned before anything changed.
+    #[error("{action} on {target} is not possible on {platform}: {reason}")]
+    Refused {
+        action: String,
+        target: String,
+        platform: &'static str,
+        reason: String,
+    },
+    #[error(
+        "no pod in namespace {namespace:?} matches {selector} (label selector {labels:?}; \
+         {matching} running pods carry those labels)"
+    )]
+    NoPod {
+        selector: String,
+        namespace: String,
+        labels: String,
+        matching: usize,
+    },
 }
 
 /// A place where containers run.
 #[async_trait::async_trait]
 pub trait Platform: Send + Sync + fmt::Debug {
-    /// `"docker"`, later `"kubernetes"`.
+    /// `"docker"` or `"kubernetes"`.
     fn kind(&self) -> &'static str;
+
+    /// What another process needs to reach this platform again (`faultline
+    /// cleanup` undoing a fault after a crash), stored with each undo
+    /// record: Kubernetes' settings. `None`: the defaults do (Docker).
+    fn kubernetes_target(&self) -> Option<KubernetesTarget> {
+        None
+    }
+
+    /// Checks, before anything is resolved or changed, that this platform
+    /// can carry out the container fault action `op` (as an experiment
+    /// writes it: `"kill"`, `"pause"`, `"scale"`) on `selector`; the error
+    /// says why not and what to do instead.
+    fn supports(&self, op: &str, selector: &Selector) -> Result<(), PlatformError> {
+        let _ = (op, selector);
+        Ok(())
+    }
+
+    /// The workloads (with a replica count) that own the containers
+    /// `selector` names: what `scale` acts on. Only Kubernetes has them.
+    async fn resolve_workloads(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<TargetRef>, PlatformError> {
+        Err(PlatformError::Refused {
+            action: "scale".to_owned(),
+            target: selector.to_string(),
+            platform: self.kind(),
+            reason: "its containers belong to no workload with a replica count".to_owned(),
+        })
+    }
 
     /// The containers `selector` names now (at least one, else an error).
     async fn resolve(&self, selector: &Selector) -> Result<Vec<TargetRef>, PlatformError>;
@@ -405,6 +482,19 @@ pub trait Platform: Send + Sync + fmt::Debug {
                 peers: peers.clone(),
                 image: image.clone(),
             }],
+            ContainerAction::Scale { .. } => match self.status(target).await?.replicas {
+                Some(before) => vec![ContainerAction::Scale {
+                    replicas: before.desired,
+                }],
+                None => {
+                    return Err(PlatformError::Refused {
+                        action: action.to_string(),
+                        target: target.name.clone(),
+                        platform: self.kind(),
+                        reason: "it has no replica count to restore".to_owned(),
+                    });
+                }
+            },
             ContainerAction::Start
             | ContainerAction::Unpause
             | ContainerAction::Restart { .. }
@@ -471,6 +561,18 @@ mod tests {
             (Some(512 * mib), Some(1024 * mib))
         );
         assert_eq!(restore.cpu_quota, None);
+    }
+
+    #[test]
+    fn scale_round_trips_through_the_ledger_format() {
+        let action = ContainerAction::Scale { replicas: 3 };
+        let json = serde_json::to_value(&action).expect("serialises");
+        assert_eq!(json, serde_json::json!({"op": "scale", "replicas": 3}));
+        assert_eq!(
+            serde_json::from_value::<ContainerAction>(json).expect("parses"),
+            action
+        );
+        assert_eq!(action.to_string(), "scale to 3 replicas");
     }
 
     #[test]

@@ -303,11 +303,12 @@ pub fn compile(
     bindings: &Bindings,
 ) -> Result<Plan, CompileError> {
     let env = experiment.target.clone().overlay(&bindings.environment);
-    let mut services =
-        Services::new(env.docker.clone()).map_err(|source| CompileError::Action {
+    let mut services = Services::new(env.docker.clone())
+        .map_err(|source| CompileError::Action {
             what: "services".to_owned(),
             source: Box::new(source),
-        })?;
+        })?
+        .with_kubernetes(env.kubernetes.clone());
     if let Some(platform) = &bindings.platform {
         services = services.with_platform(platform.clone());
     }
