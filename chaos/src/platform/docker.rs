@@ -26,7 +26,7 @@ use super::{
     ContainerAction, EXEC_TIMEOUT, Limits, Platform, PlatformError, Selector, TargetRef,
     TargetStatus,
 };
-use crate::environment::{COMPOSE_PROJECT_LABEL, DockerTarget};
+use crate::environment::{COMPOSE_PROJECT_LABEL, COMPOSE_REPLICA_LABEL, DockerTarget};
 
 /// Containers on a Docker engine.
 #[derive(Debug, Clone)]
@@ -312,6 +312,29 @@ const SCALE_ON_DOCKER: &str = "compose and Swarm containers have no replica coun
 /// The label Swarm puts on the container of each of a service's tasks.
 pub const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
 
+/// The label naming a Swarm task: `<service>.<slot>.<task id>`.
+pub const SWARM_TASK_NAME_LABEL: &str = "com.docker.swarm.task.name";
+
+/// The replica number of a container without the target's replica label:
+/// compose's container number (a scaled service's replicas), else a Swarm
+/// task's slot.
+fn replica_by_orchestrator(labels: &HashMap<String, String>) -> Option<u32> {
+    labels
+        .get(COMPOSE_REPLICA_LABEL)
+        .and_then(|n| n.parse().ok())
+        .or_else(|| swarm_slot(labels))
+}
+
+/// A Swarm task's slot (its replica number, from 1), from its task name; a
+/// global service's tasks are named by node instead and have none.
+fn swarm_slot(labels: &HashMap<String, String>) -> Option<u32> {
+    let name = labels.get(SWARM_TASK_NAME_LABEL)?;
+    let mut parts = name.rsplitn(3, '.');
+    let (_id, slot) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    slot.parse().ok()
+}
+
 /// The label on the packet filter containers, naming the container they
 /// filter for.
 pub const SIDECAR_LABEL: &str = "org.faultline.packet-filter-for";
@@ -399,7 +422,8 @@ impl Platform for DockerPlatform {
                 let labels = summary.labels.unwrap_or_default();
                 let replica = labels
                     .get(&self.target.replica_label)
-                    .and_then(|n| n.parse::<u32>().ok());
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .or_else(|| replica_by_orchestrator(&labels));
                 if let Some(wanted) = selector.replica
                     && replica != Some(wanted)
                 {
@@ -624,5 +648,35 @@ impl Platform for DockerPlatform {
             replicas: None,
             replaced_by: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swarm_task_is_numbered_by_its_slot() {
+        let labels =
+            |name: &str| HashMap::from([(SWARM_TASK_NAME_LABEL.to_owned(), name.to_owned())]);
+        assert_eq!(
+            swarm_slot(&labels("fl_orders.2.l9kpn0r4t756qmz5g8lqdej24")),
+            Some(2)
+        );
+        assert_eq!(swarm_slot(&labels("a.b_orders.12.x")), Some(12));
+        assert_eq!(
+            swarm_slot(&labels("fl_agent.qznpe2z82vtcs87r4kion3bi9.x")),
+            None
+        );
+        assert_eq!(swarm_slot(&labels("nodots")), None);
+        assert_eq!(swarm_slot(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn a_scaled_compose_service_is_numbered_by_its_container_number() {
+        let compose = HashMap::from([(COMPOSE_REPLICA_LABEL.to_owned(), "3".to_owned())]);
+        assert_eq!(replica_by_orchestrator(&compose), Some(3));
+        let swarm = HashMap::from([(SWARM_TASK_NAME_LABEL.to_owned(), "s_orders.2.x".to_owned())]);
+        assert_eq!(replica_by_orchestrator(&swarm), Some(2));
     }
 }

@@ -33,6 +33,20 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The first of `n` consecutive ports that are free now.
+fn free_port_range(n: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let first = free_port()?;
+        let Some(last) = first.checked_add(n - 1) else {
+            continue;
+        };
+        if (first + 1..=last).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return Ok(first);
+        }
+    }
+    anyhow::bail!("found no {n} consecutive free ports")
+}
+
 /// A compose project; `down -v` runs when it is dropped, pass or fail.
 struct Demo {
     project: String,
@@ -99,7 +113,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
     let postgres_port = free_port()?;
     let replica_port = free_port()?;
     let rabbitmq_ports = (free_port()?, free_port()?);
-    let fault_admin_ports = (free_port()?, free_port()?, free_port()?);
+    // Orders is scaled to three replicas: three consecutive ports.
+    let fault_admin_ports = (free_port()?, free_port_range(3)?, free_port()?);
     let demo = Demo {
         project: format!(
             "faultline-demo-{}",
@@ -124,8 +139,8 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
                 fault_admin_ports.0.to_string(),
             ),
             (
-                "FAULTLINE_ORDERS_FAULT_ADMIN_PORT",
-                fault_admin_ports.1.to_string(),
+                "FAULTLINE_ORDERS_FAULT_ADMIN_PORTS",
+                format!("{}-{}", fault_admin_ports.1, fault_admin_ports.1 + 2),
             ),
             (
                 "FAULTLINE_WORKER_FAULT_ADMIN_PORT",
@@ -192,6 +207,13 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         (
             r#"pg_replication_standbys_streaming{job="postgres", role="primary"}"#,
             1.0,
+        ),
+        // Orders is one service scaled to three: Prometheus and both
+        // gateways find all three replicas behind its name, by DNS.
+        (r#"count(up{job="orders"} == 1)"#, 3.0),
+        (
+            r#"count(upstream_endpoints{job="gateway", peer_service="orders", state="healthy"} == 3)"#,
+            2.0,
         ),
         // Both catalog replicas were given the replica and read from it.
         (

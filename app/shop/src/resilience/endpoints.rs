@@ -528,6 +528,16 @@ mod tests {
         table.lock().unwrap().insert(name.to_owned(), ips);
     }
 
+    /// The upstream `orders` at `http://orders:8080`, resolved by `resolver`.
+    fn orders_named(resolver: &Resolver, desired: Option<usize>) -> Endpoints {
+        let replicas = Replicas {
+            urls: vec!["http://orders:8080".parse().unwrap()],
+            desired,
+            resolver: resolver.clone(),
+        };
+        Endpoints::new("orders", replicas, EjectionConfig::default())
+    }
+
     fn urls(e: &Endpoints) -> Vec<String> {
         e.lock()
             .iter()
@@ -538,15 +548,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_stands_for_every_address_it_resolves_to() {
         let resolver = table(&[("orders", &[[10, 0, 0, 3], [10, 0, 0, 1], [10, 0, 0, 2]])]);
-        let e = Endpoints::new(
-            "orders",
-            Replicas {
-                urls: vec!["http://orders:8080/".parse().unwrap()],
-                desired: Some(3),
-                resolver,
-            },
-            EjectionConfig::default(),
-        );
+        let e = orders_named(&resolver, Some(3));
         assert_eq!(
             urls(&e),
             ["http://orders:8080/"],
@@ -572,15 +574,7 @@ mod tests {
     #[tokio::test]
     async fn replicas_that_come_and_go_keep_the_others_health() {
         let resolver = table(&[("orders", &[[10, 0, 0, 1], [10, 0, 0, 2]])]);
-        let e = Endpoints::new(
-            "orders",
-            Replicas {
-                urls: vec!["http://orders:8080".parse().unwrap()],
-                desired: None,
-                resolver: resolver.clone(),
-            },
-            EjectionConfig::default(),
-        );
+        let e = orders_named(&resolver, None);
         e.rediscover().await;
         let second = nth(&e, 2);
         e.record(&second, Outcome::ConnectFailed);
@@ -613,15 +607,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_stops_resolving_keeps_its_endpoints() {
         let resolver = table(&[("orders", &[[10, 0, 0, 1], [10, 0, 0, 2]])]);
-        let e = Endpoints::new(
-            "orders",
-            Replicas {
-                urls: vec!["http://orders:8080".parse().unwrap()],
-                desired: None,
-                resolver: resolver.clone(),
-            },
-            EjectionConfig::default(),
-        );
+        let e = orders_named(&resolver, None);
         e.rediscover().await;
         set(&resolver, "orders", &[]);
         e.rediscover().await;
