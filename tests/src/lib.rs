@@ -15,6 +15,8 @@
 //! - [`otlp`]: an OTLP trace receiver that services export to.
 //! - [`alertmanager`]: Alertmanager with the repository's routing, and the
 //!   webhooks it notifies.
+//! - [`swarm`]: swarm mode (entered and left only if need be) and a stack
+//!   deployed with `docker stack deploy`.
 
 pub mod alertmanager;
 pub mod campaign;
@@ -23,6 +25,7 @@ pub mod eventually;
 pub mod fault_proxy;
 pub mod identity;
 pub mod images;
+pub mod kubernetes;
 pub mod openapi_requests;
 pub mod otlp;
 pub mod postgres;
@@ -34,8 +37,17 @@ pub mod redis;
 pub mod rules;
 pub mod shop_stack;
 pub mod stack;
+pub mod swarm;
 
 pub use eventually::eventually;
+
+/// The repository's root (the tests' files: experiments, deploy/, alerts/).
+pub fn repo_root() -> std::path::PathBuf {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests
+        .parent()
+        .map_or_else(|| tests.join(".."), std::path::Path::to_path_buf)
+}
 
 /// The HTTP client every test uses: short timeouts, so a hung service fails a
 /// poll rather than the whole test.
