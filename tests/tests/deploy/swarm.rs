@@ -130,6 +130,10 @@ async fn the_swarm_stack_heals_a_killed_task_and_rolls_orders_without_a_failed_r
     config.customers = Some(keys.customers(20, "swarm")?);
     config.mode = faultline_loadgen::Mode::Open { rate: 25.0 };
     config.seed = Some(20);
+    // A generous timeout: a request the roll drops fails at once (a reset,
+    // a refused connection); one slowed down by a busy machine should not
+    // count as dropped.
+    config.timeout = Duration::from_secs(10);
     let stop = tokio_util::sync::CancellationToken::new();
     let load = tokio::spawn(faultline_loadgen::run(
         config,
