@@ -193,6 +193,11 @@ impl Upstream {
         self.endpoints.rediscover().await;
     }
 
+    /// Waits until a connection to a replica found by name failed.
+    pub async fn went_stale(&self) {
+        self.endpoints.went_stale().await;
+    }
+
     /// GETs `path` from the next endpoint.
     pub async fn get(
         &self,

@@ -7,10 +7,12 @@
 //! Kubernetes headless Service. [`Endpoints::rediscover`] resolves the names
 //! again (every few seconds, from the role's background task): an address
 //! that appears becomes an endpoint, one that is gone stops being one, and
-//! one that stays keeps its health. A name that does not resolve keeps its
-//! last endpoints: a DNS outage is no reason to forget the replicas. Until a
-//! name has resolved once, its URL itself is the endpoint (the HTTP client
-//! resolves it per connection).
+//! one that stays keeps its health. A lookup that times out keeps the last
+//! endpoints: a slow resolver is no reason to forget the replicas. A name
+//! that resolves to nothing (every replica stopped or not ready) is its own
+//! endpoint again, as it is until it has resolved once: the HTTP client
+//! resolves it per connection, so calls fail at once while it does not,
+//! rather than wait on connections to addresses nobody has any more.
 //!
 //! Calls go round-robin over the healthy endpoints. A connection failure
 //! ejects an endpoint at once (a dead replica is out of rotation after its
@@ -167,6 +169,10 @@ pub struct Endpoints {
     next: AtomicUsize,
     config: EjectionConfig,
     resolver: Resolver,
+    /// Woken when a connection to an endpoint of a name fails: the name is
+    /// looked up again at once (a replica restarted with a new address is
+    /// found without waiting for the next refresh).
+    stale: tokio::sync::Notify,
 }
 
 /// A host that is an address needs no lookup.
@@ -182,6 +188,19 @@ fn endpoint(url: Url, source: &Url, index: usize) -> Arc<Endpoint> {
         port: source.port_or_known_default().unwrap_or_default(),
         source: index,
     })
+}
+
+/// `url` at each of `addresses`, in a stable order (whatever order the
+/// resolver rotates through).
+fn at_addresses(url: &Url, mut addresses: Vec<IpAddr>) -> Vec<Url> {
+    addresses.sort_unstable();
+    addresses
+        .into_iter()
+        .filter_map(|ip| {
+            let mut with_ip = url.clone();
+            with_ip.set_ip_host(ip).ok().map(|()| with_ip)
+        })
+        .collect()
 }
 
 /// The longest wait for one name's addresses: a resolver that does not
@@ -208,6 +227,7 @@ impl Endpoints {
             upstream,
             entries: Mutex::new(entries),
             next: AtomicUsize::new(0),
+            stale: tokio::sync::Notify::new(),
             config,
             resolver,
             sources,
@@ -284,7 +304,12 @@ impl Endpoints {
                 *health = Health::NEW;
                 false
             }
-            Outcome::ConnectFailed => true,
+            Outcome::ConnectFailed => {
+                if !is_address(&self.sources[endpoint.source]) {
+                    self.stale.notify_one();
+                }
+                true
+            }
             Outcome::Failed => {
                 health.consecutive_failures += 1;
                 health.consecutive_failures >= self.config.eject_after
@@ -307,10 +332,16 @@ impl Endpoints {
         self.publish(&entries, now);
     }
 
+    /// Waits until a connection to an endpoint of a name failed since the
+    /// last call (at once if one did meanwhile).
+    pub async fn went_stale(&self) {
+        self.stale.notified().await;
+    }
+
     /// Resolves every configured name again and updates the endpoints: new
     /// addresses join, vanished ones leave, the others keep their health. A
-    /// name that fails to resolve, or resolves to nothing, keeps its
-    /// endpoints. Each lookup is timed in `dns_lookup_duration_seconds`.
+    /// lookup that times out keeps the endpoints; a name that resolves to
+    /// nothing is its own endpoint again. Each lookup is timed in `dns_lookup_duration_seconds`.
     pub async fn rediscover(&self) {
         for (source, url) in self.sources.iter().enumerate() {
             if is_address(url) {
@@ -334,16 +365,25 @@ impl Endpoints {
                 Some(error_type) => metrics::histogram!("dns_lookup_duration_seconds", "peer_service" => self.upstream, "dns_question_name" => host.to_owned(), "error_type" => error_type).record(elapsed),
             }
             match found {
-                Ok(Ok(addresses)) if !addresses.is_empty() => self.replace(source, url, addresses),
+                Ok(Ok(addresses)) if !addresses.is_empty() => {
+                    self.replace(source, url, at_addresses(url, addresses));
+                }
+                // An answer, and no address: every replica is gone (stopped,
+                // not ready). The name itself is the endpoint again, which
+                // the client resolves per connection: calls fail at once
+                // while it does not resolve, instead of waiting for a
+                // connection to an address nobody has any more.
                 Ok(Ok(_)) => {
                     tracing::warn!(
                         upstream = self.upstream,
                         host,
-                        "the name resolves to no address: keeping its endpoints"
+                        "the name resolves to no address"
                     );
+                    self.replace(source, url, vec![url.clone()]);
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(upstream = self.upstream, host, error = %err, "cannot resolve the name: keeping its endpoints");
+                    tracing::warn!(upstream = self.upstream, host, error = %err, "the name does not resolve");
+                    self.replace(source, url, vec![url.clone()]);
                 }
                 Err(_) => {
                     tracing::warn!(upstream = self.upstream, host, timeout = ?LOOKUP_TIMEOUT, "the name did not resolve in time: keeping its endpoints");
@@ -352,17 +392,8 @@ impl Endpoints {
         }
     }
 
-    /// Makes `addresses` the endpoints of configured URL `source`.
-    fn replace(&self, source: usize, url: &Url, mut addresses: Vec<IpAddr>) {
-        // A stable order, whatever order the resolver rotates through.
-        addresses.sort_unstable();
-        let urls: Vec<Url> = addresses
-            .into_iter()
-            .filter_map(|ip| {
-                let mut with_ip = url.clone();
-                with_ip.set_ip_host(ip).ok().map(|()| with_ip)
-            })
-            .collect();
+    /// Makes `urls` the endpoints of configured URL `source`.
+    fn replace(&self, source: usize, url: &Url, urls: Vec<Url>) {
         let mut entries = self.lock();
         let unchanged = entries
             .iter()
@@ -605,13 +636,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_name_that_stops_resolving_keeps_its_endpoints() {
+    async fn a_refused_connection_to_a_named_endpoint_asks_for_a_lookup() {
+        let resolver = table(&[("orders", &[[10, 0, 0, 1]])]);
+        let e = orders_named(&resolver, None);
+        e.rediscover().await;
+        let stale = tokio::time::timeout(Duration::from_millis(50), e.went_stale());
+        assert!(stale.await.is_err(), "nothing failed yet");
+        e.record(&nth(&e, 1), Outcome::ConnectFailed);
+        let stale = tokio::time::timeout(Duration::from_secs(5), e.went_stale());
+        assert!(stale.await.is_ok(), "the failure asks for a lookup");
+
+        let addresses = endpoints(1);
+        addresses.record(&nth(&addresses, 0), Outcome::ConnectFailed);
+        let stale = tokio::time::timeout(Duration::from_millis(50), addresses.went_stale());
+        assert!(stale.await.is_err(), "an address is never looked up");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_stops_resolving_is_its_own_endpoint_again() {
         let resolver = table(&[("orders", &[[10, 0, 0, 1], [10, 0, 0, 2]])]);
         let e = orders_named(&resolver, None);
         e.rediscover().await;
         set(&resolver, "orders", &[]);
         e.rediscover().await;
-        assert_eq!(urls(&e), ["http://10.0.0.1:8080/", "http://10.0.0.2:8080/"]);
+        assert_eq!(urls(&e), ["http://orders:8080/"]);
+        set(&resolver, "orders", &[[10, 0, 0, 3]]);
+        e.rediscover().await;
+        assert_eq!(urls(&e), ["http://10.0.0.3:8080/"]);
     }
 
     #[tokio::test]

@@ -146,31 +146,40 @@ impl Role {
     /// a background task resolves their names again and again.
     pub fn call(&mut self, upstreams: Upstreams) {
         let (upstreams, every) = upstreams.into_parts();
-        let named: Vec<Upstream> = upstreams
-            .iter()
-            .filter(|u| u.has_names())
-            .cloned()
-            .collect();
-        if !named.is_empty() {
+        for upstream in upstreams.iter().filter(|u| u.has_names()).cloned() {
             self.background.push(Box::new(move |task: TaskContext| {
-                tokio::spawn(rediscover(named, every, task.stop))
+                tokio::spawn(rediscover(upstream, every, task.stop))
             }));
         }
         self.upstreams = upstreams;
     }
 }
 
-/// Resolves the upstreams' names at once, then every `every`, until `stop`.
-async fn rediscover(upstreams: Vec<Upstream>, every: Duration, stop: CancellationToken) {
+/// The shortest time between two lookups of an upstream's names when
+/// connections fail: a dead replica's callers do not flood the resolver.
+const MIN_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Resolves the upstream's names at once, then every `every` and whenever a
+/// connection to one of its replicas failed (at most once per
+/// [`MIN_LOOKUP_INTERVAL`]), until `stop`.
+async fn rediscover(upstream: Upstream, every: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None::<tokio::time::Instant>;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            () = upstream.went_stale() => {
+                if let Some(at) = last {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at + MIN_LOOKUP_INTERVAL) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
             () = stop.cancelled() => return,
         }
-        for upstream in &upstreams {
-            upstream.rediscover().await;
-        }
+        upstream.rediscover().await;
+        last = Some(tokio::time::Instant::now());
     }
 }
