@@ -12,7 +12,9 @@
 //! that resolves to nothing (every replica stopped or not ready) is its own
 //! endpoint again, as it is until it has resolved once: the HTTP client
 //! resolves it per connection, so calls fail at once while it does not,
-//! rather than wait on connections to addresses nobody has any more.
+//! rather than wait on connections to addresses nobody has any more. It comes
+//! back ejected, so that calls and retries go to the other endpoints while
+//! there are any.
 //!
 //! Calls go round-robin over the healthy endpoints. A connection failure
 //! ejects an endpoint at once (a dead replica is out of rotation after its
@@ -150,6 +152,24 @@ impl Health {
 
     fn ejected_at(&self, now: Instant) -> bool {
         self.ejected_until.is_some_and(|until| until > now)
+    }
+
+    /// Ejects the endpoint from `now`, for longer with each ejection in a
+    /// row; the length when this starts a new ejection (not when it extends
+    /// one already running).
+    fn eject(&mut self, now: Instant, config: &EjectionConfig) -> Option<Duration> {
+        let factor = 2_u32.saturating_pow(self.ejections.min(8));
+        let length = config
+            .base_ejection
+            .saturating_mul(factor)
+            .min(config.max_ejection);
+        let new = !self.ejected_at(now);
+        if new {
+            self.ejections += 1;
+        }
+        self.ejected_until = Some(now + length);
+        self.consecutive_failures = 0;
+        new.then_some(length)
     }
 }
 
@@ -315,19 +335,8 @@ impl Endpoints {
                 health.consecutive_failures >= self.config.eject_after
             }
         };
-        if eject {
-            let factor = 2_u32.saturating_pow(health.ejections.min(8));
-            let length = self
-                .config
-                .base_ejection
-                .saturating_mul(factor)
-                .min(self.config.max_ejection);
-            if !health.ejected_at(now) {
-                health.ejections += 1;
-                tracing::warn!(upstream = self.upstream, endpoint = %endpoint.url, ejected_for = ?length, ?outcome, "ejecting endpoint");
-            }
-            health.ejected_until = Some(now + length);
-            health.consecutive_failures = 0;
+        if eject && let Some(length) = health.eject(now, &self.config) {
+            tracing::warn!(upstream = self.upstream, endpoint = %endpoint.url, ejected_for = ?length, ?outcome, "ejecting endpoint");
         }
         self.publish(&entries, now);
     }
@@ -366,7 +375,7 @@ impl Endpoints {
             }
             match found {
                 Ok(Ok(addresses)) if !addresses.is_empty() => {
-                    self.replace(source, url, at_addresses(url, addresses));
+                    self.replace(source, url, at_addresses(url, addresses), |_| Health::NEW);
                 }
                 // An answer, and no address: every replica is gone (stopped,
                 // not ready). The name itself is the endpoint again, which
@@ -379,11 +388,11 @@ impl Endpoints {
                         host,
                         "the name resolves to no address"
                     );
-                    self.replace(source, url, vec![url.clone()]);
+                    self.unresolved(source, url);
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(upstream = self.upstream, host, error = %err, "the name does not resolve");
-                    self.replace(source, url, vec![url.clone()]);
+                    self.unresolved(source, url);
                 }
                 Err(_) => {
                     tracing::warn!(upstream = self.upstream, host, timeout = ?LOOKUP_TIMEOUT, "the name did not resolve in time: keeping its endpoints");
@@ -392,8 +401,33 @@ impl Endpoints {
         }
     }
 
-    /// Makes `urls` the endpoints of configured URL `source`.
-    fn replace(&self, source: usize, url: &Url, urls: Vec<Url>) {
+    /// The name of configured URL `source` resolves to nothing: the name is
+    /// its endpoint again, and it starts ejected (its ejection continuing the
+    /// back-off of the addresses it replaces), since a call to it can only
+    /// fail until the name resolves. Were it healthy, a retry that avoids
+    /// the dead address it stands in for would go to it and fail too. While
+    /// it is the only endpoint, panic mode still calls it, and fails at once.
+    fn unresolved(&self, source: usize, url: &Url) {
+        self.replace(source, url, vec![url.clone()], |previous| {
+            let mut health = Health {
+                ejections: previous.iter().map(|h| h.ejections).max().unwrap_or(0),
+                ..Health::NEW
+            };
+            health.eject(Instant::now(), &self.config);
+            health
+        });
+    }
+
+    /// Makes `urls` the endpoints of configured URL `source`: those already
+    /// there keep their health, new ones get `fresh(the health of the
+    /// source's endpoints until now)`.
+    fn replace(
+        &self,
+        source: usize,
+        url: &Url,
+        urls: Vec<Url>,
+        fresh: impl Fn(&[Health]) -> Health,
+    ) {
         let mut entries = self.lock();
         let unchanged = entries
             .iter()
@@ -412,6 +446,7 @@ impl Endpoints {
                 others.push(entry);
             }
         }
+        let previous: Vec<Health> = kept.values().map(|entry| entry.health.clone()).collect();
         let mut added = Vec::new();
         let mine: Vec<Entry> = urls
             .into_iter()
@@ -420,7 +455,7 @@ impl Endpoints {
                     added.push(with_ip.to_string());
                     Entry {
                         endpoint: endpoint(with_ip, url, source),
-                        health: Health::NEW,
+                        health: fresh(&previous),
                     }
                 })
             })
@@ -660,9 +695,61 @@ mod tests {
         set(&resolver, "orders", &[]);
         e.rediscover().await;
         assert_eq!(urls(&e), ["http://orders:8080/"]);
+        assert_eq!(e.counts(), (0, 1), "it cannot be called: it is ejected");
+        assert!(
+            e.pick(None).is_some(),
+            "but still tried, being the only one"
+        );
         set(&resolver, "orders", &[[10, 0, 0, 3]]);
         e.rediscover().await;
         assert_eq!(urls(&e), ["http://10.0.0.3:8080/"]);
+    }
+
+    /// One name per replica, as in the tests' stacks: when a killed
+    /// replica's name stops resolving, a retry that avoids the dead address
+    /// must not land on the name standing in for it.
+    #[tokio::test]
+    async fn a_replica_whose_name_stops_resolving_gets_no_calls_while_others_can() {
+        let resolver = table(&[
+            ("orders-1", &[[10, 0, 0, 1]]),
+            ("orders-2", &[[10, 0, 0, 2]]),
+            ("orders-3", &[[10, 0, 0, 3]]),
+        ]);
+        let e = Endpoints::new(
+            "orders",
+            Replicas {
+                urls: (1..=3)
+                    .map(|i| format!("http://orders-{i}:8080").parse().unwrap())
+                    .collect(),
+                desired: None,
+                resolver: resolver.clone(),
+            },
+            EjectionConfig::default(),
+        );
+        e.rediscover().await;
+        let dead = nth(&e, 2);
+        e.record(&dead, Outcome::Failed);
+        set(&resolver, "orders-2", &[]);
+        e.rediscover().await;
+        assert_eq!(
+            urls(&e),
+            [
+                "http://10.0.0.1:8080/",
+                "http://10.0.0.3:8080/",
+                "http://orders-2:8080/"
+            ]
+        );
+        assert_eq!(e.counts(), (2, 1));
+        for _ in 0..6 {
+            let first = e.pick(None).unwrap();
+            let retry = e.pick(Some(&dead)).unwrap();
+            for picked in [first, retry] {
+                assert!(
+                    picked.url.host_str() != Some("orders-2"),
+                    "called the name of a replica that is gone"
+                );
+            }
+        }
     }
 
     #[tokio::test]
