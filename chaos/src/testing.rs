@@ -320,6 +320,10 @@ fn summary(requests: u64, p50: f64, p99: f64, error_ratio: f64) -> RouteSummary 
 
 #[async_trait::async_trait]
 impl LoadSource for SyntheticLoad {
+    fn window(&self) -> Duration {
+        self.window
+    }
+
     async fn run(&self, cancel: CancellationToken, mut sink: WindowSink) -> Result<Report, String> {
         let start = SystemTime::now();
         let start_ms = crate::journal::unix_ms(start);

@@ -2,6 +2,7 @@
 //! ([`LoadSource`]) and extra load as a fault ([`LoadSurge`]).
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use faultline_loadgen::{Config, Customers, Mix, Mode, Report, Window};
 use serde_json::{Value, json};
@@ -28,6 +29,10 @@ pub type WindowSink = Box<dyn FnMut(&Window) + Send>;
 pub trait LoadSource: Send + Sync + std::fmt::Debug {
     /// Runs until `cancel` fires (or its own limits); returns the report.
     async fn run(&self, cancel: CancellationToken, sink: WindowSink) -> Result<Report, String>;
+
+    /// The length of its stats windows: how long after a moment the window
+    /// holding it is reported.
+    fn window(&self) -> Duration;
 }
 
 /// The load generator library.
@@ -149,6 +154,10 @@ pub enum LoadConfigError {
 
 #[async_trait::async_trait]
 impl LoadSource for Loadgen {
+    fn window(&self) -> Duration {
+        self.config.window
+    }
+
     async fn run(&self, cancel: CancellationToken, mut sink: WindowSink) -> Result<Report, String> {
         let config = self.resolved_config().map_err(|err| err.to_string())?;
         faultline_loadgen::run(config, cancel, move |window: &Window| {

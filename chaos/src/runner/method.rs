@@ -126,8 +126,22 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
     let mut in_flight: Vec<bool> = plan.during.iter().map(|_| false).collect();
     let mut passed_once: Vec<bool> = plan.during.iter().map(|_| false).collect();
     // An always-probe that finds no data yet (no load window in the phase so
-    // far) is not failing: it is waiting. It must have seen data by the end.
+    // far) is not failing: it is waiting. It must have seen data by the end,
+    // or within a window (plus a second's grace) after it: the window that
+    // holds the end is reported only when it closes, and on a busy machine
+    // a short method's only whole window can close a little after the
+    // method's last evaluation.
     let mut saw_data: Vec<bool> = plan.during.iter().map(|_| false).collect();
+    let data_grace = plan.load.as_ref().map_or(Duration::ZERO, |load| {
+        load.window() + Duration::from_secs(1)
+    });
+    let last_evaluation = |index: usize, saw_data: &[bool]| {
+        if plan.during[index].must == Must::Always && !saw_data[index] {
+            end + data_grace
+        } else {
+            end
+        }
+    };
     let mut evaluations: FuturesUnordered<Evaluation> = FuturesUnordered::new();
     let mut deviations = Vec::new();
     let abort = super::abort::watch(run, start_s);
@@ -159,7 +173,8 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
         }
         // Due probes.
         for (index, probe) in plan.during.iter().enumerate() {
-            if in_flight[index] || next_due[index] > now || now >= end {
+            if in_flight[index] || next_due[index] > now || now >= last_evaluation(index, &saw_data)
+            {
                 continue;
             }
             if probe.must == Must::Eventually && passed_once[index] {
@@ -182,10 +197,13 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
             }));
         }
         let actions_done = next_event >= events.len();
-        if now >= end && actions_done && evaluations.is_empty() {
+        let awaiting_data =
+            (0..plan.during.len()).any(|index| now < last_evaluation(index, &saw_data));
+        if now >= end && actions_done && evaluations.is_empty() && !awaiting_data {
             break;
         }
-        // Past the end, only the evaluations in flight are waited for.
+        // Past the end, only the evaluations in flight, and those of probes
+        // still waiting for data, are waited for.
         let mut wake = if now >= end && actions_done {
             now + Duration::from_secs(3600)
         } else {
@@ -195,8 +213,9 @@ pub(crate) async fn run_method(run: &Run) -> MethodResult {
             wake = wake.min(start + event.at);
         }
         for (index, due) in next_due.iter().enumerate() {
-            if now < end && !in_flight[index] && *due < end {
-                wake = wake.min(*due);
+            let last = last_evaluation(index, &saw_data);
+            if now < last && !in_flight[index] {
+                wake = wake.min((*due).min(last));
             }
         }
         tokio::select! {

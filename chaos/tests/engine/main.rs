@@ -16,6 +16,7 @@ mod parse;
 mod plan;
 mod report;
 mod runner;
+mod sli;
 mod sql;
 mod support;
 mod tokens;
