@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_chaos::experiment::{Must, SliMetric, SliOver, SliProbe, Tolerance};
-use faultline_chaos::journal::Verdict;
+use faultline_chaos::journal::{Journal, Verdict};
 use faultline_chaos::probes::sli::SliCheck;
 use faultline_chaos::runner::{Bindings, LedgerDir, Plan, PlannedDuring, run_plan};
 use faultline_chaos::testing::SyntheticLoad;
@@ -31,7 +31,7 @@ fn no_errors() -> PlannedDuring {
     }
 }
 
-async fn run(plan: Plan) -> faultline_chaos::journal::Journal {
+async fn run(plan: Plan) -> Journal {
     let bindings = Bindings {
         ledger: LedgerDir::Disabled,
         ..Bindings::default()
@@ -41,20 +41,34 @@ async fn run(plan: Plan) -> faultline_chaos::journal::Journal {
         .expect("the run ends")
 }
 
-/// A 1 s method and 1.5 s windows: no window that began in the method has
-/// closed by its end. The probe is judged on the first one that closes
-/// after it (within a window and a second), not failed for want of data.
-#[tokio::test]
-async fn a_window_that_closes_after_the_method_still_counts() {
+/// A 1 s method and 1.5 s windows, `error_ratio` of the requests failing:
+/// no window that began in the method has closed by its end.
+async fn late_window(error_ratio: f64) -> Journal {
     let mut plan = Plan::new("late window");
     plan.method_duration = Duration::from_secs(1);
     plan.load = Some(Arc::new(SyntheticLoad {
         window: Duration::from_millis(1500),
         requests_per_window: 10,
-        shape: Arc::new(|_| (10.0, 20.0, 0.0)),
+        shape: Arc::new(move |_| (10.0, 20.0, error_ratio)),
     }));
     plan.during = vec![no_errors()];
-    let journal = run(plan).await;
+    run(plan).await
+}
+
+fn assert_failed_with(journal: &Journal, reason: &str) {
+    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
+    assert!(
+        journal.reasons.iter().any(|r| r.contains(reason)),
+        "{:?}",
+        journal.reasons
+    );
+}
+
+/// The probe is judged on the first window that closes after the method
+/// (within a window and a second), not failed for want of data.
+#[tokio::test]
+async fn a_window_that_closes_after_the_method_still_counts() {
+    let journal = late_window(0.0).await;
     assert_eq!(journal.verdict, Verdict::Passed, "{:?}", journal.reasons);
     assert!(
         journal
@@ -71,24 +85,8 @@ async fn a_window_that_closes_after_the_method_still_counts() {
 /// failing requests in that late window, the probe fails.
 #[tokio::test]
 async fn a_late_window_with_errors_fails_the_probe() {
-    let mut plan = Plan::new("late window, errors");
-    plan.method_duration = Duration::from_secs(1);
-    plan.load = Some(Arc::new(SyntheticLoad {
-        window: Duration::from_millis(1500),
-        requests_per_window: 10,
-        shape: Arc::new(|_| (10.0, 20.0, 0.5)),
-    }));
-    plan.during = vec![no_errors()];
-    let journal = run(plan).await;
-    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
-    assert!(
-        journal
-            .reasons
-            .iter()
-            .any(|r| r.contains("no request fails failed during the method")),
-        "{:?}",
-        journal.reasons
-    );
+    let journal = late_window(0.5).await;
+    assert_failed_with(&journal, "no request fails failed during the method");
 }
 
 /// With no load at all there is nothing to wait for: the probe never had
@@ -99,13 +97,8 @@ async fn without_load_the_probe_never_has_data() {
     plan.method_duration = Duration::from_millis(500);
     plan.during = vec![no_errors()];
     let journal = run(plan).await;
-    assert_eq!(journal.verdict, Verdict::Failed, "{:?}", journal.reasons);
-    assert!(
-        journal
-            .reasons
-            .iter()
-            .any(|r| r.contains("no request fails never had data during the method")),
-        "{:?}",
-        journal.reasons
+    assert_failed_with(
+        &journal,
+        "no request fails never had data during the method",
     );
 }
