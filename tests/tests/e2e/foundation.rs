@@ -462,7 +462,18 @@ async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart(
     rabbitmq
         .wait_ready(faultline_tests::rabbitmq::STARTUP_TIMEOUT)
         .await?;
-    assert_eq!(rabbitmq.queue_messages(queue).await?, Some(3));
+    // Answering AMQP does not mean every durable queue is back yet: the
+    // queue must reappear with its three messages, within the deadline.
+    eventually(
+        &format!("{queue} back with its 3 messages"),
+        READY_WITHIN,
+        || async {
+            let messages = rabbitmq.queue_messages(queue).await?;
+            ensure!(messages == Some(3), "{queue} holds {messages:?} messages");
+            Ok(())
+        },
+    )
+    .await?;
     wait_value(
         prometheus,
         &format!(
