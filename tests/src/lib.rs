@@ -2,6 +2,7 @@
 //!
 //! - [`docker`]: reach the engine and the locally built images, or fail saying why.
 //! - [`eventually`]: poll a condition until a deadline, instead of sleeping.
+//! - [`host_port`]: host ports a test pins, away from those Docker picks.
 //! - [`prom_text`]: read a Prometheus text page and match series in it.
 //! - [`prometheus`]: query a Prometheus server's HTTP API.
 //! - [`rules`]: Prometheus rule files, PromQL scanning, the compressed time scale.
@@ -23,6 +24,7 @@ pub mod campaign;
 pub mod docker;
 pub mod eventually;
 pub mod fault_proxy;
+pub mod host_port;
 pub mod identity;
 pub mod images;
 pub mod kubernetes;

@@ -224,19 +224,12 @@ pub const REDIS_PROXY_PORT: u16 = 18085;
 /// The port of the proxied workers → RabbitMQ link inside the network.
 pub const RABBITMQ_PROXY_PORT: u16 = 18086;
 
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl ShopStack {
     /// Starts every role and waits until all are ready.
     pub async fn start(test: &str, options: StackOptions) -> anyhow::Result<Self> {
         let network = Network::new(test);
         let fixed_port = if options.postgres_fixed_port {
-            Some(free_port()?)
+            Some(crate::host_port::free()?)
         } else {
             None
         };
@@ -250,7 +243,7 @@ impl ShopStack {
                 &network,
                 &network.host(REPLICA_SERVICE),
                 &postgres,
-                Some(free_port()?),
+                Some(crate::host_port::free()?),
             )
             .await?;
             postgres.wait_streaming(REPLICA_SLOT, READY_WITHIN).await?;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use faultline_tests::docker::{require_docker, require_images};
-use faultline_tests::eventually;
 use faultline_tests::images::{
     ALERTMANAGER, FAULTLINE, HAPROXY, POSTGRES, POSTGRES_EXPORTER, PROMETHEUS, RABBITMQ, REDIS,
     REDIS_EXPORTER,
 };
 use faultline_tests::prometheus::PrometheusClient;
+use faultline_tests::{eventually, host_port};
 
 /// Generous: twenty containers start on two cores.
 const UP_WITHIN: Duration = Duration::from_secs(180);
@@ -25,26 +25,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The first of `n` consecutive ports that are free now.
-fn free_port_range(n: u16) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let first = free_port()?;
-        let Some(last) = first.checked_add(n - 1) else {
-            continue;
-        };
-        if (first + 1..=last).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return Ok(first);
-        }
-    }
-    anyhow::bail!("found no {n} consecutive free ports")
 }
 
 /// A compose project; `down -v` runs when it is dropped, pass or fail.
@@ -109,12 +89,21 @@ async fn the_local_demo_comes_up_scraped_alerting_and_under_load() -> anyhow::Re
         ],
     )
     .await?;
-    let ports = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let postgres_port = free_port()?;
-    let replica_port = free_port()?;
-    let rabbitmq_ports = (free_port()?, free_port()?);
+    let ports = (
+        host_port::free()?,
+        host_port::free()?,
+        host_port::free()?,
+        host_port::free()?,
+    );
+    let postgres_port = host_port::free()?;
+    let replica_port = host_port::free()?;
+    let rabbitmq_ports = (host_port::free()?, host_port::free()?);
     // Orders is scaled to three replicas: three consecutive ports.
-    let fault_admin_ports = (free_port()?, free_port_range(3)?, free_port()?);
+    let fault_admin_ports = (
+        host_port::free()?,
+        host_port::free_range(3)?,
+        host_port::free()?,
+    );
     let demo = Demo {
         project: format!(
             "faultline-demo-{}",

@@ -13,19 +13,13 @@ use faultline_tests::identity::StackKeys;
 use faultline_tests::images::{FAULTLINE, POSTGRES, PROMETHEUS};
 use faultline_tests::prometheus::PrometheusClient;
 use faultline_tests::swarm::{Stack, Swarm, docker};
-use faultline_tests::{eventually, repo_root};
+use faultline_tests::{eventually, host_port, repo_root};
 
 /// Nine tasks starting on two cores, the database's first start included.
 const UP_WITHIN: Duration = Duration::from_secs(180);
 /// Three tasks replaced one at a time: each started, healthy, and
 /// monitored for 10 s, 2 s apart.
 const UPDATE_WITHIN: Duration = Duration::from_secs(120);
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_swarm_stack_heals_a_killed_task_and_rolls_orders_without_a_failed_request()
@@ -40,7 +34,7 @@ async fn the_swarm_stack_heals_a_killed_task_and_rolls_orders_without_a_failed_r
     std::fs::create_dir_all(secrets.path().join("keys"))?;
     std::fs::write(secrets.path().join("keys/jwks.json"), keys.jwks_json()?)?;
 
-    let (gateway_port, prometheus_port) = (free_port()?, free_port()?);
+    let (gateway_port, prometheus_port) = (host_port::free()?, host_port::free()?);
     let name = format!("fl{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let env = [
         ("FAULTLINE_IMAGE", FAULTLINE.reference()),
