@@ -256,6 +256,16 @@ async fn standby_position(pool: &PgPool) -> Result<Option<Lsn>, sqlx::Error> {
         .map_err(|err: LsnParseError| sqlx::Error::Decode(err.into()))
 }
 
+/// Records the position a check found the standby had replayed: the value
+/// found, even below the last one. A standby killed and started again
+/// accepts reads once it is consistent, which can be before the position it
+/// had reached (it replays the rest of its WAL after); keeping the highest
+/// position ever seen would send a read that names a write in between to a
+/// standby that has not replayed it yet.
+fn record_replayed(replayed: &watch::Sender<Lsn>, found: Lsn) {
+    replayed.send_if_modified(|seen| std::mem::replace(seen, found) != found);
+}
+
 async fn check_loop(replica: Arc<Replica>, primary: PgPool, stop: CancellationToken) {
     let config = &replica.config;
     let every = config.check_interval.max(Duration::from_millis(10));
@@ -276,13 +286,7 @@ async fn check_loop(replica: Arc<Replica>, primary: PgPool, stop: CancellationTo
         }
         let check = match tokio::time::timeout(every, standby_position(&replica.pool)).await {
             Ok(Ok(Some(replayed))) => {
-                replica.replayed.send_if_modified(|seen| {
-                    let newer = replayed > *seen;
-                    if newer {
-                        *seen = replayed;
-                    }
-                    newer
-                });
+                record_replayed(&replica.replayed, replayed);
                 Check::Reached(tracker.lag(replayed, Instant::now()))
             }
             Ok(Ok(None)) => {
@@ -323,5 +327,25 @@ async fn check_loop(replica: Arc<Replica>, primary: PgPool, stop: CancellationTo
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replayed_position_is_the_last_one_found_even_when_lower() {
+        let (sender, mut seen) = watch::channel(Lsn::default());
+        record_replayed(&sender, Lsn(0x30));
+        assert!(seen.has_changed().unwrap());
+        assert_eq!(*seen.borrow_and_update(), Lsn(0x30));
+        // The same position again wakes no one.
+        record_replayed(&sender, Lsn(0x30));
+        assert!(!seen.has_changed().unwrap());
+        // Started again, the standby reports less than it had reached: a
+        // read after 0x30 must wait for it (or go to the primary).
+        record_replayed(&sender, Lsn(0x20));
+        assert_eq!(*seen.borrow_and_update(), Lsn(0x20));
     }
 }
