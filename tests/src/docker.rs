@@ -78,3 +78,27 @@ pub async fn exec(
     );
     Ok(stdout)
 }
+
+/// What container `id` printed (stdout and stderr) since `since`: for a test
+/// to show the log of a container it started again, which the log consumer
+/// attached at the first start no longer follows.
+pub async fn logs_since(
+    docker: &Docker,
+    id: &str,
+    since: std::time::SystemTime,
+) -> anyhow::Result<String> {
+    use futures::TryStreamExt;
+    use testcontainers::bollard::query_parameters::LogsOptionsBuilder;
+    let since = since.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let options = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .since(i32::try_from(since).context("a time past 2038")?)
+        .build();
+    let frames: Vec<_> = docker
+        .logs(id, Some(options))
+        .try_collect()
+        .await
+        .with_context(|| format!("cannot read the log of container {id}"))?;
+    Ok(frames.iter().map(ToString::to_string).collect())
+}

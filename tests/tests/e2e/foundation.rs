@@ -450,6 +450,7 @@ async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart(
         .query_scalar(r#"time() - rabbitmq_erlang_uptime_seconds{job="rabbitmq"}"#)
         .await?;
     let id = rabbitmq.container.id();
+    let killed_at = std::time::SystemTime::now();
     docker
         .kill_container(
             id,
@@ -464,7 +465,7 @@ async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart(
         .await?;
     // Answering AMQP does not mean every durable queue is back yet: the
     // queue must reappear with its three messages, within the deadline.
-    eventually(
+    let recovered = eventually(
         &format!("{queue} back with its 3 messages"),
         READY_WITHIN,
         || async {
@@ -473,7 +474,14 @@ async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart(
             Ok(())
         },
     )
-    .await?;
+    .await;
+    if let Err(err) = recovered {
+        // The log consumer stopped at the kill: show what the new process
+        // said about its recovery.
+        let log = faultline_tests::docker::logs_since(&docker, id, killed_at).await?;
+        eprintln!("[{}] the log since the restart:\n{log}", rabbitmq.host);
+        return Err(err);
+    }
     wait_value(
         prometheus,
         &format!(
