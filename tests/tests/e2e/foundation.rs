@@ -478,8 +478,11 @@ async fn rabbitmq_starts_is_scraped_and_keeps_durable_messages_across_a_restart(
     if let Err(err) = recovered {
         // The log consumer stopped at the kill: show what the new process
         // said about its recovery.
-        let log = faultline_tests::docker::logs_since(&docker, id, killed_at).await?;
-        eprintln!("[{}] the log since the restart:\n{log}", rabbitmq.host);
+        // The queue's absence stays the error, whatever reading the log does.
+        match faultline_tests::docker::logs_since(&docker, id, killed_at).await {
+            Ok(log) => eprintln!("[{}] the log since the restart:\n{log}", rabbitmq.host),
+            Err(log_err) => eprintln!("[{}] cannot read its log: {log_err:#}", rabbitmq.host),
+        }
         return Err(err);
     }
     wait_value(
